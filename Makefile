@@ -1,0 +1,49 @@
+# Two commands on a fresh machine:
+#   make run    set up .venv (if missing) and run the embedded default workflow (tiny model, CPU) -> results/report.html
+#   make test   set up .venv (if missing) and run the whole test suite (simulator and Slurm tests included)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+CORES ?= all
+PYTEST_ARGS ?=
+export MUJOCO_GL ?= egl
+export PYOPENGL_PLATFORM ?= egl
+
+.PHONY: run test venv sysdeps report lint clean bench
+
+# The venv is rebuilt when the dependency list or the pins change. constraints.txt pins every package;
+# torch==2.13.0 resolves to the CPU wheel where no CUDA build is wanted (see README).
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[sim,workflow,test]"
+	@touch $@
+
+venv: $(VENV)/.installed
+
+# Debian packages for software EGL rendering (LIBERO) and a local Slurm (tests); installed only when missing.
+sysdeps:
+	@bash scripts/install_sysdeps.sh
+
+run: sysdeps venv
+	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/config.yaml
+	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+
+report: venv
+	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+
+test: sysdeps venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/snakemake --lint --configfile config/config.yaml
+
+bench: venv
+	$(PY) bench/inference.py
+	$(PY) bench/dataloader.py
+	$(PY) bench/train_step.py
+	$(PY) bench/evaluate.py
+
+clean:
+	rm -rf results .snakemake

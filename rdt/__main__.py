@@ -1,0 +1,3 @@
+from rdt.cli import main
+
+raise SystemExit(main())

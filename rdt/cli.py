@@ -1,0 +1,59 @@
+"""`python -m rdt COMMAND ...`: one entry point for every pipeline stage.
+
+Each command lives in its own module, which defines ``add_arguments(parser)`` and ``main(args) -> int``.
+Only the chosen command's module is imported, so ``python -m rdt --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from rdt.errors import UserError
+
+# command -> (module, one-line description)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "expert": ("rdt.libero.expert", "generate scripted demonstrations in the LIBERO simulator (official demo layout)"),
+    "convert": ("rdt.libero.convert", "convert LIBERO demo HDF5 files into one training HDF5"),
+    "stats": ("rdt.data.stats", "dataset statistics in RDT's dataset_stat.json form"),
+    "encode": ("rdt.lang", "T5 embeddings of every unique instruction"),
+    "train": ("rdt.train", "fine-tune RDT with accelerate up to a given step"),
+    "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one execution horizon"),
+    "report": ("rdt.report", "figures and tables from evaluation and training results"),
+    "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
+    "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    epilog = "commands:\n" + "\n".join(f"  {name:<18} {desc}" for name, (_, desc) in COMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="python -m rdt",
+        description="RDT fine-tuning and LIBERO evaluation pipeline. Run `python -m rdt COMMAND --help` for details.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND", help="one of the commands below")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose from {', '.join(sorted(COMMANDS))}")
+    module_name, desc = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"python -m rdt {name}", description=(module.__doc__ or desc).strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.main(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,101 @@
+"""The LIBERO <-> RDT mapping, in one place, shared by conversion, training data and evaluation.
+
+- images: LIBERO renders are rotated 180 degrees (OpenGL convention); :func:`upright` turns them upright.
+  Cameras: agentview -> RDT's exterior slot, eye-in-hand -> right-wrist slot, left wrist absent.
+- state (``delta_eef`` mapping): 7 joint positions, gripper opening in [0, 1], end-effector position (m) and
+  rotation as 6D, into the right-arm slots of the 128-dim unified vector.
+- action: LIBERO's 7-dim OSC_POSE command (delta position, delta axis-angle rotation, gripper -1 open / +1 close)
+  into the end-effector velocity slots and ``right_gripper_open`` (1 = open). :func:`action_from_unified`
+  inverts :func:`action_to_unified` exactly.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rdt import statevec
+
+ACTION_SPACE = "delta_eef"   # the one mapping implemented; recorded in datasets and checkpoints
+
+#: camera slot -> LIBERO camera (demo file key, env observation key); None = slot absent.
+CAMERAS: dict[str, tuple[str, str] | None] = {
+    "exterior": ("agentview_rgb", "agentview_image"),
+    "right_wrist": ("eye_in_hand_rgb", "robot0_eye_in_hand_image"),
+    "left_wrist": None,
+}
+CAMERA_SLOTS = tuple(CAMERAS)            # RDT order: exterior, right wrist, left wrist
+
+STATE_SLOTS = (
+    [f"right_arm_joint_{i}_pos" for i in range(7)]
+    + ["right_gripper_open"]
+    + [f"right_eef_pos_{a}" for a in "xyz"]
+    + [f"right_eef_angle_{i}" for i in range(6)]
+)
+ACTION_SLOTS = (
+    [f"right_eef_vel_{a}" for a in "xyz"]
+    + [f"right_eef_angular_vel_{a}" for a in ("roll", "pitch", "yaw")]
+    + ["right_gripper_open"]
+)
+#: availability mask (128,): the union of the state and action slots.
+MASK = np.maximum(statevec.mask(STATE_SLOTS), statevec.mask(ACTION_SLOTS))
+
+# Panda finger joints: q[0] in [0, 0.04], q[1] in [-0.04, 0]; opening = q[0] - q[1].
+GRIPPER_MAX_OPENING_M = 0.08
+
+
+def upright(frames: np.ndarray) -> np.ndarray:
+    """Rotate LIBERO renders by 180 degrees: (..., H, W, C) -> (..., H, W, C), contiguous.
+
+    The ONE place where the image flip happens, for conversion and for evaluation alike."""
+    frames = np.asarray(frames)
+    if frames.ndim < 3 or frames.shape[-1] != 3:
+        raise ValueError(f"expected image(s) of shape (..., H, W, 3), got {frames.shape}")
+    return np.ascontiguousarray(frames[..., ::-1, ::-1, :])
+
+
+def gripper_opening(gripper_qpos: np.ndarray) -> np.ndarray:
+    """(..., 2) finger joint positions -> (...,) opening in [0, 1] (1 = fully open)."""
+    q = np.asarray(gripper_qpos, dtype=np.float64)
+    return np.clip((q[..., 0] - q[..., 1]) / GRIPPER_MAX_OPENING_M, 0.0, 1.0)
+
+
+def unified_state(joint_pos: np.ndarray, gripper_qpos: np.ndarray, eef_pos: np.ndarray,
+                  eef_rotation: np.ndarray) -> np.ndarray:
+    """Robot state -> (..., 128) float32 unified state.
+
+    joint_pos (..., 7) rad; gripper_qpos (..., 2) m; eef_pos (..., 3) m; eef_rotation (..., 3, 3) matrix."""
+    values = np.concatenate([
+        np.asarray(joint_pos, dtype=np.float64),
+        gripper_opening(gripper_qpos)[..., None],
+        np.asarray(eef_pos, dtype=np.float64),
+        statevec.matrix_to_ortho6d(np.asarray(eef_rotation, dtype=np.float64)),
+    ], axis=-1)
+    return statevec.scatter(values, STATE_SLOTS).astype(np.float32)
+
+
+def state_from_env_obs(obs: dict) -> np.ndarray:
+    """A LIBERO environment observation dict -> (128,) unified state."""
+    return unified_state(obs["robot0_joint_pos"], obs["robot0_gripper_qpos"], obs["robot0_eef_pos"],
+                         statevec.quat_to_matrix(obs["robot0_eef_quat"]))
+
+
+def state_from_demo_obs(joint_states: np.ndarray, gripper_states: np.ndarray, ee_pos: np.ndarray,
+                        ee_ori: np.ndarray) -> np.ndarray:
+    """Demo-file observations (``obs/joint_states``, ``gripper_states``, ``ee_pos``, ``ee_ori`` = axis-angle)
+    -> (T, 128) unified states."""
+    return unified_state(joint_states, gripper_states, ee_pos, statevec.axisangle_to_matrix(ee_ori))
+
+
+def action_to_unified(action: np.ndarray) -> np.ndarray:
+    """LIBERO commands (..., 7) -> unified actions (..., 128) float64 (exactly invertible)."""
+    a = np.asarray(action, dtype=np.float64)
+    if a.shape[-1] != 7:
+        raise ValueError(f"expected LIBERO actions with last dim 7, got shape {a.shape}")
+    values = np.concatenate([a[..., :6], ((1.0 - a[..., 6]) / 2.0)[..., None]], axis=-1)
+    return statevec.scatter(values, ACTION_SLOTS).astype(np.float64)
+
+
+def action_from_unified(unified: np.ndarray) -> np.ndarray:
+    """Unified actions (..., 128) -> LIBERO commands (..., 7) float64, gripper clipped to [-1, 1]."""
+    v = statevec.gather(np.asarray(unified, dtype=np.float64), ACTION_SLOTS)
+    gripper = np.clip(1.0 - 2.0 * v[..., 6], -1.0, 1.0)
+    return np.concatenate([v[..., :6], gripper[..., None]], axis=-1)
