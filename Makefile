@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[sim,workflow,test]"
+	@# robomimic (via hf-libero) pulls a torchvision that cannot load beside the CPU torch; nothing here uses it.
+	$(PY) -m pip uninstall -y -q torchvision
 	@touch $@
 
 venv: $(VENV)/.installed

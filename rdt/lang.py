@@ -1,0 +1,211 @@
+"""Encode every unique instruction once with a T5 text encoder and save the embeddings as one safetensors file.
+
+Instructions come from training HDF5 files (the ``instruction`` attribute of each ``/episodes/*`` group), from a
+text file (one instruction per line) and/or from LIBERO task lists (``--instructions-from-tasks SUITE [TASK ...]``,
+for evaluation-only runs). The empty instruction "" is always added: it is RDT's ``empty_lang_embed`` (only
+``</s>``), which training uses for condition-masked samples. The output (docs/formats.md section 4) holds tensors
+``emb_<i>`` (L_i, D) float32 (tokens incl. ``</s>``, padding removed) and metadata ``encoder``, ``max_length``,
+``hidden_size``, ``instructions`` (JSON list, index i -> ``emb_<i>``). Training and evaluation read it with
+``LanguageTable.load``.
+
+example:
+  python -m rdt encode --data results/data/train.h5 --text-encoder tiny --out results/lang.safetensors
+  python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl --out lang.safetensors
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from rdt.errors import UserError
+from rdt.utils.atomic import atomic_path
+from rdt.utils.progress import Progress
+
+FORMAT = "rdt-lang/1"
+EMPTY = ""          # the empty instruction: RDT's empty_lang_embed for condition-masked training samples
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+# ================================================================================================ reading
+class LanguageTable:
+    """Instruction -> embedding (L, D) float32, with the identity of the encoder that made them."""
+
+    def __init__(self, path: Path, embeddings: dict[str, torch.Tensor], encoder: str, max_length: int,
+                 hidden_size: int) -> None:
+        self.path = path
+        self.embeddings = embeddings
+        self.encoder = encoder
+        self.max_length = max_length
+        self.hidden_size = hidden_size
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LanguageTable":
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: language embeddings file not found (make it with `python -m rdt encode`)")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                names = set(f.keys())
+                missing = [k for k in ("encoder", "max_length", "hidden_size", "instructions") if k not in meta]
+                if missing:
+                    raise UserError(f"{path}: metadata lacks {', '.join(missing)}; expected a file written by "
+                                    "`python -m rdt encode` (docs/formats.md section 4)")
+                instructions = json.loads(meta["instructions"])
+                embeddings = {}
+                for i, text in enumerate(instructions):
+                    if f"emb_{i}" not in names:
+                        raise UserError(f"{path}: tensor 'emb_{i}' for instruction {text!r} is missing")
+                    embeddings[text] = f.get_tensor(f"emb_{i}").float()
+        except UserError:
+            raise
+        except Exception as e:   # safetensors raises its own error types for corrupt/other files
+            raise UserError(f"{path}: not a readable safetensors language-embedding file ({e})") from None
+        return cls(path, embeddings, meta["encoder"], int(meta["max_length"]), int(meta["hidden_size"]))
+
+    @property
+    def instructions(self) -> list[str]:
+        return list(self.embeddings)
+
+    def __len__(self) -> int:
+        return len(self.embeddings)
+
+    def __contains__(self, instruction: str) -> bool:
+        return instruction in self.embeddings
+
+    def get(self, instruction: str) -> torch.Tensor:
+        """The embedding (L, D) of ``instruction`` (exact string match)."""
+        try:
+            return self.embeddings[instruction]
+        except KeyError:
+            pass
+        close = difflib.get_close_matches(instruction, self.instructions, n=3, cutoff=0.6)
+        shown = close or self.instructions[:3]
+        raise UserError(
+            f"{self.path}: no embedding for instruction {instruction!r} ({len(self)} instructions encoded; "
+            f"{'closest' if close else 'e.g.'}: {', '.join(repr(s) for s in shown)}). Re-run `python -m rdt encode` "
+            f"including this instruction (--data / --instructions / --instructions-from-tasks)")
+
+    def check_encoder(self, name: str) -> None:
+        """UserError unless the embeddings were made by text encoder ``name``."""
+        if name != self.encoder:
+            raise UserError(f"{self.path} was made with text encoder {self.encoder!r}, but {name!r} is expected "
+                            f"(the checkpoint's text encoder); re-encode with `python -m rdt encode --text-encoder "
+                            f"{name} ...`")
+
+
+# ================================================================================================ writing
+def encode_instructions(instructions: Iterable[str], encoder, out: str | Path, batch_size: int = 8) -> int:
+    """Encode the unique ``instructions`` (first-seen order) plus the empty instruction ``""`` (last, unless
+    given) with a ``TextEncoder`` and write ``out`` atomically. Returns the number of embeddings written."""
+    from safetensors.torch import save_file
+
+    unique = list(dict.fromkeys(instructions))
+    if not unique:
+        raise UserError("no instructions to encode (the given sources contain none)")
+    if EMPTY not in unique:
+        unique.append(EMPTY)
+    tensors: dict[str, torch.Tensor] = {}
+    with Progress(len(unique), "encode", unit="instr", every=10.0) as progress:
+        for start in range(0, len(unique), batch_size):
+            chunk = unique[start:start + batch_size]
+            for i, emb in enumerate(encoder.encode(chunk, batch_size=batch_size), start=start):
+                tensors[f"emb_{i}"] = emb.float().contiguous()
+            progress.update(len(chunk))
+    metadata = {"format": FORMAT, "encoder": encoder.name, "max_length": str(encoder.max_length),
+                "hidden_size": str(encoder.hidden_size), "dtype": str(encoder.model.dtype).replace("torch.", ""),
+                "instructions": json.dumps(unique)}
+    with atomic_path(out) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return len(unique)
+
+
+def instructions_from_training_file(path: str | Path) -> list[str]:
+    """The ``instruction`` attribute of every ``/episodes/*`` group of a training HDF5 (docs/formats.md §2)."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: training HDF5 not found")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file ({e})") from None
+    with f:
+        episodes = f.get("episodes")
+        if not isinstance(episodes, h5py.Group):
+            raise UserError(f"{path}: no '/episodes' group; expected a training HDF5 written by `python -m rdt "
+                            "convert`")
+        out = []
+        for name in sorted(episodes):
+            text = episodes[name].attrs.get("instruction")
+            if text is None:
+                raise UserError(f"{path}: /episodes/{name} has no 'instruction' attribute")
+            out.append(text.decode() if isinstance(text, bytes) else str(text))
+    return out
+
+
+def instructions_from_text(path: str | Path) -> list[str]:
+    """Non-blank lines of a text file, stripped of surrounding whitespace."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: instructions file not found") from None
+    return [line.strip() for line in lines if line.strip()]
+
+
+def instructions_from_tasks(suite: str, selectors: list[str]) -> list[str]:
+    """The language instructions of the selected LIBERO tasks (``rdt.libero.suites.select_tasks``)."""
+    from rdt.libero.suites import select_tasks
+
+    return [t.language for t in select_tasks(suite, selectors)]
+
+
+# ================================================================================================ command
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("instruction sources (at least one; all given are combined)")
+    src.add_argument("--data", nargs="+", default=[], metavar="H5",
+                     help="training HDF5 file(s): the instruction of every episode")
+    src.add_argument("--instructions", metavar="FILE", help="text file with one instruction per line")
+    src.add_argument("--instructions-from-tasks", nargs="+", action="append", default=[], metavar="ARG",
+                     help="SUITE [TASK ...]: instructions of LIBERO tasks (names, indices, patterns; none = all "
+                          "tasks of the suite); may be repeated")
+    p.add_argument("--text-encoder", required=True, metavar="NAME",
+                   help="'tiny', a Hugging Face id in the local cache (google/t5-v1_1-xxl) or a local folder")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file (written atomically)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="torch device for the encoder (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=["auto", *_DTYPES], default="auto",
+                   help="encoder weights dtype; auto = float32 for 'tiny', bfloat16 otherwise (as RDT encodes)")
+    p.add_argument("--batch-size", type=int, default=8, help="instructions per encoder call (default 8)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from rdt.encoders import TINY, load_text_encoder
+
+    instructions: list[str] = []
+    for data in args.data:
+        instructions += instructions_from_training_file(data)
+    if args.instructions:
+        instructions += instructions_from_text(args.instructions)
+    for suite, *selectors in args.instructions_from_tasks:
+        instructions += instructions_from_tasks(suite, selectors)
+    if not (args.data or args.instructions or args.instructions_from_tasks):
+        raise UserError("give at least one instruction source: --data, --instructions or --instructions-from-tasks")
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size={args.batch_size}; expected a positive integer")
+    dtype = _DTYPES[args.dtype] if args.dtype != "auto" else \
+        (torch.float32 if args.text_encoder == TINY else torch.bfloat16)
+    encoder = load_text_encoder(args.text_encoder, device=args.device, dtype=dtype)
+    n = encode_instructions(instructions, encoder, args.out, batch_size=args.batch_size)
+    print(f"encoded {n} embeddings ({len(instructions)} instructions given, duplicates once, plus the empty "
+          f"instruction) with {encoder.name!r} -> {args.out}")
+    return 0

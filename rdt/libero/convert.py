@@ -1,0 +1,321 @@
+"""Convert official LIBERO demo files (``<task>_demo.hdf5``, robomimic layout) into one training HDF5.
+
+Selects tasks of a suite by name, index or pattern, takes the first N usable demos of each task (in numeric
+demo order), maps state and action into RDT's 128-dim unified vectors (rdt.libero.mapping), turns the frames
+upright and writes the layout of docs/formats.md §2. LIBERO records each observation after its action, so
+observation j is paired with action j+1: a demo of T steps gives T-1 training steps. Demos with fewer than
+--min-steps training steps are reported and skipped, never padded. Bad files give an error naming the file,
+the key and what was expected.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+import rdt
+from rdt import statevec
+from rdt.data import TRAIN_FORMAT
+from rdt.errors import UserError
+from rdt.libero import mapping, suites
+from rdt.utils.atomic import atomic_path
+from rdt.utils.progress import Progress
+
+DEMO_SUFFIX = "_demo.hdf5"
+DEFAULT_MIN_STEPS = 10              # 0.5 s at 20 Hz; shorter recordings are not usable demonstrations
+IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
+_DEMO_KEY = re.compile(r"^demo_(\d+)$")
+
+# demo dataset -> (trailing shape, expected kind); "T" is the demo length, "S" the image size.
+_LOW_DIM = {
+    "actions": (7,),
+    "obs/joint_states": (7,),
+    "obs/gripper_states": (2,),
+    "obs/ee_pos": (3,),
+    "obs/ee_ori": (3,),
+}
+
+
+@dataclass
+class SourceTask:
+    task: suites.Task
+    path: Path
+    instruction: str
+
+
+@dataclass
+class Episode:
+    state: np.ndarray          # (T,128) float32
+    action: np.ndarray         # (T,128) float32
+    libero_action: np.ndarray  # (T,7) float64
+    images: dict[str, np.ndarray]  # slot -> (T,S,S,3) uint8, upright
+
+
+# ------------------------------------------------------------------------------------------------ finding files
+
+def find_demo_files(inputs: list[str]) -> dict[str, Path]:
+    """Task name -> demo file, from files and folders (searched recursively for ``*_demo.hdf5``)."""
+    found: dict[str, Path] = {}
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(p.rglob(f"*{DEMO_SUFFIX}"))
+        elif p.is_file():
+            if not p.name.endswith(DEMO_SUFFIX):
+                raise UserError(f"{p}: expected a LIBERO demo file named '<task name>{DEMO_SUFFIX}'")
+            files = [p]
+        else:
+            raise UserError(f"--demos {item}: no such file or folder")
+        for f in files:
+            name = f.name[: -len(DEMO_SUFFIX)]
+            if name in found and found[name].resolve() != f.resolve():
+                raise UserError(f"two demo files for task {name!r}: {found[name]} and {f}; pass only one")
+            found[name] = f
+    if not found:
+        raise UserError(f"no '*{DEMO_SUFFIX}' files found in {', '.join(inputs)}")
+    return found
+
+
+def infer_suite(names: list[str]) -> str:
+    """The first suite (in suite order) whose task table holds every given task name."""
+    for suite in suites.suite_names():
+        known = {t.name for t in suites.tasks(suite)}
+        if all(n in known for n in names):
+            return suite
+    unknown = [n for n in names if not any(n in {t.name for t in suites.tasks(s)} for s in suites.suite_names())]
+    if unknown:
+        raise UserError(f"demo file(s) for unknown LIBERO task(s) {unknown[:3]}; file names must be "
+                        f"'<task name>{DEMO_SUFFIX}' with a task of one of {suites.suite_names()}")
+    raise UserError(f"the demo files belong to more than one suite; choose one with --suite "
+                    f"({', '.join(suites.suite_names())})")
+
+
+def select_sources(files: dict[str, Path], suite: str | None, selectors: list[str] | None) -> list[SourceTask]:
+    """The selected tasks that have a demo file, in suite order; an empty selection is an error."""
+    suite = suite or infer_suite(sorted(files))
+    chosen = suites.select_tasks(suite, selectors)
+    sources = [SourceTask(t, files[t.name], t.language) for t in chosen if t.name in files]
+    if not sources:
+        raise UserError(f"none of the {len(chosen)} selected task(s) of suite {suite!r} "
+                        f"(selectors: {selectors or 'all'}) has a demo file among {len(files)} file(s) found, "
+                        f"e.g. {sorted(files)[:3]}")
+    return sources
+
+
+# ------------------------------------------------------------------------------------------------ reading demos
+
+def _open(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable HDF5 file ({e})") from None
+
+
+def read_instruction(f: h5py.File, path: Path, fallback: str) -> str:
+    """``problem_info['language_instruction']`` of ``data``; the suite table's instruction when absent."""
+    raw = f["data"].attrs.get("problem_info")
+    if raw is None:
+        return fallback
+    try:
+        info = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: attribute data.problem_info is not valid JSON ({e})") from None
+    instr = info.get("language_instruction") if isinstance(info, dict) else None
+    if isinstance(instr, (list, tuple)):
+        instr = " ".join(str(w) for w in instr)
+    return str(instr).strip() if instr else fallback
+
+
+def demo_keys(f: h5py.File, path: Path) -> list[str]:
+    """``data/demo_<i>`` group names sorted by i (numerically)."""
+    if "data" not in f or not isinstance(f["data"], h5py.Group):
+        raise UserError(f"{path}: missing group 'data' (expected the robomimic layout data/demo_<i>)")
+    keys = [k for k in f["data"] if _DEMO_KEY.match(k)]
+    if not keys:
+        raise UserError(f"{path}: group 'data' holds no 'demo_<i>' groups")
+    return sorted(keys, key=lambda k: int(_DEMO_KEY.match(k).group(1)))
+
+
+def _dataset(grp: h5py.Group, key: str, path: Path) -> h5py.Dataset:
+    where = f"{grp.name}/{key}"
+    if key not in grp:
+        raise UserError(f"{path}: missing dataset {where} (official LIBERO demo layout, docs/formats.md §1)")
+    ds = grp[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise UserError(f"{path}: {where} is a group, expected a dataset")
+    return ds
+
+
+def _read(ds: h5py.Dataset, path: Path) -> np.ndarray:
+    try:
+        return ds[()]
+    except OSError as e:
+        raise UserError(f"{path}: cannot read {ds.name} (corrupt file? {e})") from None
+
+
+def demo_length(f: h5py.File, key: str, path: Path) -> int:
+    """Training steps a demo gives: its length minus one (see the observation/action pairing in read_demo)."""
+    return int(_dataset(f["data"][key], "actions", path).shape[0]) - 1
+
+
+def read_demo(f: h5py.File, key: str, path: Path) -> Episode:
+    """Read and map one demo; every shape and dtype is checked against the official layout."""
+    grp = f["data"][key]
+    arrays: dict[str, np.ndarray] = {}
+    length = None
+    for name, tail in _LOW_DIM.items():
+        ds = _dataset(grp, name, path)
+        if ds.ndim != 1 + len(tail) or ds.shape[1:] != tail or not np.issubdtype(ds.dtype, np.number):
+            raise UserError(f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
+                            f"expected (T,{','.join(map(str, tail))}) numbers")
+        length = ds.shape[0] if length is None else length
+        if ds.shape[0] != length:
+            raise UserError(f"{path}: {grp.name}/{name} has {ds.shape[0]} steps, expected {length} "
+                            f"(as {grp.name}/actions)")
+        arrays[name] = _read(ds, path).astype(np.float64)
+    images: dict[str, np.ndarray] = {}
+    for slot, cam in mapping.CAMERAS.items():
+        if cam is None:
+            continue
+        name = f"obs/{cam[0]}"
+        ds = _dataset(grp, name, path)
+        if ds.ndim != 4 or ds.shape[0] != length or ds.shape[3] != 3 or ds.shape[1] != ds.shape[2] \
+                or ds.dtype != np.uint8:
+            raise UserError(f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
+                            f"expected ({length},S,S,3) uint8 (square frames, one per step)")
+        images[slot] = mapping.upright(_read(ds, path))
+    sizes = {im.shape[1] for im in images.values()}
+    if len(sizes) != 1:
+        raise UserError(f"{path}: {grp.name} cameras have different image sizes {sorted(sizes)}")
+    state = mapping.state_from_demo_obs(arrays["obs/joint_states"], arrays["obs/gripper_states"],
+                                        arrays["obs/ee_pos"], arrays["obs/ee_ori"])
+    # Demo obs[j] is recorded AFTER actions[j] was executed, so it is what the policy saw when it chose
+    # actions[j+1]: pair obs[t] with actions[t+1] (one step fewer than the demo).
+    libero_action = arrays["actions"][1:]
+    state, images = state[:-1], {slot: frames[:-1] for slot, frames in images.items()}
+    action = mapping.action_to_unified(libero_action).astype(np.float32)
+    if not (np.isfinite(state).all() and np.isfinite(action).all()):
+        raise UserError(f"{path}: {grp.name} holds non-finite values in its observations or actions")
+    return Episode(state.astype(np.float32), action, libero_action, images)
+
+
+# ------------------------------------------------------------------------------------------------ writing
+
+def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask], suite: str) -> None:
+    out.attrs["format"] = TRAIN_FORMAT
+    out.attrs["action_space"] = mapping.ACTION_SPACE
+    out.attrs["control_frequency"] = suites.CONTROL_FREQUENCY_HZ
+    out.attrs["state_dim"] = statevec.STATE_DIM
+    out.attrs["image_size"] = image_size
+    out.attrs["cameras"] = json.dumps({slot: (cam[0].removesuffix("_rgb") if cam else None)
+                                       for slot, cam in mapping.CAMERAS.items()})
+    out.attrs["mask"] = mapping.MASK.astype(np.float32)
+    out.attrs["created_by"] = json.dumps({"rdt_version": rdt.__version__, "suite": suite,
+                                          "sources": [str(s.path) for s in sources]})
+
+
+def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, demo: str) -> None:
+    grp = out.create_group(f"episodes/{index:06d}")
+    grp.attrs.update(task=src.task.name, suite=src.task.suite, instruction=src.instruction,
+                     source_file=str(src.path), source_demo=demo, num_steps=ep.state.shape[0])
+    grp.create_dataset("state", data=ep.state)
+    grp.create_dataset("action", data=ep.action)
+    grp.create_dataset("libero_action", data=ep.libero_action)
+    for slot, frames in ep.images.items():
+        grp.create_dataset(f"images/{slot}", data=frames, chunks=(1,) + frames.shape[1:], **IMAGE_COMPRESSION)
+
+
+def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
+            demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS) -> dict:
+    """Convert; returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped"}}, "episodes", "steps"}``."""
+    if demos_per_task is not None and demos_per_task < 1:
+        raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
+    if min_steps < 1:
+        raise UserError(f"--min-steps must be >= 1, got {min_steps}")
+    files = find_demo_files(inputs)
+    sources = select_sources(files, suite, selectors)
+    suite_name = sources[0].task.suite
+    print(f"{suite_name}: {len(sources)} selected task(s) with a demo file ({len(files)} demo file(s) found)")
+    # plan: which demos of which file (first N usable ones, numeric order); short ones are reported and skipped
+    plan: list[tuple[SourceTask, list[str]]] = []
+    summary: dict = {"tasks": {}, "episodes": 0, "steps": 0}
+    for src in sources:
+        with _open(src.path) as f:
+            keys = demo_keys(f, src.path)
+            src.instruction = read_instruction(f, src.path, src.task.language)
+            chosen, skipped = [], []
+            for k in keys:
+                if demos_per_task is not None and len(chosen) == demos_per_task:
+                    break
+                n = demo_length(f, k, src.path)
+                (chosen if n >= min_steps else skipped).append(k)
+                if n < min_steps:
+                    print(f"skipping {src.path}:data/{k}: {n} training steps < --min-steps {min_steps}")
+        if demos_per_task is not None and len(chosen) < demos_per_task:
+            print(f"warning: {src.path}: only {len(chosen)} usable demo(s), {demos_per_task} requested")
+        plan.append((src, chosen))
+        summary["tasks"][src.task.name] = {"episodes": 0, "steps": 0, "skipped": skipped}
+    total = sum(len(c) for _, c in plan)
+    if total == 0:
+        raise UserError(f"no usable demo in the {len(sources)} selected file(s) (all shorter than "
+                        f"--min-steps {min_steps})")
+    image_size = None
+    index = 0
+    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out, \
+            Progress(total, "convert", unit="demo", every=10.0) as progress:
+        for src, keys in plan:
+            with _open(src.path) as f:
+                for k in keys:
+                    ep = read_demo(f, k, src.path)
+                    size = next(iter(ep.images.values())).shape[1]
+                    if image_size is None:
+                        image_size = size
+                        _write_root_attrs(out, size, sources, suite_name)
+                    elif size != image_size:
+                        raise UserError(f"{src.path}: data/{k} has {size}x{size} frames, expected {image_size}x"
+                                        f"{image_size} like the demos converted before it")
+                    _write_episode(out, index, ep, src, k)
+                    index += 1
+                    n = ep.state.shape[0]
+                    summary["tasks"][src.task.name]["episodes"] += 1
+                    summary["tasks"][src.task.name]["steps"] += n
+                    summary["episodes"] += 1
+                    summary["steps"] += n
+                    progress.update(1, task=src.task.name[:40])
+    return summary
+
+
+def print_summary(summary: dict, out_path: str | Path) -> None:
+    width = max(len(t) for t in summary["tasks"])
+    print(f"{'task':<{width}}  episodes  steps  skipped")
+    for task, s in summary["tasks"].items():
+        print(f"{task:<{width}}  {s['episodes']:>8}  {s['steps']:>5}  {len(s['skipped']):>7}")
+    print(f"wrote {out_path}: {summary['episodes']} episodes, {summary['steps']} steps, "
+          f"{len(summary['tasks'])} task(s)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--demos", nargs="+", required=True, metavar="DIR|FILE",
+                        help="LIBERO demo files '<task>_demo.hdf5' or folders holding them (searched recursively)")
+    parser.add_argument("--out", required=True, help="training HDF5 to write (docs/formats.md §2)")
+    parser.add_argument("--suite", choices=suites.suite_names(),
+                        help="suite the tasks belong to (default: the first suite holding every task found)")
+    parser.add_argument("--tasks", nargs="+", metavar="SEL",
+                        help="task names, indices in the suite, shell patterns such as 'KITCHEN_SCENE7_*', "
+                             "or 'all' (default: all tasks of the suite that have a demo file)")
+    parser.add_argument("--demos-per-task", type=int, metavar="N",
+                        help="use the first N usable demos of each task, in demo_<i> order (default: all)")
+    parser.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS, metavar="M",
+                        help=f"skip (and report) demos giving fewer than M training steps (default: "
+                             f"{DEFAULT_MIN_STEPS})")
+
+
+def main(args: argparse.Namespace) -> int:
+    summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps)
+    print_summary(summary, args.out)
+    return 0

@@ -1,0 +1,153 @@
+"""The policy evaluation calls: (instruction embedding, two frames of three camera slots, unified state) -> a
+64-step action chunk in the 128-dim unified action space, batched over environments.
+
+``Policy.from_checkpoint(folder)`` reads the runner with ``rdt.model.checkpoint.load_runner`` and the encoder names
+and control frequency from the folder's ``pipeline.json`` (docs/formats.md §5); arguments override them (needed for
+checkpoints made elsewhere). Language embeddings are precomputed (``rdt.lang.LanguageTable``); check them with
+``table.check_encoder(policy.text_encoder)``.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from rdt.encoders import NUM_VIEWS, VisionEncoder, load_vision_encoder
+from rdt.errors import UserError
+
+HISTORY = 2     # frames per camera: (t-1, t)
+CAMERAS = 3     # camera slots: exterior, right wrist, left wrist
+
+
+class Policy:
+    """``act(lang_embeds, images, valid, states, state_mask) -> (B, 64, 128)``: one vision-encoder call and one
+    ``runner.predict_action`` call per ``act``. Sampling noise comes from a generator seeded with ``seed`` (or is
+    given), so a fixed seed and the same call sequence give the same actions."""
+
+    def __init__(self, runner, vision: VisionEncoder, *, text_encoder: str, control_frequency: int,
+                 device: str | torch.device = "cpu", seed: int = 0, pipeline: dict[str, Any] | None = None) -> None:
+        cfg = runner.config
+        if vision.hidden_size != cfg.img_token_dim or NUM_VIEWS * vision.num_patches != cfg.img_cond_len:
+            raise UserError(
+                f"vision encoder {vision.name!r} gives {NUM_VIEWS} x {vision.num_patches} tokens of "
+                f"{vision.hidden_size} dims, but the model expects {cfg.img_cond_len} image tokens of "
+                f"{cfg.img_token_dim} dims (pass the vision encoder the checkpoint was trained with)")
+        self.runner = runner.eval()
+        self.vision = vision
+        self.text_encoder = text_encoder
+        self.control_frequency = int(control_frequency)
+        self.device = torch.device(device)
+        self.dtype = next(runner.parameters()).dtype
+        if self.dtype not in (torch.float32, torch.bfloat16):
+            raise UserError(f"policy weights dtype {self.dtype}; expected torch.float32 or torch.bfloat16")
+        self.pipeline = dict(pipeline or {})
+        self.generator = torch.Generator().manual_seed(int(seed))
+        with torch.inference_mode(), self._autocast():
+            self.vision.background_features()        # cached now, so each act() makes one encoder call
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path, *, vision_encoder: str | None = None,
+                        text_encoder: str | None = None, control_frequency: int | None = None,
+                        weights: str | None = None, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32, seed: int = 0) -> "Policy":
+        """Build from a checkpoint folder (or a weights file / cached hub id, as ``load_runner`` accepts).
+
+        ``weights``: ``"ema"`` or ``"model"``; default ``"ema"`` when the folder has EMA weights, else ``"model"``.
+        ``device``: default ``cuda`` when available. ``dtype``: weights dtype of runner and vision encoder,
+        float32 (default) or bfloat16; ``act`` runs under bf16 autocast on CUDA, and on CPU with bf16 weights."""
+        from rdt.model.checkpoint import EMA_FILE, load_runner, resolve_folder
+
+        if weights is None:
+            folder = resolve_folder(checkpoint)
+            weights = "ema" if folder.is_dir() and (folder / EMA_FILE).is_file() else "model"
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        runner, pipeline = load_runner(checkpoint, weights=weights, dtype=dtype, device=device)
+
+        def setting(value: Any, key: str, flag: str) -> Any:
+            if value is not None:
+                return value
+            if pipeline.get(key) is None:
+                raise UserError(f"checkpoint {checkpoint}: pipeline.json does not give {key!r} (a checkpoint made "
+                                f"elsewhere); pass {flag}")
+            return pipeline[key]
+
+        vision_name = setting(vision_encoder, "vision_encoder", "the vision encoder name (--vision-encoder)")
+        text_name = setting(text_encoder, "text_encoder", "the text encoder name (--text-encoder)")
+        freq = setting(control_frequency, "control_frequency", "the control frequency (--control-frequency)")
+        vision = load_vision_encoder(vision_name, device=device, dtype=dtype)
+        return cls(runner, vision, text_encoder=text_name, control_frequency=int(freq), device=device, seed=seed,
+                   pipeline={**pipeline, "weights": weights})
+
+    def reseed(self, seed: int) -> None:
+        """Restart the noise generator (e.g. per evaluation episode batch)."""
+        self.generator.manual_seed(int(seed))
+
+    def act(self, lang_embeds: Sequence[torch.Tensor], images: np.ndarray, valid: np.ndarray, states: np.ndarray,
+            state_mask: np.ndarray, noise: torch.Tensor | None = None) -> np.ndarray:
+        """Action chunks (B, 64, 128) float32, zero where ``state_mask`` is 0.
+
+        ``lang_embeds``: B tensors (L_i, D) (padded here with a boolean mask); ``images``: uint8
+        (B, 2, 3, H, W, 3) upright frames, axes (history t-1/t, camera exterior/right wrist/left wrist);
+        ``valid``: bool (B, 2, 3), False -> background image; ``states``: (B, 128) unified state; ``state_mask``:
+        (B, 128) availability (0/1). ``noise``: optional initial noise (B, 64, 128); drawn from the policy's
+        generator otherwise."""
+        cfg = self.runner.config
+        b = len(lang_embeds)
+        images = np.asarray(images)
+        valid = np.asarray(valid, dtype=bool)
+        states = np.asarray(states, dtype=np.float32)
+        state_mask = np.asarray(state_mask, dtype=np.float32)
+        _expect(images, (b, HISTORY, CAMERAS, None, None, 3), "images", np.uint8)
+        _expect(valid, (b, HISTORY, CAMERAS), "valid")
+        _expect(states, (b, cfg.state_token_dim), "states")
+        _expect(state_mask, (b, cfg.state_token_dim), "state_mask")
+        shape = (b, cfg.pred_horizon, cfg.action_dim)
+        if noise is None:
+            noise = torch.randn(shape, generator=self.generator)
+        elif tuple(noise.shape) != shape:
+            raise UserError(f"noise has shape {tuple(noise.shape)}; expected {shape}")
+
+        lang, lang_mask = pad_language(lang_embeds, cfg.lang_token_dim)
+        dev = self.device
+        mask = torch.from_numpy(state_mask).to(dev).unsqueeze(1)                        # (B,1,128)
+        state = torch.from_numpy(states).to(dev).unsqueeze(1) * mask                      # (B,1,128)
+        freqs = torch.full((b,), self.control_frequency, dtype=torch.long, device=dev)   # (B,)
+        with torch.inference_mode(), self._autocast():
+            img_tokens = self.vision.encode_views(images.reshape(b, NUM_VIEWS, *images.shape[3:]),
+                                                  valid.reshape(b, NUM_VIEWS))            # (B, 6P, Di)
+            actions = self.runner.predict_action(lang.to(dev), lang_mask.to(dev), img_tokens, state, mask, freqs,
+                                                 noise=noise.to(dev))
+        return actions.float().cpu().numpy()
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.device.type == "cuda" or self.dtype == torch.bfloat16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+
+def pad_language(embeds: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """B tensors (L_i, D) -> zero-padded (B, max L_i, D) float32 and a boolean mask (B, max L_i)."""
+    if not embeds:
+        raise UserError("no language embeddings given (expected one (L, D) tensor per environment)")
+    for i, e in enumerate(embeds):
+        if e.ndim != 2 or e.shape[1] != dim or e.shape[0] < 1:
+            raise UserError(f"language embedding {i} has shape {tuple(e.shape)}; the model expects (L>=1, {dim}) "
+                            "(were the embeddings made with the checkpoint's text encoder?)")
+    length = max(e.shape[0] for e in embeds)
+    lang = torch.zeros(len(embeds), length, dim)
+    mask = torch.zeros(len(embeds), length, dtype=torch.bool)
+    for i, e in enumerate(embeds):
+        lang[i, :e.shape[0]] = e.float()
+        mask[i, :e.shape[0]] = True
+    return lang, mask
+
+
+def _expect(arr: np.ndarray, shape: tuple, name: str, dtype: type | None = None) -> None:
+    ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
+    if not ok or (dtype is not None and arr.dtype != dtype):
+        want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+        raise UserError(f"policy input {name!r} has shape {arr.shape} dtype {arr.dtype}; expected {want}"
+                        + (f" {np.dtype(dtype).name}" if dtype is not None else ""))
