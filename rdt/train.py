@@ -1,0 +1,637 @@
+"""Fine-tune RDT with HuggingFace accelerate up to a given optimizer step (one training segment).
+
+    python -m rdt train --config RUN.yaml --until-step S --out DIR
+    accelerate launch --multi_gpu --num_processes 8 -m rdt train --config RUN.yaml --until-step S --out DIR
+    (on a CPU-only machine the same launch line runs the processes over gloo)
+
+RUN.yaml holds every setting (rdt/train_config.py documents each; the defaults are RDT-1B's fine-tuning recipe).
+The segment resumes from the newest checkpoint in DIR/checkpoints whose settings fingerprint matches and whose step
+is <= S (or starts from the initial weights), trains to step S, writes DIR/checkpoints/checkpoint-S and exports an
+evaluation checkpoint DIR/export/step-S (config.json + model.safetensors + ema/model.safetensors + pipeline.json,
+never pruned). If checkpoint-S already exists with matching settings, it only (re)exports.
+
+The recipe: effective batch = per-device batch x gradient accumulation x processes (the accumulation is derived at
+launch); AdamW with fp32 master weights (bf16 autocast on GPU); gradient-norm clipping every optimizer step (the
+pre-clip norm is logged); linear LR warmup then constant, stepped once per optimizer step; EMA (RDT's schedule,
+fp32) updated once per optimizer step; frozen encoders (image tokens computed on the fly by the vision encoder,
+language from the precomputed table). Every sample's random draws (which step, condition masking, state noise,
+augmentation, diffusion noise and timestep) are seeded by (seed, its global sample position), so the trajectory
+does not depend on the process count or the data-loading workers, and a resumed run continues the same stream.
+
+Outputs in DIR: metrics.csv (step, loss, lr, grad_norm, samples, samples_per_s, step_time_s, sample_mse; one row
+per optimizer step), tensorboard/ (when tensorboard is installed), checkpoints/checkpoint-<step>/ (resumable:
+weights, EMA, optimizer, LR scheduler, RNG states, data position, step, settings fingerprint), export/step-<S>/.
+SIGTERM or SIGUSR1 (preemption): the current optimizer step is finished, a checkpoint is saved, and the command
+exits with status 128 + signal number.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from rdt import train_config
+from rdt.errors import UserError
+from rdt.utils.atomic import atomic_dir, write_json, write_text
+from rdt.utils.progress import Progress
+
+CHECKPOINTS, EXPORT, METRICS = "checkpoints", "export", "metrics.csv"
+STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
+                                                        "rng_states.pt")
+METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s", "sample_mse")
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Preempted(Exception):
+    """Raised after the checkpoint of a run stopped by a signal has been written."""
+
+    def __init__(self, signum: int, step: int, folder: Path):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; resumable checkpoint "
+                         f"{folder}")
+        self.signum = signum
+
+
+# ================================================================================================ checkpoints
+def checkpoint_dir(out: Path, step: int) -> Path:
+    return Path(out) / CHECKPOINTS / f"checkpoint-{step}"
+
+
+def export_dir(out: Path, step: int) -> Path:
+    return Path(out) / EXPORT / f"step-{step}"
+
+
+def list_checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (those with a trainer state file) as (step, folder), oldest first."""
+    found = []
+    for folder in (Path(out) / CHECKPOINTS).glob("checkpoint-*"):
+        suffix = folder.name.split("-", 1)[1]
+        if suffix.isdigit() and (folder / STATE_FILE).is_file():
+            found.append((int(suffix), folder))
+    return sorted(found)
+
+
+def read_trainer_state(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(folder) / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{folder / STATE_FILE}: unreadable trainer state ({e})") from None
+
+
+def matching_checkpoints(out: Path, fingerprint: str) -> tuple[list[tuple[int, Path]], list[Path]]:
+    """(checkpoints trained with settings ``fingerprint``, stale ones trained with other settings)."""
+    match, stale = [], []
+    for step, folder in list_checkpoints(out):
+        (match if read_trainer_state(folder).get("fingerprint") == fingerprint else stale).append((step, folder))
+    return match, [f for _, f in stale]
+
+
+def find_resume(out: Path, fingerprint: str, until_step: int) -> tuple[int, Path] | None:
+    """The newest checkpoint with matching settings and step <= ``until_step``; None = start from scratch."""
+    match, _ = matching_checkpoints(out, fingerprint)
+    usable = [(s, f) for s, f in match if s <= until_step]
+    return usable[-1] if usable else None
+
+
+def prune_checkpoints(out: Path, fingerprint: str, limit: int) -> list[Path]:
+    """Delete the oldest matching checkpoints beyond ``limit`` (the newest is always kept; stale checkpoints and
+    exports are left alone). Returns the deleted folders."""
+    match, _ = matching_checkpoints(out, fingerprint)
+    doomed = [f for _, f in match[:-max(limit, 1)]]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
+
+
+def stats_entry(path: str | Path) -> dict[str, Any]:
+    """The dataset entry of a dataset_stat.json: its only entry, or ``libero`` when there are several."""
+    from rdt.data.stats import DEFAULT_NAME, load_stats
+
+    try:
+        names = list(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError):
+        names = []
+    return load_stats(path, names[0] if len(names) == 1 else DEFAULT_NAME)
+
+
+def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: str) -> Path:
+    """Write DIR/export/step-<step> from checkpoint-<step>: config.json, model.safetensors,
+    ema/model.safetensors (the original layout) and pipeline.json (docs/formats.md §5)."""
+    from rdt.data import open_training_file
+    from rdt.model.checkpoint import load_runner, save_checkpoint
+
+    source = checkpoint_dir(out, step)
+    runner, _ = load_runner(source, weights="model")
+    ema, _ = load_runner(source, weights="ema")
+    with open_training_file(cfg.data) as f:
+        attrs = {k: f.attrs[k] for k in ("image_size", "control_frequency", "action_space")}
+    pipeline = {"text_encoder": cfg.text_encoder, "vision_encoder": cfg.vision_encoder,
+                "image_size": int(attrs["image_size"]), "control_frequency": int(attrs["control_frequency"]),
+                "action_space": str(attrs["action_space"]), "step": step, "run": run,
+                "dataset_stat": stats_entry(cfg.stats)}
+    return save_checkpoint(export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(),
+                           pipeline=pipeline)
+
+
+# ================================================================================================ data
+def position_seeds(seed: int, position: int) -> tuple[int, int, int]:
+    """Three independent 63-bit seeds for the sample at global ``position``: the step draw, the dataset's own
+    draws (masking, noise, augmentation) and the diffusion noise/timestep."""
+    a, b, c = np.random.SeedSequence([int(seed), int(position)]).generate_state(3, np.uint64)
+    return int(a) >> 1, int(b) >> 1, int(c) >> 1
+
+
+class PositionedSamples(Dataset):
+    """Training samples addressed by global sample position p = 0, 1, 2, ... (positions are never reused).
+
+    Sample p is dataset index ``draw(p)``: uniform over all steps (or by ``weights``), drawn with replacement by a
+    generator seeded from (seed, p), as RDT draws a random step per sample. The dataset's random draws use torch's
+    RNG seeded from (seed, p); the diffusion ``noise`` (64,128) and ``timestep`` come from a third seed. Each
+    sample also carries its ``position``.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_train_timesteps: int, action_shape: tuple[int, int],
+                 weights: np.ndarray | None = None):
+        self.dataset, self.seed = dataset, int(seed)
+        self.num_train_timesteps, self.action_shape = int(num_train_timesteps), tuple(action_shape)
+        w = np.ones(len(dataset)) if weights is None else np.asarray(weights, dtype=np.float64)
+        self.cumulative = np.cumsum(w)
+
+    def index_of(self, position: int) -> int:
+        s_draw, _, _ = position_seeds(self.seed, position)
+        u = np.random.default_rng(s_draw).random() * self.cumulative[-1]
+        return int(min(np.searchsorted(self.cumulative, u, side="right"), len(self.cumulative) - 1))
+
+    def __len__(self) -> int:            # positions are unbounded; the sampler decides which are read
+        return 2 ** 62
+
+    def __getitem__(self, position: int) -> dict[str, Any]:
+        _, s_data, s_noise = position_seeds(self.seed, position)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(s_data)
+            sample = self.dataset[self.index_of(position)]
+        gen = torch.Generator().manual_seed(s_noise)
+        sample["noise"] = torch.randn(self.action_shape, generator=gen)
+        sample["timestep"] = int(torch.randint(0, self.num_train_timesteps, (), generator=gen))
+        sample["position"] = int(position)
+        return sample
+
+
+def collate_positioned(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    from rdt.data.dataset import collate
+
+    batch = collate(samples)
+    batch["noise"] = torch.stack([s["noise"] for s in samples])
+    batch["timestep"] = torch.tensor([s["timestep"] for s in samples], dtype=torch.long)
+    batch["position"] = torch.tensor([s["position"] for s in samples], dtype=torch.long)
+    return batch
+
+
+class MicroBatchPositions(Sampler):
+    """Infinite micro-batches of sample positions for one process.
+
+    Micro-batch m (counted over the whole run, m = optimizer_step x accumulation + a) of process r holds the
+    positions ``(m x P + r) x B ... + B - 1`` (P processes, B per device). So optimizer step n consumes exactly
+    positions n x E ... (n+1) x E - 1 (E = effective batch) over all processes, and resuming at step n restarts
+    at micro-batch n x accumulation: the data position is a function of the step.
+    """
+
+    def __init__(self, first_micro_batch: int, rank: int, num_processes: int, per_device: int):
+        self.first, self.rank, self.procs, self.per_device = first_micro_batch, rank, num_processes, per_device
+
+    def __iter__(self) -> Iterator[list[int]]:
+        m = self.first
+        while True:
+            base = (m * self.procs + self.rank) * self.per_device
+            yield list(range(base, base + self.per_device))
+            m += 1
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers ignore SIGTERM/SIGUSR1: a cluster signals every process of the job, and the training process
+    still needs its workers to finish the current optimizer step before it saves the checkpoint."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+
+
+# ================================================================================================ model
+class LossModel(nn.Module):
+    """The runner behind a ``forward`` that returns the training loss, so DDP sees a forward call."""
+
+    def __init__(self, runner: nn.Module):
+        super().__init__()
+        self.runner = runner
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.runner.compute_loss(**inputs)
+
+
+def initial_runner(cfg: train_config.TrainConfig):
+    """The runner to start from: ``init_from`` (strict keys; its architecture must be the ``model`` preset) or a
+    random initialisation from ``seed``."""
+    from rdt.model.checkpoint import load_runner
+    from rdt.model.config import RDTConfig
+    from rdt.model.runner import build_runner
+
+    preset = RDTConfig.preset(cfg.model)
+    if cfg.init_from is None:
+        return build_runner(preset, seed=cfg.seed)
+    runner, _ = load_runner(cfg.init_from, weights="model")
+    if runner.config.to_flat() != preset.to_flat():
+        diff = sorted(k for k, v in preset.to_flat().items() if runner.config.to_flat().get(k) != v)
+        raise UserError(f"init_from {cfg.init_from!r}: its config.json is not the {cfg.model!r} architecture "
+                        f"(differs in {', '.join(diff)}); set model to the checkpoint's preset")
+    return runner.train()
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+# ================================================================================================ metrics
+class MetricsLog:
+    """DIR/metrics.csv, one row per optimizer step, flushed per row; rows after ``start_step`` (left by a run
+    that was killed after its last checkpoint) are dropped first. TensorBoard scalars when it is installed."""
+
+    def __init__(self, out: Path, start_step: int):
+        self.path = Path(out) / METRICS
+        rows = []
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
+        lines = [",".join(METRIC_COLUMNS)] + [",".join(r.get(c) or "" for c in METRIC_COLUMNS) for r in rows]
+        write_text(self.path, "\n".join(lines) + "\n")
+        self.file = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=start_step + 1)
+        except ImportError:
+            pass
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow([_csv_value(row.get(c)) for c in METRIC_COLUMNS])
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and v is not None:
+                    self.tb.add_scalar(f"train/{k}", v, row["step"])
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    return f"{v:.8g}" if isinstance(v, float) else str(v)
+
+
+def read_metrics(out: Path) -> list[dict[str, float]]:
+    """Rows of DIR/metrics.csv as floats (empty cells omitted)."""
+    with open(Path(out) / METRICS, newline="") as f:
+        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+
+
+# ================================================================================================ trainer
+class Trainer:
+    """One training run in one process of an accelerate launch. ``Trainer(cfg, out).run(until_step)``.
+
+    The pieces are public so that tests can drive them: :meth:`accumulate` (forward/backward over one optimizer
+    step's micro-batches), :meth:`apply` (clip, optimizer and LR-scheduler step, EMA update), :meth:`save_state`.
+    """
+
+    def __init__(self, cfg: train_config.TrainConfig, out: str | Path, resume: Path | None = None):
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from rdt.data.dataset import LiberoDataset, split_episodes, transition_weights
+        from rdt.encoders import load_vision_encoder
+        from rdt.ema import EMA
+        from rdt.lang import LanguageTable
+
+        self.cfg, self.out = cfg, Path(out)
+        cuda = torch.cuda.is_available()
+        self.precision = cfg.resolved_mixed_precision(cuda)
+        # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
+        self.accelerator = acc = Accelerator(mixed_precision=self.precision, cpu=not cuda)
+        self.num_processes, self.rank = acc.num_processes, acc.process_index
+        self.accumulation = cfg.accumulation(self.num_processes)
+        self.fingerprint = cfg.fingerprint()
+        self.device = acc.device
+        set_seed(cfg.seed)
+
+        # ---- frozen encoders and data
+        vision_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self.vision = load_vision_encoder(cfg.vision_encoder, device=self.device, dtype=vision_dtype)
+        lang = LanguageTable.load(cfg.lang)
+        lang.check_encoder(cfg.text_encoder)
+        stats = stats_entry(cfg.stats)
+        train_eps, held_eps = split_episodes(cfg.data, cfg.heldout_episodes)
+        self.sample_on = "held-out" if held_eps else "training"
+        common = dict(image_transform=self.vision.preprocessor)
+        self.train_set = LiberoDataset(cfg.data, lang, stats, episodes=train_eps, cond_mask_prob=cfg.cond_mask_prob,
+                                       state_noise_snr=cfg.state_noise_snr, image_aug=cfg.image_aug, **common)
+        self.sample_set = LiberoDataset(cfg.data, lang, stats, episodes=held_eps or train_eps, cond_mask_prob=0.0,
+                                        state_noise_snr=None, image_aug=False, **common)
+        weights = (None if cfg.oversample_transitions is None
+                   else transition_weights(self.train_set, cfg.oversample_transitions))
+
+        # ---- model, optimizer, schedule, EMA
+        self.start_step = 0
+        if resume is None:
+            runner = initial_runner(cfg)
+        else:
+            from rdt.model.checkpoint import load_runner
+
+            runner = load_runner(resume, weights="model")[0].train()
+        self._check_dims(runner, lang)
+        self.runner = runner
+        c = runner.config
+        self.positions = PositionedSamples(self.train_set, cfg.seed, c.num_train_timesteps,
+                                           (c.pred_horizon, c.action_dim), weights)
+        self.sample_positions = PositionedSamples(self.sample_set, cfg.seed, c.num_train_timesteps,
+                                                  (c.pred_horizon, c.action_dim))
+        self.optimizer = torch.optim.AdamW(runner.parameters(), lr=cfg.learning_rate,
+                                           betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay,
+                                           eps=cfg.adam_eps)
+        # the scheduler's counter k = optimizer steps done; step k+1 uses learning_rate x lr_factor(k+1)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda k: cfg.lr_factor(k + 1))
+        self.ema = EMA(runner, cfg.ema_decay)
+        self.model, self.optimizer = acc.prepare(LossModel(runner), self.optimizer)
+        self.ema.model.to(self.device)
+        self.step = 0
+        self.stop_signal: int | None = None
+        if resume is not None:
+            self._resume(resume)
+
+    def _check_dims(self, runner, lang) -> None:
+        c = runner.config
+        if lang.hidden_size != c.lang_token_dim:
+            raise UserError(f"{self.cfg.lang}: embeddings have {lang.hidden_size} dims, model {self.cfg.model!r} "
+                            f"expects lang_token_dim={c.lang_token_dim}")
+        if self.vision.hidden_size != c.img_token_dim or 6 * self.vision.num_patches != c.img_cond_len:
+            raise UserError(f"vision encoder {self.cfg.vision_encoder!r} gives 6 x {self.vision.num_patches} tokens "
+                            f"of {self.vision.hidden_size} dims; model {self.cfg.model!r} expects img_cond_len="
+                            f"{c.img_cond_len} tokens of img_token_dim={c.img_token_dim}")
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def log(self, message: str) -> None:
+        if self.is_main:
+            print(f"train: {message}", flush=True)
+
+    # -------------------------------------------------------------------------------------- state
+    def _resume(self, folder: Path) -> None:
+        """Continue from a resumable checkpoint (the weights were loaded by the constructor): EMA, optimizer,
+        LR scheduler, RNG states, step."""
+        from rdt.model.checkpoint import load_runner
+
+        state = read_trainer_state(folder)
+        ema, _ = load_runner(folder, weights="ema")
+        self.ema.load_state_dict(ema.state_dict(), optimization_step=int(state["ema_optimization_step"]))
+        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self.device,
+                                                  weights_only=True))
+        self.scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
+        rng = torch.load(folder / RNG_FILE, weights_only=True)
+        if len(rng) == self.num_processes:
+            _set_rng_state(rng[self.rank])
+        self.step = self.start_step = int(state["step"])
+        if self.scheduler.last_epoch != self.step:
+            raise UserError(f"{folder}: LR scheduler is at step {self.scheduler.last_epoch}, checkpoint at "
+                            f"{self.step} (corrupt checkpoint)")
+
+    def save_state(self) -> Path:
+        """Write checkpoint-<step> (rank 0 only, atomically) and prune old ones; every process must call it."""
+        from accelerate.utils import gather_object
+
+        rng = gather_object([_rng_state()]) if self.num_processes > 1 else [_rng_state()]
+        folder = checkpoint_dir(self.out, self.step)
+        if self.is_main:
+            from rdt.model.checkpoint import save_checkpoint
+
+            with atomic_dir(folder) as tmp:
+                save_checkpoint(tmp, self.runner, self.runner.config, ema_state_dict=self.ema.state_dict())
+                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+                torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_FILE)
+                torch.save(rng, tmp / RNG_FILE)
+                write_json(tmp / STATE_FILE, {
+                    "step": self.step, "samples_seen": self.step * self.cfg.effective_batch_size,
+                    "next_micro_batch": self.step * self.accumulation, "num_processes": self.num_processes,
+                    "accumulation": self.accumulation, "ema_optimization_step": self.ema.optimization_step,
+                    "fingerprint": self.fingerprint, "config": self.cfg.to_dict(), "time": time.time()})
+            for gone in prune_checkpoints(self.out, self.fingerprint, self.cfg.checkpoints_total_limit):
+                self.log(f"pruned {gone.name} (checkpoints_total_limit={self.cfg.checkpoints_total_limit})")
+        self.accelerator.wait_for_everyone()
+        return folder
+
+    # -------------------------------------------------------------------------------------- one step
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A collated batch -> the keyword arguments of ``RDTRunner.compute_loss`` on this device."""
+        dev = self.device
+        img_tokens = self.vision.encode_views(batch["images"].to(dev, non_blocking=True), batch["image_valid"])
+        return {"lang_tokens": batch["lang"].to(dev), "lang_mask": batch["lang_mask"].to(dev),
+                "img_tokens": img_tokens, "state_tokens": batch["state"].to(dev),
+                "action_gt": batch["actions"].to(dev), "action_mask": batch["state_mask"].to(dev).unsqueeze(1),
+                "ctrl_freqs": batch["ctrl_freq"].to(dev), "noise": batch["noise"].to(dev),
+                "timesteps": batch["timestep"].to(dev)}
+
+    def accumulate(self, micro_batches: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> tuple[float, int]:
+        """Forward/backward over ``accumulation`` micro-batches; gradients are all-reduced on the last one only.
+        The loss of each micro-batch is divided by the accumulation, so the gradient is that of the mean loss
+        over the effective batch. Returns (mean loss on this process, samples on this process)."""
+        total, samples = 0.0, 0
+        it = iter(micro_batches)
+        for a in range(self.accumulation):
+            batch = next(it)
+            last = a == self.accumulation - 1
+            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+                with self.accelerator.autocast():
+                    loss = self.model(**self.model_inputs(batch))
+                self.accelerator.backward(loss / self.accumulation)
+            total += float(loss.detach())
+            samples += int(batch["state"].shape[0])
+        return total / self.accumulation, samples
+
+    def apply(self) -> tuple[float, float]:
+        """Clip the gradient norm to ``max_grad_norm``, step AdamW, the LR schedule and the EMA.
+        Returns (pre-clip gradient norm, LR used). A non-finite gradient skips the weight update."""
+        lr = self.scheduler.get_last_lr()[0]
+        grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
+        if np.isfinite(grad_norm):
+            self.optimizer.step()
+        else:
+            self.log(f"step {self.step + 1}: non-finite gradient norm {grad_norm}; weights not updated")
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.ema.step(self.runner)
+        return grad_norm, lr
+
+    @torch.no_grad()
+    def sample_mse(self) -> float:
+        """RDT's sample MSE (train/sample.py) of the EMA weights: predict each chunk (5 DPM-Solver steps, from the
+        sample's fixed initial noise) for ``sample_batches`` batches of fixed positions of the held-out episodes;
+        per sample the MSE over the valid dims (state mask), then the mean over samples."""
+        b = self.cfg.per_device_batch_size
+        errors = []
+        for i in range(self.cfg.sample_batches):
+            batch = collate_positioned([self.sample_positions[p] for p in range(i * b, (i + 1) * b)])
+            inputs = self.model_inputs(batch)
+            with self.accelerator.autocast():
+                pred = self.ema.model.predict_action(
+                    inputs["lang_tokens"], inputs["lang_mask"], inputs["img_tokens"], inputs["state_tokens"],
+                    inputs["action_mask"], inputs["ctrl_freqs"], noise=inputs["noise"])
+            mask = inputs["action_mask"].float()                                        # (B,1,128)
+            se = (pred.float() - inputs["action_gt"].float()) ** 2 * mask
+            per_sample = se.sum(dim=(1, 2)) / (mask.sum(dim=(1, 2)) * pred.shape[1]).clamp(min=1)
+            errors.append(per_sample.cpu())
+        return float(torch.cat(errors).mean())
+
+    # -------------------------------------------------------------------------------------- loop
+    def data_iterator(self) -> Iterator[dict[str, Any]]:
+        sampler = MicroBatchPositions(self.step * self.accumulation, self.rank, self.num_processes,
+                                      self.cfg.per_device_batch_size)
+        workers = self.cfg.dataloader_num_workers
+        loader = DataLoader(self.positions, batch_sampler=sampler, num_workers=workers,
+                            collate_fn=collate_positioned, pin_memory=self.device.type == "cuda",
+                            prefetch_factor=4 if workers else None, worker_init_fn=_ignore_stop_signals)
+        return iter(loader)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signum
+
+    def run(self, until_step: int) -> None:
+        """Train from the current step to ``until_step`` and write checkpoint-<until_step>."""
+        cfg = self.cfg
+        self.log(cfg.batch_formula(self.num_processes))
+        self.log(f"mixed precision {self.precision}; model {cfg.model} "
+                 f"({self.runner.num_parameters() / 1e6:.1f}M parameters) from "
+                 f"{'checkpoint-' + str(self.start_step) if self.start_step else (cfg.init_from or 'random init')}")
+        self.log(f"AdamW lr {cfg.learning_rate:g} (warmup {cfg.lr_warmup_steps} steps, then constant), betas "
+                 f"({cfg.adam_beta1}, {cfg.adam_beta2}), weight decay {cfg.weight_decay}, clip {cfg.max_grad_norm}; "
+                 f"EMA power {cfg.ema_power} max {cfg.ema_max}")
+        self.log(f"{len(self.train_set)} training samples ({len(self.train_set.episode_ids)} episodes); sample MSE on "
+                 f"{len(self.sample_set.episode_ids)} {self.sample_on} episodes; steps {self.step} -> {until_step}")
+        previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        metrics = MetricsLog(self.out, self.step) if self.is_main else None
+        try:
+            self._loop(until_step, metrics)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            if metrics is not None:
+                metrics.close()
+
+    def _loop(self, until_step: int, metrics: MetricsLog | None) -> None:
+        cfg = self.cfg
+        data = self.data_iterator()
+        progress = (Progress(until_step, "train", unit="step", initial=self.step) if self.is_main
+                    else contextlib.nullcontext())
+        with progress:
+            while self.step < until_step:
+                t0 = time.perf_counter()
+                self.model.train()
+                loss, samples = self.accumulate(data)
+                grad_norm, lr = self.apply()
+                stop = float(self.stop_signal is not None)
+                summed = self.accelerator.reduce(torch.tensor([loss, samples, stop], device=self.device,
+                                                              dtype=torch.float64), "sum")
+                loss, samples, stop = float(summed[0]) / self.num_processes, int(summed[1]), bool(summed[2] > 0)
+                dt = time.perf_counter() - t0
+                row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": samples,
+                       "samples_per_s": samples / dt, "step_time_s": dt, "sample_mse": None}
+                if self.is_main and cfg.sample_period and self.step % cfg.sample_period == 0:
+                    row["sample_mse"] = self.sample_mse()
+                if self.is_main:
+                    metrics.write(row)
+                    progress.update(1, loss=loss, lr=lr)
+                    if self.step % cfg.log_period == 0 or self.step == until_step:
+                        extra = f" sample_mse {row['sample_mse']:.5f}" if row["sample_mse"] is not None else ""
+                        self.log(f"step {self.step} loss {loss:.5f} lr {lr:.3g} grad_norm {grad_norm:.3g} "
+                                 f"{samples / dt:.1f} samples/s{extra}")
+                if self.step % cfg.checkpointing_period == 0 or self.step == until_step or stop:
+                    folder = self.save_state()
+                    self.log(f"saved {folder}")
+                if stop:
+                    signum = self.stop_signal or signal.SIGTERM
+                    raise Preempted(signum, self.step, checkpoint_dir(self.out, self.step))
+
+
+# ================================================================================================ command
+def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Path) -> Path:
+    """Train to ``until_step`` (resuming the newest matching checkpoint) and export it; returns the export folder
+    (on every process; only rank 0 writes)."""
+    out = Path(out)
+    if until_step < 1:
+        raise UserError(f"--until-step {until_step}: expected a positive optimizer step")
+    fingerprint = cfg.fingerprint()
+    run = cfg.run or out.name
+    rank = int(os.environ.get("RANK", "0"))
+    match, stale = matching_checkpoints(out, fingerprint)
+    for folder in stale:
+        if rank == 0:
+            print(f"train: ignoring {folder} (trained with other settings: fingerprint "
+                  f"{read_trainer_state(folder).get('fingerprint')} != {fingerprint})", flush=True)
+    if any(step == until_step for step, _ in match):
+        if rank == 0:
+            print(f"train: checkpoint-{until_step} exists with these settings; exporting it", flush=True)
+            export_checkpoint(cfg, out, until_step, run)
+        return export_dir(out, until_step)
+    resume = find_resume(out, fingerprint, until_step)
+    trainer = Trainer(cfg, out, resume=None if resume is None else resume[1])
+    trainer.run(until_step)
+    if trainer.is_main:
+        folder = export_checkpoint(cfg, out, until_step, run)
+        trainer.log(f"exported {folder}")
+    trainer.accelerator.wait_for_everyone()
+    return export_dir(out, until_step)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", required=True, help="RUN.yaml with the training settings (see rdt/train_config.py)")
+    p.add_argument("--until-step", type=int, required=True,
+                   help="train up to this optimizer step; writes checkpoint-S and export/step-S")
+    p.add_argument("--out", required=True, help="run folder (checkpoints/, export/, metrics.csv)")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = train_config.load(args.config)
+    try:
+        train_segment(cfg, args.until_step, args.out)
+    except Preempted as e:
+        print(f"train: {e}", flush=True)
+        return 128 + int(e.signum)
+    return 0
