@@ -45,7 +45,8 @@ _LOW_DIM = {
 class SourceTask:
     task: suites.Task
     path: Path
-    instruction: str
+    instruction: str                 # the benchmark's instruction (what evaluation conditions on)
+    source_instruction: str = ""     # the file's problem_info language_instruction (provenance)
 
 
 @dataclass
@@ -117,7 +118,10 @@ def _open(path: Path) -> h5py.File:
 
 
 def read_instruction(f: h5py.File, path: Path, fallback: str) -> str:
-    """``problem_info['language_instruction']`` of ``data``; the suite table's instruction when absent."""
+    """``problem_info['language_instruction']`` of ``data`` (the BDDL ``:language`` line), ``fallback`` when absent.
+
+    Kept as provenance only: training uses the benchmark's instruction of the task (``rdt.libero.suites``), the
+    string evaluation conditions on; the BDDL line is often worded differently ("Pick the ..." vs "pick up the ...")."""
     raw = f["data"].attrs.get("problem_info")
     if raw is None:
         return fallback
@@ -222,6 +226,7 @@ def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask]
 def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, demo: str) -> None:
     grp = out.create_group(f"episodes/{index:06d}")
     grp.attrs.update(task=src.task.name, suite=src.task.suite, instruction=src.instruction,
+                     source_instruction=src.source_instruction,
                      source_file=str(src.path), source_demo=demo, num_steps=ep.state.shape[0])
     grp.create_dataset("state", data=ep.state)
     grp.create_dataset("action", data=ep.action)
@@ -247,7 +252,7 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
     for src in sources:
         with _open(src.path) as f:
             keys = demo_keys(f, src.path)
-            src.instruction = read_instruction(f, src.path, src.task.language)
+            src.source_instruction = read_instruction(f, src.path, src.task.language)
             chosen, skipped = [], []
             for k in keys:
                 if demos_per_task is not None and len(chosen) == demos_per_task:
