@@ -7,3 +7,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Session fixtures shared by several test modules live here, so each is made once per session.
+from libero_helpers import expert_demo_dir  # noqa: E402,F401

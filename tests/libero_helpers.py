@@ -7,8 +7,8 @@
     pick_up_the_salad_dressing_and_place_it_in_the_basket_demo.hdf5   official layout, demo_0 and demo_1
     expert_summary.json                                               per demo: init_state, seed, num_samples
 
-Use it from a test module with ``from libero_helpers import expert_demo_dir  # noqa: F401`` (pytest puts
-``tests/`` on sys.path) and ``EXPERT_TASK`` / :func:`expert_demo_file` to find the file. A demo replays from
+Registered in conftest.py, so every test module can request it and it is made once per session. Import
+``EXPERT_TASK`` / :func:`expert_demo_file` from here (``tests/`` is on sys.path) to find the file. A demo replays from
 ``rdt.libero.demo_file.replay_start(env, init_states[init_state], seed)`` followed by its ``actions``.
 """
 from __future__ import annotations

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from robosuite.utils.transform_utils import quat2axisangle
 
-from libero_helpers import (EXPERT_EPISODES, EXPERT_TASK, expert_demo_dir, expert_demo_file,  # noqa: F401
+from libero_helpers import (EXPERT_EPISODES, EXPERT_TASK, expert_demo_file,
                             expert_summary, run_rdt)
 from rdt.errors import UserError
 from rdt.libero import env as libero_env

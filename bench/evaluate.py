@@ -1,0 +1,110 @@
+"""Evaluation throughput in the real LIBERO simulator: episodes per hour with 1 and with 2 simulator processes
+(tiny RDT policy, short episodes), their ratio, and policy time vs simulator time per executed step.
+
+Builds its own tiny checkpoint (random weights) and tiny-T5 embeddings, then runs ``rdt.evaluate.evaluate`` twice
+on the same (task, init state) jobs. Episodes per hour count everything an evaluation job pays: process start-up,
+environment creation, resets, settle steps, stepping and policy calls. Simulator time per step is the 1-process
+run's wall time minus its policy time, divided by the steps executed (resets and settling included).
+
+    python bench/evaluate.py [--episodes 4] [--max-steps 32] [--horizon 8] [--camera-size 128]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+SUITE = "libero_goal"
+TASK = "put_the_bowl_on_the_plate"
+
+
+class TimedPolicy:
+    """Counts policy calls and the steps they plan for (rows), timing each call."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.rows, self.seconds = inner, 0, 0, 0.0
+
+    def act(self, *args):
+        t0 = time.perf_counter()
+        out = self.inner.act(*args)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.rows += len(args[0])
+        return out
+
+
+def build_inputs(root: Path, camera_size: int) -> tuple[Path, dict]:
+    import torch
+
+    from rdt.encoders import load_text_encoder
+    from rdt.libero import suites
+    from rdt.model.checkpoint import save_checkpoint
+    from rdt.model.config import RDTConfig
+    from rdt.model.runner import build_runner
+
+    config = RDTConfig.preset("tiny")
+    runner = build_runner(config, seed=0)
+    with torch.no_grad():
+        for p in runner.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
+    ckpt = save_checkpoint(root / "ckpt", runner, config, pipeline={
+        "text_encoder": "tiny", "vision_encoder": "tiny", "image_size": camera_size, "control_frequency": 20,
+        "action_space": "delta_eef", "step": 0, "run": "bench"})
+    task = suites.select_tasks(SUITE, [TASK])[0]
+    lang = {task.name: load_text_encoder("tiny").encode([task.language])[0]}
+    return ckpt, lang
+
+
+def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
+    from rdt.evaluate import Settings, evaluate
+    from rdt.policy import Policy
+
+    policy = TimedPolicy(Policy.from_checkpoint(ckpt, device="cpu", seed=0))
+    settings = Settings(suite=SUITE, tasks=(TASK,), episodes=args.episodes, horizon=args.horizon,
+                        max_steps=args.max_steps, envs=envs, seed=0, camera_size=args.camera_size,
+                        videos_per_task=0)
+    t0 = time.monotonic()
+    summary = evaluate(policy, settings, out, lang)
+    wall = time.monotonic() - t0
+    steps = sum(json.loads(line)["steps"] for line in (out / "episodes.jsonl").read_text().splitlines())
+    return {"envs": envs, "episodes": summary["overall"]["episodes"], "steps": steps, "wall_s": round(wall, 1),
+            "episodes_per_hour": round(3600 * summary["overall"]["episodes"] / wall, 1),
+            "policy_calls": policy.calls, "policy_s_per_call": round(policy.seconds / max(policy.calls, 1), 4),
+            "policy_s_per_step": round(policy.seconds / max(steps, 1), 4),
+            "sim_s_per_step": round((wall - policy.seconds) / max(steps, 1), 4)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--episodes", type=int, default=4, help="episodes (init states 0..N-1 of one task)")
+    p.add_argument("--max-steps", type=int, default=32, help="policy steps per episode")
+    p.add_argument("--horizon", type=int, default=8, help="execution horizon")
+    p.add_argument("--camera-size", type=int, default=128, help="camera resolution")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ckpt, lang = build_inputs(root, args.camera_size)
+        one = run(ckpt, lang, 1, args, root / "one")
+        two = run(ckpt, lang, 2, args, root / "two")
+    for r in (one, two):
+        print(json.dumps(r))
+    print(f"episodes/hour: 1 process {one['episodes_per_hour']}, 2 processes {two['episodes_per_hour']}, "
+          f"ratio {two['episodes_per_hour'] / one['episodes_per_hour']:.2f}x")
+    print(f"per executed step (1 process): policy {1000 * one['policy_s_per_step']:.1f} ms, simulator "
+          f"{1000 * one['sim_s_per_step']:.1f} ms (resets and settling included)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,458 @@
+"""Evaluate a checkpoint in the LIBERO simulator at one execution horizon H.
+
+Protocol (the published LIBERO evaluations): episode i of a task starts from the task's init state i, with
+env.seed(SEED), reset, set_init_state(i) and the settle no-op steps (rdt.libero.env.start_episode); at most the
+suite's max steps follow; success is the environment's success check. Receding-horizon control: every H steps one
+batched policy call predicts a 64-step chunk for every running episode from its current observation (both cameras
+upright, two frames of history: the previous env step's frames, background at an episode's first call) and the first
+H actions are executed. Simulators run in --envs worker processes fed from a queue of (task, init state) jobs.
+
+Outputs in --out: episodes.jsonl (one line per finished episode, appended and fsynced; a rerun skips the episodes
+already there and retries those that ended with a simulator error), summary.json (per task and overall success
+with 95% Wilson intervals), videos/<task>__init<i>__<success|failure>.mp4 (both cameras side by side) and
+evaluate.log.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+from functools import partial
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from rdt import statevec
+from rdt.errors import UserError
+from rdt.libero import mapping, suites
+from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
+                                WorkerPool, run_jobs)
+from rdt.utils.atomic import write_json, write_text
+from rdt.utils.progress import Progress
+
+EPISODES_FILE = "episodes.jsonl"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "evaluate.log"
+VIDEO_DIR = "videos"
+DEFAULT_CAMERA_SIZE = 128
+Z_95 = 1.959963984540054
+#: a state value is "far outside" the training range when it lies beyond min/max by more than this fraction of
+#: the range (or than STATE_FAR_ABS for dimensions that were constant in training).
+STATE_FAR_FRACTION = 0.5
+STATE_FAR_ABS = 0.05
+VERSION_PACKAGES = ("mujoco", "hf-libero", "robosuite", "torch", "numpy")
+
+log = logging.getLogger("rdt.evaluate")
+
+
+class ChunkPolicy(Protocol):
+    """What the evaluator calls (``rdt.policy.Policy`` or a test policy): one call per re-plan.
+
+    images (B, 2, 3, S, S, 3) uint8 (history t-1, t; cameras exterior, right wrist, left wrist) with valid (B, 2, 3)
+    bool; states (B, 128); state_mask (B, 128) -> unified actions (B, chunk, 128)."""
+
+    def act(self, lang_embeds: list, images: np.ndarray, image_mask: np.ndarray, states: np.ndarray,
+            state_mask: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Settings:
+    suite: str
+    tasks: tuple[str, ...]
+    episodes: int
+    horizon: int
+    max_steps: int
+    envs: int
+    seed: int
+    camera_size: int
+    videos_per_task: int
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def check_horizon(horizon: int, chunk: int = 64) -> None:
+    if not 1 <= horizon <= chunk:
+        raise UserError(f"--horizon {horizon}: the execution horizon must be between 1 and the predicted chunk "
+                        f"length {chunk}")
+
+
+def check_episodes(episodes: int) -> None:
+    if not 1 <= episodes <= suites.INIT_STATES_PER_TASK:
+        raise UserError(f"--episodes {episodes}: each task has {suites.INIT_STATES_PER_TASK} init states and "
+                        f"episode i uses init state i, so 1..{suites.INIT_STATES_PER_TASK} episodes are possible")
+
+
+# ------------------------------------------------------------------------------------------------ episode records
+def read_episodes(path: Path) -> list[dict]:
+    """The complete records of ``episodes.jsonl``; an unparsable line (a write cut off by a kill) is dropped."""
+    if not path.is_file():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s line %d is incomplete (an interrupted write); it is ignored", path, n)
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
+
+
+def rewrite_episodes(path: Path, records: list[dict]) -> None:
+    write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def append_episode(path: Path, record: dict) -> None:
+    """Append one JSON line and fsync, so a kill right after loses nothing that was reported."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def previous_records(out: Path, settings: Settings, step: int | None) -> list[dict]:
+    """Records of an earlier (killed) run into the same folder that can be kept: same suite, horizon and checkpoint
+    step, no error.
+
+    Records with a simulator error are dropped (their episodes run again); the file is rewritten when anything was
+    dropped. A folder holding another suite's, horizon's or checkpoint step's results is a UserError."""
+    path = out / EPISODES_FILE
+    if not path.is_file():
+        return []
+    raw_lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    records = read_episodes(path)
+    for r in records:
+        if (r.get("suite"), r.get("horizon"), r.get("step")) != (settings.suite, settings.horizon, step):
+            raise UserError(f"{path} holds results for suite {r.get('suite')!r} horizon {r.get('horizon')!r} "
+                            f"checkpoint step {r.get('step')!r}, not suite {settings.suite!r} horizon "
+                            f"{settings.horizon} step {step!r}; use another --out folder")
+    keep = [r for r in records if not r.get("error")]
+    seen: set[tuple[str, int]] = set()
+    unique = []
+    for r in keep:
+        key = (r["task"], int(r["init_state"]))
+        if key not in seen:
+            seen.add(key)
+            unique.append(r)
+    if len(unique) != len(raw_lines):
+        rewrite_episodes(path, unique)
+    return unique
+
+
+def plan_jobs(tasks: Sequence[suites.Task], episodes: int, videos_per_task: int,
+              finished: set[tuple[str, int]]) -> list[Job]:
+    """The (task, init state) jobs still to run, task by task; episodes 0..videos_per_task-1 record video."""
+    return [Job(task, i, record_video=i < videos_per_task)
+            for task in tasks for i in range(episodes) if (task.name, i) not in finished]
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """95% Wilson score interval of a success rate; None for n = 0."""
+    if n == 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def success_counts(records: list[dict]) -> dict[str, Any]:
+    """Counts and success rate over the episodes that ran without a simulator error."""
+    errors = sum(1 for r in records if r.get("error"))
+    valid = len(records) - errors
+    successes = sum(1 for r in records if r.get("success") and not r.get("error"))
+    ci = wilson_interval(successes, valid)
+    return {"episodes": len(records), "successes": successes, "failures": valid - successes, "errors": errors,
+            "success_rate": successes / valid if valid else None, "ci95": list(ci) if ci else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for name in VERSION_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["python"] = platform.python_version()
+    return out
+
+
+class StateRangeCheck:
+    """Compares observed unified states with the training state range (dataset_stat.json ``state_min/max``) on
+    the state slots LIBERO fills; warns once when a value lies far outside it (a distribution shift)."""
+
+    def __init__(self, stats: dict):
+        idx = statevec.indices(mapping.STATE_SLOTS)
+        self.names = list(mapping.STATE_SLOTS)
+        self.idx = np.asarray(idx)
+        lo = np.asarray(stats["state_min"], dtype=np.float64)[self.idx]
+        hi = np.asarray(stats["state_max"], dtype=np.float64)[self.idx]
+        margin = np.maximum(STATE_FAR_FRACTION * (hi - lo), STATE_FAR_ABS)
+        self.lo, self.hi = lo - margin, hi + margin
+        self.train_min, self.train_max = lo, hi
+        self.checked = 0
+        self.far = 0
+        self.far_per_slot = np.zeros(len(idx), dtype=np.int64)
+        self.warned = False
+
+    def update(self, states: np.ndarray) -> None:
+        v = np.asarray(states, dtype=np.float64)[:, self.idx]          # (B, S)
+        outside = (v < self.lo) | (v > self.hi)
+        self.checked += len(v)
+        self.far += int(outside.any(axis=1).sum())
+        self.far_per_slot += outside.sum(axis=0)
+        if outside.any() and not self.warned:
+            self.warned = True
+            b, s = np.argwhere(outside)[0]
+            log.warning("observed state %s = %.4g is far outside the training range [%.4g, %.4g] "
+                        "(a distribution shift between the training data and the simulator; warned once, counted "
+                        "in summary.json state_range)", self.names[s], v[b, s], self.train_min[s], self.train_max[s])
+
+    def summary(self) -> dict:
+        return {"states_checked": self.checked, "states_far_outside": self.far,
+                "far_fraction": STATE_FAR_FRACTION, "far_abs": STATE_FAR_ABS,
+                "far_per_slot": {n: int(c) for n, c in zip(self.names, self.far_per_slot) if c}}
+
+
+# ------------------------------------------------------------------------------------------------ policy inputs
+def policy_inputs(observations: Sequence[Observation]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Observations -> (images (B,2,3,S,S,3) uint8, image_mask (B,2,3) bool, states (B,128) f32,
+    state_mask (B,128) f32). History index 0 = t-1, 1 = t; the left-wrist slot is absent."""
+    b = len(observations)
+    size = observations[0].images.shape[1]
+    images = np.zeros((b, 2, len(mapping.CAMERA_SLOTS), size, size, 3), dtype=np.uint8)
+    valid = np.zeros((b, 2, len(mapping.CAMERA_SLOTS)), dtype=bool)
+    slots = [mapping.CAMERA_SLOTS.index(s) for s in PRESENT_SLOTS]
+    for row, obs in enumerate(observations):
+        for k, j in enumerate(slots):
+            images[row, 1, j] = obs.images[k]
+            valid[row, 1, j] = True
+            if obs.prev_images is not None:
+                images[row, 0, j] = obs.prev_images[k]
+                valid[row, 0, j] = True
+    states = np.stack([obs.state for obs in observations]).astype(np.float32)
+    state_mask = np.broadcast_to(mapping.MASK, states.shape).astype(np.float32)
+    return images, valid, states, state_mask
+
+
+def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRangeCheck | None,
+                 timing: dict[str, float]):
+    """The scheduler's planning callback: ONE policy call for all ready episodes -> LIBERO commands (B, chunk, 7)."""
+
+    def plan(ready: list[tuple[Job, Observation]]) -> list[np.ndarray]:
+        observations = [obs for _, obs in ready]
+        images, valid, states, state_mask = policy_inputs(observations)
+        if state_check is not None:
+            state_check.update(states)
+        t0 = time.perf_counter()
+        unified = np.asarray(policy.act([lang[job.task.name] for job, _ in ready], images, valid, states,
+                                        state_mask))
+        timing["policy_s"] += time.perf_counter() - t0
+        timing["policy_calls"] += 1
+        if unified.ndim != 3 or unified.shape[0] != len(ready) or unified.shape[2] != statevec.STATE_DIM:
+            raise RuntimeError(f"policy returned shape {unified.shape}; expected ({len(ready)}, chunk, 128)")
+        return list(mapping.action_from_unified(unified))
+
+    return plan
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def evaluate(policy: ChunkPolicy, settings: Settings, out: str | os.PathLike, lang: dict[str, Any],
+             info: dict[str, Any] | None = None, stats: dict | None = None,
+             sim_factory: Callable[[], Simulator] | None = None) -> dict:
+    """Run the missing episodes of ``settings`` into ``out`` and write summary.json; returns the summary.
+
+    ``lang``: task name -> instruction embedding (L, D); ``info``: checkpoint/step/device facts for the records and
+    the summary; ``stats``: a dataset_stat entry for the state-range check; ``sim_factory``: a picklable callable
+    making the simulator inside each worker (default: LIBERO with cameras of ``settings.camera_size``)."""
+    check_horizon(settings.horizon)
+    check_episodes(settings.episodes)
+    missing = [t.name for t in suites.select_tasks(settings.suite, list(settings.tasks)) if t.name not in lang]
+    if missing:
+        raise UserError(f"no instruction embedding for task(s) {missing}")
+    info = dict(info or {})
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)      # the run log gets every episode, whatever the root logger's level
+    try:
+        return _evaluate(policy, settings, out, lang, info, stats,
+                         sim_factory or partial(LiberoSimulator, settings.camera_size))
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+
+def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None,
+              sim_factory) -> dict:
+    tasks = suites.select_tasks(settings.suite, list(settings.tasks))
+    t_start = time.monotonic()
+    episodes_path = out / EPISODES_FILE
+    records = previous_records(out, settings, info.get("step"))
+    wanted = {(t.name, i) for t in tasks for i in range(settings.episodes)}
+    finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
+    jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
+    total = len(tasks) * settings.episodes
+    log.info("evaluate %s horizon %d: %d episodes requested, %d already in %s, %d to run on %d simulator(s)",
+             settings.suite, settings.horizon, total, len(finished), episodes_path, len(jobs), settings.envs)
+    state_check = StateRangeCheck(stats) if stats is not None else None
+    timing = {"policy_s": 0.0, "policy_calls": 0}
+    done_ok = sum(1 for r in records if (r["task"], int(r["init_state"])) in wanted and r.get("success"))
+    progress = Progress(total, f"evaluate H={settings.horizon}", unit="ep", initial=len(finished), every=10.0)
+
+    def on_result(res: EpisodeResult) -> None:
+        nonlocal done_ok
+        record = {"task": res.job.task.name, "suite": settings.suite, "init_state": res.job.init_state,
+                  "horizon": settings.horizon, "step": info.get("step"), "success": bool(res.success),
+                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error}
+        append_episode(episodes_path, record)
+        records.append(record)
+        done_ok += int(res.success)
+        status = "ERROR" if res.error else ("success" if res.success else "failure")
+        log.info("episode %s init %d: %s after %d steps (%.1f s)%s", record["task"], record["init_state"], status,
+                 res.steps, res.seconds, f"\n{res.error}" if res.error else "")
+        if res.job.record_video and res.video:
+            from rdt.video import video_name, write_video
+
+            write_video(out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
+                        res.video, fps=suites.CONTROL_FREQUENCY_HZ)
+        progress.update(1, success=f"{done_ok}/{progress.n + 1}")
+
+    if jobs:
+        with WorkerPool(min(settings.envs, len(jobs)), sim_factory) as pool:
+            run_jobs(pool, jobs, make_planner(policy, lang, state_check, timing), settings.horizon,
+                     settings.max_steps, settings.seed, on_result)
+            restarts = pool.restarts
+    else:
+        restarts = 0
+    progress.close()
+    final = [r for r in records if (r["task"], int(r["init_state"])) in wanted]
+    summary = {
+        "checkpoint": info.get("checkpoint"), "step": info.get("step"), "suite": settings.suite,
+        "horizon": settings.horizon,
+        "overall": success_counts(final),
+        "tasks": {t.name: success_counts([r for r in final if r["task"] == t.name]) for t in tasks},
+        "episodes_this_run": len(jobs), "episodes_from_earlier_runs": len(finished),
+        "wall_time_s": round(time.monotonic() - t_start, 2),
+        "episode_seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in final), 2),
+        "policy_calls": timing["policy_calls"], "policy_seconds": round(timing["policy_s"], 3),
+        "worker_restarts": restarts,
+        "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
+        "state_range": state_check.summary() if state_check is not None else None,
+        "versions": package_versions(),
+        "device": info.get("device"),
+        "info": {k: v for k, v in info.items() if k not in ("checkpoint", "step", "device")},
+    }
+    write_json(out / SUMMARY_FILE, summary)
+    o = summary["overall"]
+    log.info("done: %d/%d successes, %d errors, %.1f s", o["successes"], o["episodes"], o["errors"],
+             summary["wall_time_s"])
+    return summary
+
+
+# ------------------------------------------------------------------------------------------------ command line
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="checkpoint folder (ours: config.json, model.safetensors, ema/, pipeline.json; or a released "
+                        "RDT folder / weights file / cached hub id)")
+    p.add_argument("--lang", required=True, metavar="FILE",
+                   help="lang.safetensors with an embedding for every evaluated task's instruction "
+                        "(python -m rdt encode --instructions-from-tasks SUITE ...)")
+    p.add_argument("--stats", metavar="FILE",
+                   help="dataset_stat.json of the training data: observed states far outside its state range are "
+                        "warned about (once) and counted in summary.json state_range (without it: no check)")
+    p.add_argument("--horizon", required=True, type=int, metavar="H",
+                   help="execution horizon: actions executed from each predicted 64-step chunk before re-planning "
+                        "(1..64)")
+    p.add_argument("--suite", required=True, metavar="S", help="LIBERO suite: " + ", ".join(suites.suite_names()))
+    p.add_argument("--tasks", nargs="+", default=["all"], metavar="T",
+                   help="task names, indices or shell patterns of the suite, or 'all' (default: all)")
+    p.add_argument("--episodes", required=True, type=int, metavar="N",
+                   help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK})")
+    p.add_argument("--max-steps", type=int, metavar="M",
+                   help="policy steps per episode (default: the suite's published limit, "
+                        + ", ".join(f"{k} {v}" for k, v in suites.MAX_STEPS.items()) + ")")
+    p.add_argument("--envs", type=int, default=1, metavar="K", help="parallel simulator processes (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="env.seed for every episode and the policy's noise seed "
+                                                      "(default 0)")
+    p.add_argument("--camera-size", type=int, metavar="PX",
+                   help=f"camera resolution (default: pipeline.json image_size, else {DEFAULT_CAMERA_SIZE})")
+    p.add_argument("--videos-per-task", type=int, default=1, metavar="V",
+                   help="record the first V episodes of each task as MP4 (default 1; 0 = none)")
+    p.add_argument("--weights", choices=["ema", "model"],
+                   help="which weights to load (default: ema when the checkpoint has them, else model)")
+    p.add_argument("--text-encoder", metavar="NAME",
+                   help="text encoder the checkpoint was trained with (default: from pipeline.json)")
+    p.add_argument("--vision-encoder", metavar="NAME",
+                   help="vision encoder the checkpoint was trained with (default: from pipeline.json)")
+    p.add_argument("--control-frequency", type=int, metavar="HZ",
+                   help="control frequency given to the model (default: from pipeline.json)")
+    p.add_argument("--device", help="torch device for the policy (default: cuda if available, else cpu)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (one per checkpoint x horizon)")
+
+
+def _check_positive(value: int | None, flag: str) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"{flag} {value}: expected a positive integer")
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # everything that can be wrong with the request is checked before a model or simulator is loaded
+    check_horizon(args.horizon)
+    check_episodes(args.episodes)
+    _check_positive(args.max_steps, "--max-steps")
+    _check_positive(args.envs, "--envs")
+    _check_positive(args.camera_size, "--camera-size")
+    if args.videos_per_task < 0:
+        raise UserError(f"--videos-per-task {args.videos_per_task}: expected 0 or more")
+    tasks = suites.select_tasks(args.suite, args.tasks)
+    from rdt.lang import LanguageTable
+
+    table = LanguageTable.load(args.lang)
+    lang = {t.name: table.get(t.language) for t in tasks}
+
+    from rdt.data.stats import DEFAULT_NAME, load_stats
+    from rdt.policy import Policy
+
+    policy = Policy.from_checkpoint(args.checkpoint, vision_encoder=args.vision_encoder,
+                                    text_encoder=args.text_encoder, control_frequency=args.control_frequency,
+                                    weights=args.weights, device=args.device, seed=args.seed)
+    pipeline = policy.pipeline
+    table.check_encoder(policy.text_encoder)
+    cfg = policy.runner.config
+    if table.hidden_size != cfg.lang_token_dim:
+        raise UserError(f"{args.lang}: embeddings have {table.hidden_size} dims but checkpoint {args.checkpoint} "
+                        f"expects lang_token_dim={cfg.lang_token_dim} (config.json)")
+    check_horizon(args.horizon, cfg.pred_horizon)
+    stats_name = (pipeline.get("dataset_stat") or {}).get("dataset_name") or DEFAULT_NAME
+    stats = load_stats(args.stats, stats_name) if args.stats else None
+    settings = Settings(
+        suite=args.suite, tasks=tuple(t.name for t in tasks), episodes=args.episodes, horizon=args.horizon,
+        max_steps=args.max_steps or suites.MAX_STEPS[args.suite], envs=args.envs, seed=args.seed,
+        camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
+        videos_per_task=args.videos_per_task)
+    info = {"checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
+            "step": pipeline.get("step"), "device": str(policy.device), "weights": pipeline.get("weights"),
+            "text_encoder": policy.text_encoder, "vision_encoder": policy.vision.name,
+            "control_frequency": policy.control_frequency, "lang": str(args.lang), "stats": args.stats}
+    summary = evaluate(policy, settings, args.out, lang, info=info, stats=stats)
+    o = summary["overall"]
+    rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
+    print(f"{args.suite} H={args.horizon}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
+          f"{o['errors']} errors -> {Path(args.out) / SUMMARY_FILE}")
+    return 0
