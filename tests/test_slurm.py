@@ -1,0 +1,147 @@
+"""The workflow on a real single-node Slurm (tests/slurm_cluster.py) through the Snakemake SLURM executor plugin:
+the tiny configuration runs to the end as Slurm jobs and gives the same outputs as the local run; the training
+job's sbatch request carries the configured GPUs."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (fixture)
+from test_workflow import REPO, SNAKEMAKE, TINY, copy_repo, env_for, tiny_run, variant, write_config  # noqa: F401
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+def test_profile_of_the_repository():
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    assert profile["default-resources"]["slurm_partition"] == "$SLURM_PARTITION"
+    assert profile["default-resources"]["slurm_account"] == "$SLURM_ACCOUNT"
+    assert profile["retries"] >= 1 and profile["slurm-requeue"] is True
+    assert profile["set-threads"]["evaluate"] > 1 and profile["set-threads"]["train"] > 1
+    assert profile["set-resources"]["train"]["runtime"] > profile["set-resources"]["evaluate"]["runtime"] / 2
+
+
+def slurm_profile(root: Path) -> Path:
+    """The repository's profile for the local cluster: its partition, no account (there is no accounting
+    database to validate one), small memory and thread requests that fit a 2-CPU node, squeue for job status."""
+    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    profile["default-resources"].update(slurm_partition=PARTITION, mem_mb=500, runtime=30)
+    del profile["default-resources"]["slurm_account"]
+    profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
+    profile["set-resources"] = {rule: {"mem_mb": 500, "runtime": 30} for rule in profile["set-resources"]}
+    profile.update({"jobs": 2, "latency-wait": 5, "slurm-status-command": "squeue",
+                    "slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 3,
+                    "slurm-logdir": "results/logs/slurm", "retries": 0})
+    folder = root / "profile"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def table(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_hdf5(a: Path, b: Path) -> None:
+    with h5py.File(a) as fa, h5py.File(b) as fb:
+        names_a, names_b = [], []
+        fa.visit(names_a.append)
+        fb.visit(names_b.append)
+        assert names_a == names_b
+        for name in names_a:
+            if isinstance(fa[name], h5py.Dataset):
+                assert np.array_equal(fa[name][()], fb[name][()]), name
+            attrs_a = {k: v for k, v in fa[name].attrs.items() if k != "created_by"}
+            attrs_b = {k: v for k, v in fb[name].attrs.items() if k != "created_by"}
+            assert attrs_a.keys() == attrs_b.keys()
+            for k in attrs_a:
+                assert np.array_equal(np.asarray(attrs_a[k]), np.asarray(attrs_b[k])), (name, k)
+
+
+@pytest.mark.sim
+def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, tiny_run, tmp_path):
+    work = copy_repo(tmp_path / "repo")
+    write_config(work / "config" / "config.yaml", TINY)
+    # the scripted demos are the one input both runs share (the expert is not part of what is compared)
+    shutil.copytree(tiny_run / "results" / "cache" / "demos", work / "results" / "cache" / "demos")
+    profile = slurm_profile(tmp_path)
+    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile)], cwd=work, env=env_for(work) | slurm_cluster.env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+    # every job ran in Slurm: the completion log and squeue (MinJobAge 600 s) list them, all COMPLETED
+    jobs = slurm_cluster.completed_jobs()
+    remote = 1 + 1 + 1 + 2 + 6 + 1                  # convert, stats, encode, 2 segments, 6 evaluations, report
+    assert len(jobs) == remote, jobs
+    assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}
+    queue = slurm_cluster.squeue().splitlines()
+    assert len(queue) == remote and all(line.split()[2] == "COMPLETED" for line in queue)
+    assert "sched: Allocate JobId=" in slurm_cluster.ctld_log.read_text()
+    assert "Job stats" in proc.stderr + proc.stdout
+
+    local, remote_results = tiny_run / "results", work / "results"
+    data = sorted((local / "cache" / "data").glob("*/data.h5"))
+    assert len(data) == 1
+    rel = data[0].relative_to(local)
+    assert_same_hdf5(local / rel, remote_results / rel)
+    stats = rel.parent / "dataset_stat.json"
+    assert json.loads((local / stats).read_text()) == json.loads((remote_results / stats).read_text())
+    m_local = table(local / "default" / "train" / "metrics.csv")
+    m_slurm = table(remote_results / "default" / "train" / "metrics.csv")
+    assert [r["step"] for r in m_local] == [r["step"] for r in m_slurm] == ["1", "2", "3", "4"]
+    for col in ("loss", "lr", "grad_norm"):
+        np.testing.assert_allclose([float(r[col]) for r in m_slurm], [float(r[col]) for r in m_local], rtol=1e-5,
+                                   err_msg=col)
+    for step in (2, 4):
+        for h in (8, 16, 64):
+            part = Path("default") / "eval" / f"step-{step}" / f"h{h}" / "summary.json"
+            a, b = json.loads((local / part).read_text()), json.loads((remote_results / part).read_text())
+            assert a["overall"] == b["overall"] and a["tasks"] == b["tasks"], part
+    assert (remote_results / "report" / "success_vs_step.png").stat().st_size > 0
+
+
+def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_path):
+    """Submit the first training segment with train.gpus = 4 (the cluster has 8 scheduler-only GPUs): the job
+    asks Slurm for 4 GPUs on one node (sbatch --gpus=4 --nodes=1; squeue/scontrol show the GPU request).
+    Stopped once seen."""
+    work = copy_repo(tmp_path / "repo")
+    write_config(work / "config" / "config.yaml", TINY)
+    shutil.copytree(tiny_run / "results" / "cache", work / "results" / "cache")   # upstream outputs, mtimes kept
+    cfg = variant(work, "gpus", lambda c: c["train"].update(gpus=4, effective_batch_size=8))
+    profile = slurm_profile(tmp_path)
+    known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
+    log = tmp_path / "snakemake.log"
+    with open(log, "w") as out_file:
+        proc = subprocess.Popen([SNAKEMAKE, "--profile", str(profile), "--configfile", cfg, "--verbose",
+                                 "results/default/train/export/step-2"], cwd=work,
+                                env=env_for(work) | slurm_cluster.env, stdout=out_file, stderr=subprocess.STDOUT)
+    try:
+        deadline, seen = time.monotonic() + 180, None
+        while time.monotonic() < deadline and seen is None:
+            new = [line for line in slurm_cluster.squeue().splitlines() if line.split()[0] not in known]
+            seen = next((line for line in new if "gres:gpu:4" in line), None)
+            time.sleep(1)
+        assert seen is not None, f"no training job with gres:gpu:4 in squeue: {slurm_cluster.squeue()}"
+        job_id = seen.split()[0]
+        info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
+                              env=slurm_cluster.env).stdout
+        assert "TresPerJob=gres:gpu:4" in info and "NumNodes=1" in info
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+        subprocess.run(["scancel", "--quiet", "--partition", PARTITION], env=slurm_cluster.env)
+    out = log.read_text()
+    sbatch = [line for line in out.splitlines() if "sbatch" in line and "--gpus=4" in line]
+    assert sbatch, out[-4000:]
+    assert "--nodes=1" in sbatch[0] and f"-p {PARTITION}" in sbatch[0]

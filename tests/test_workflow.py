@@ -1,0 +1,272 @@
+"""The Snakemake workflow: lint, schema validation at start, the DAG, run sharing, evaluation-only mode, and exact
+reruns proved on the outputs of a real run of a tiny configuration (in a copy of the repository in tmp, so that
+code edits can be made there)."""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+
+# A very small configuration: one expert demo of one task, two training segments of 2 steps, one short episode
+# per evaluation at the three default horizons.
+TINY = {
+    "results": "results",
+    "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1,
+              "max_attempts": 3, "seed": 0},
+    "data": {"demos_per_task": None, "min_steps": 10},
+    "train": {"gpus": 0, "max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny",
+              "vision_encoder": "tiny", "heldout_episodes": 0, "dataloader_num_workers": 0,
+              "effective_batch_size": 4, "per_device_batch_size": 2, "learning_rate": 1e-4, "lr_warmup_steps": 2,
+              "mixed_precision": "auto", "seed": 0, "checkpointing_period": 2, "checkpoints_total_limit": 3,
+              "sample_period": 0, "log_period": 1},
+    "eval": {"exec_horizons": [8, 16, 64], "episodes_per_task": 1, "max_steps": 12, "gpus": 0, "weights": "ema",
+             "seed": 0, "videos_per_task": 1},
+    "runs": {"default": {}},
+    "evaluate_checkpoints": [],
+    "report": {"videos": 2},
+}
+
+
+def copy_repo(dst: Path) -> Path:
+    """The parts of the repository the workflow needs (workflow, config, rdt, slurm), without outputs."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("workflow", "config", "rdt", "slurm"):
+        shutil.copytree(REPO / part, dst / part, ignore=ignore)
+    return dst
+
+
+def env_for(workdir: Path) -> dict[str, str]:
+    """The copy's rdt package comes first (the Snakefile and `python -m rdt` import it)."""
+    return {**os.environ, "PYTHONPATH": str(workdir), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, env=env_for(workdir),
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def write_config(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def planned_jobs(workdir: Path, *args: str) -> dict[str, int]:
+    """Jobs a dry run schedules, by rule ({} when nothing is to be done)."""
+    proc = snakemake(workdir, "--dry-run", *args)
+    text = proc.stdout + proc.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def variant(workdir: Path, name: str, change) -> str:
+    """Path of a config file: TINY with ``change(cfg)`` applied."""
+    cfg = copy.deepcopy(TINY)
+    change(cfg)
+    return str(write_config(workdir / f"{name}.yaml", cfg))
+
+
+@functools.cache
+def _tiny_run(base: Path) -> Path:
+    work = copy_repo(base / "tiny")
+    write_config(work / "config" / "config.yaml", TINY)
+    snakemake(work, timeout=1200)
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished real run of the tiny configuration (one run shared by the workflow and Slurm tests)."""
+    return _tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    work = copy_repo(tmp_path / "repo")
+    write_config(work / "config" / "config.yaml", TINY)
+    return work
+
+
+# ---------------------------------------------------------------------------------------------------- static
+def test_lint_reports_nothing():
+    proc = subprocess.run([SNAKEMAKE, "--lint"], cwd=REPO, capture_output=True, text=True, env=env_for(REPO))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations, your workflow is in a good condition!" in proc.stdout + proc.stderr
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("change, named", [
+    (lambda c: c["train"].update(lerning_rate=1e-3), "lerning_rate"),
+    (lambda c: c["eval"].update(exec_horizons="8,16"), "exec_horizons"),
+    (lambda c: c.update(evaluation={}), "evaluation"),
+    (lambda c: c["runs"].update(fast={"train": {"learning_rate": "high"}}), "runs.fast"),
+    (lambda c: c["runs"].update(cache={}), "cache"),
+])
+def test_schema_errors_fail_before_any_job_and_name_the_key(workdir, change, named):
+    proc = snakemake(workdir, "--configfile", variant(workdir, "bad", change), check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert named in out, out[-3000:]
+    assert "Job stats" not in out and not (workdir / "results").exists()
+
+
+def test_every_rule_has_log_benchmark_and_resources(workdir):
+    text = "\n".join(p.read_text() for p in (workdir / "workflow" / "rules").glob("*.smk"))
+    rules = re.split(r"^rule ", text, flags=re.M)[1:]
+    assert len(rules) >= 9
+    for rule in rules:
+        name = rule.split(":", 1)[0]
+        assert "    log:" in rule, name
+        if "localrule: True" not in rule:
+            assert "    benchmark:" in rule and "mem_mb=" in rule and "runtime=" in rule, name
+            assert "    threads:" in rule and "    conda:" in rule, name
+
+
+# ---------------------------------------------------------------------------------------------------- the DAG
+def test_dag_of_the_tiny_config(workdir):
+    jobs = planned_jobs(workdir)
+    assert jobs == {"expert_demos": 1, "convert": 1, "stats": 1, "encode": 1, "run_config": 1, "train": 2,
+                    "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+
+
+def test_evaluating_an_early_checkpoint_needs_only_the_segments_before_it(workdir):
+    jobs = planned_jobs(workdir, "results/default/eval/step-2/h8/summary.json")
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1
+    jobs = planned_jobs(workdir, "results/default/eval/step-4/h8/summary.json")
+    assert jobs["train"] == 2                   # segment 2 resumes segment 1
+
+
+def test_runs_share_demos_conversion_and_language_where_settings_are_equal(workdir):
+    def runs(cfg):
+        cfg["runs"] = {"current": {"train": {"effective_batch_size": 2, "lr_warmup_steps": 1}},
+                       "improved": {"train": {"effective_batch_size": 4, "lr_warmup_steps": 2}},
+                       "more_demos": {"demos": {"episodes_per_task": 2}},
+                       "fewer_demos": {"demos": {"episodes_per_task": 2}, "data": {"demos_per_task": 1}}}
+    jobs = planned_jobs(workdir, "--configfile", variant(workdir, "runs", runs))
+    # current + improved share everything up to training; more_demos needs its own demos; fewer_demos reuses
+    # those demos but converts its own subset
+    assert jobs["expert_demos"] == 2
+    assert jobs["convert"] == 3 and jobs["stats"] == 3 and jobs["encode"] == 3
+    assert jobs["train"] == 4 * 2 and jobs["evaluate"] == 4 * 2 * 3 and jobs["report"] == 1
+
+
+def test_evaluation_only_mode(workdir, tmp_path):
+    ckpt = tmp_path / "released" / "checkpoint-19000"
+    ckpt.mkdir(parents=True)
+    (ckpt / "pipeline.json").write_text('{"text_encoder": "tiny", "step": 19000}')
+
+    def evaluate_only(cfg):
+        cfg["runs"] = {}
+        cfg["evaluate_checkpoints"] = [{"name": "seed_current", "path": str(ckpt), "step": 19000}]
+    jobs = planned_jobs(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only))
+    assert jobs == {"encode_tasks": 1, "evaluate": 3, "target_settings": 1, "report": 1, "all": 1}
+    proc = snakemake(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only), "-n", "-p")
+    assert f"--checkpoint {ckpt}" in proc.stdout and "results/seed_current/eval/step-19000/h16" in proc.stdout
+
+
+def test_training_launches_accelerate_with_the_configured_gpus(workdir):
+    def gpus(cfg):
+        cfg["train"].update(gpus=4, effective_batch_size=8)
+    proc = snakemake(workdir, "--configfile", variant(workdir, "gpus", gpus), "-n", "-p",
+                     "results/default/train/export/step-2")
+    assert "accelerate launch --num_machines 1 --num_processes $(( 4 > 1 ? 4 : 1 ))" in proc.stdout
+    assert re.search(r"rule train:.*?resources: [^\n]*gpu=4", proc.stdout, flags=re.S)
+
+
+# ---------------------------------------------------------------------------------------------------- reruns
+@pytest.mark.sim
+@pytest.mark.slow
+def test_tiny_run_produces_every_output(tiny_run):
+    results = tiny_run / "results"
+    for step in (2, 4):
+        assert (results / "default" / "train" / "export" / f"step-{step}" / "model.safetensors").is_file()
+        for h in (8, 16, 64):
+            assert (results / "default" / "eval" / f"step-{step}" / f"h{h}" / "summary.json").is_file()
+    for name in ("success_vs_step.png", "heatmap_last.png", "training.png", "results.csv", "audit.csv"):
+        assert (results / "report" / name).stat().st_size > 0
+    assert planned_jobs(tiny_run) == {}
+    snakemake(tiny_run, "--report", "results/report.html")
+    html = (results / "report.html").read_text()
+    for caption in ("Success rate of each run versus training step", "Configuration audit", "Provenance",
+                    "success_vs_step.png", "heatmap_best.png", "audit.csv"):
+        assert caption in html, caption
+    assert len(html) > 100_000                          # figures embedded: one self-contained page
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_adding_a_horizon_schedules_only_its_evaluations_and_the_report(tiny_run):
+    cfg = variant(tiny_run, "h32", lambda c: c["eval"].update(exec_horizons=[8, 16, 32, 64]))
+    jobs = planned_jobs(tiny_run, "--configfile", cfg)
+    assert jobs == {"evaluate": 2, "target_settings": 1, "report": 1, "all": 1}
+    proc = snakemake(tiny_run, "--configfile", cfg, "-n", "-p")
+    assert "/h32/" in proc.stdout and "/h16/summary" not in proc.stdout.split("rule report")[0]
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_changing_the_learning_rate_reruns_training_evaluation_and_report_only(tiny_run):
+    cfg = variant(tiny_run, "lr", lambda c: c["train"].update(learning_rate=3e-4))
+    jobs = planned_jobs(tiny_run, "--configfile", cfg)
+    assert jobs == {"run_config": 1, "train": 2, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
+    train_py = tiny_run / "rdt" / "train.py"
+    evaluate_py = tiny_run / "rdt" / "evaluate.py"
+    original_train, original_eval = train_py.read_text(), evaluate_py.read_text()
+    try:
+        train_py.write_text(original_train + "\n# a comment only: the fingerprint strips it\n")
+        assert planned_jobs(tiny_run) == {}
+        evaluate_py.write_text(original_eval + "\n_EDITED = True\n")
+        assert planned_jobs(tiny_run) == {"evaluate": 6, "report": 1, "all": 1}
+    finally:
+        train_py.write_text(original_train)
+        evaluate_py.write_text(original_eval)
+    assert planned_jobs(tiny_run) == {}
+
+
+def test_config_readme_documents_every_key():
+    from rdt.train_config import TrainConfig
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    readme = (REPO / "config" / "README.md").read_text()
+    keys = []
+    for name, prop in schema["properties"].items():
+        keys.append(name)
+        if name not in ("runs", "evaluate_checkpoints"):
+            keys += [f"{name}.{sub}" for sub in prop.get("properties", {})]
+    keys += [f"train.{f}" for f in TrainConfig.__dataclass_fields__ if f not in ("data", "lang", "stats", "run")]
+    documented = set(re.findall(r"`([a-z_0-9]+(?:\.[a-z_0-9]+)?)`", readme))
+    # grouped rows such as `train.adam_beta1` / `adam_beta2` document the keys after the first by their short name
+    documented |= {f"train.{k}" for k in documented if "." not in k}
+    missing = [k for k in keys if k not in documented]
+    assert not missing, f"config/README.md does not document {missing}"
+    run_keys = {f for f in TrainConfig.__dataclass_fields__ if f not in ("data", "lang", "stats", "run")}
+    assert set(schema["properties"]["train"]["properties"]) == run_keys | {"gpus", "max_steps"}

@@ -1,0 +1,50 @@
+# Demo files -> one training HDF5 -> dataset statistics. Shared by every run with the same data settings.
+
+
+rule convert:
+    input:
+        lambda w: demos_input(DATA[w.key]["demos"]),
+    output:
+        f"{RESULTS}/cache/data/{{key}}/data.h5",
+    params:
+        suite=lambda w: DATA[w.key]["suite"],
+        tasks=lambda w: DATA[w.key]["tasks"],
+        per_task=lambda w: (
+            f"--demos-per-task {DATA[w.key]['demos_per_task']}" if DATA[w.key]["demos_per_task"] else ""
+        ),
+        min_steps=lambda w: DATA[w.key]["min_steps"],
+        code=CODE["convert"],
+    log:
+        f"{RESULTS}/logs/convert/{{key}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/convert/{{key}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    conda:
+        "../envs/rdt.yaml"
+    shell:
+        "python -m rdt convert --demos {input:q} --suite {params.suite} --tasks {params.tasks:q}"
+        " {params.per_task} --min-steps {params.min_steps} --out {output} > {log} 2>&1"
+
+
+rule stats:
+    input:
+        f"{RESULTS}/cache/data/{{key}}/data.h5",
+    output:
+        f"{RESULTS}/cache/data/{{key}}/dataset_stat.json",
+    params:
+        code=CODE["stats"],
+    log:
+        f"{RESULTS}/logs/stats/{{key}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stats/{{key}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/rdt.yaml"
+    shell:
+        "python -m rdt stats --data {input} --out {output} > {log} 2>&1"

@@ -1,0 +1,38 @@
+# One job per (checkpoint, execution horizon): LIBERO rollouts with receding-horizon control.
+
+
+rule evaluate:
+    input:
+        checkpoint=checkpoint_input,
+        lang=eval_language,
+        stats=eval_stats,
+    output:
+        summary=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/summary.json",
+        episodes=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/episodes.jsonl",
+    params:
+        out=lambda w, output: str(Path(output.summary).parent),
+        settings=lambda w: eval_settings(w.target),
+        stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
+        tasks=lambda w: eval_settings(w.target)["tasks"],
+        max_steps=lambda w: (
+            f"--max-steps {eval_settings(w.target)['max_steps']}" if eval_settings(w.target)["max_steps"] else ""
+        ),
+        code=CODE["evaluate"],
+    log:
+        f"{RESULTS}/logs/evaluate/{{target}}/step-{{step}}-h{{horizon}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{target}}/step-{{step}}-h{{horizon}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=lambda w: eval_gpus(w.target),
+    conda:
+        "../envs/rdt.yaml"
+    shell:
+        "python -m rdt evaluate --checkpoint {input.checkpoint} --lang {input.lang} {params.stats}"
+        " --horizon {wildcards.horizon} --suite {params.settings[suite]} --tasks {params.tasks:q}"
+        " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
+        " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
+        " --weights {params.settings[weights]}"
+        " --out {params.out} > {log} 2>&1"
