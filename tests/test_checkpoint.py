@@ -17,16 +17,10 @@ from rdt.model.checkpoint import load_runner, save_checkpoint
 from rdt.model.config import RDTConfig
 from rdt.model.runner import build_runner
 
-PARITY = Path("/work/shared/reference/rdt_parity")
+PARITY = Path(__file__).parent / "data" / "rdt_parity"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread is also robust on a busy CI host."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -11,7 +11,7 @@ from rdt.errors import UserError
 from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner
 
-REFERENCE = Path("/work/shared/reference")
+REFERENCE = Path(__file__).parent / "data"
 PARITY = REFERENCE / "rdt_parity"
 
 

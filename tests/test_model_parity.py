@@ -13,17 +13,11 @@ from rdt.model.posemb import multimodal_pos_embed, timestep_sinusoid
 from rdt.model.runner import RDTRunner
 from rdt.model.verify import load_vectors, parity_errors
 
-PARITY = Path("/work/shared/reference/rdt_parity")
+PARITY = Path(__file__).parent / "data" / "rdt_parity"
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread is also robust on a busy CI host."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,7 @@ from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner, build_runner
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The tiny model's ops are too small to gain from threads; one thread is also robust on a busy CI host."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 B = 2

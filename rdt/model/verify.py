@@ -1,6 +1,6 @@
 """Load a checkpoint folder strictly and print a summary (weights file, parameter count, architecture).
 
-When the folder also holds `vectors.safetensors` in the parity layout (see the reference rdt_parity/README.md:
+When the folder also holds `vectors.safetensors` in the parity layout (see tests/data/rdt_parity/README.md:
 inputs recorded from the original RDT code with its outputs), recompute the three outputs in float32 and print
 their relative L2 errors: the network's forward prediction, the training loss (recorded noise and timesteps) and
 the 5-step DPM-Solver++ sample (recorded initial noise). Exit status 1 when any error exceeds the tolerance,
@@ -38,7 +38,7 @@ def load_vectors(path: Path) -> "dict[str, torch.Tensor]":
         raise UserError(f"{path}: cannot read parity vectors ({type(e).__name__}: {e})") from None
     missing = [k for k in PARITY_KEYS if k not in vectors]
     if missing:
-        raise UserError(f"{path}: missing parity tensors {missing} (layout: see reference rdt_parity/README.md)")
+        raise UserError(f"{path}: missing parity tensors {missing} (layout: see tests/data/rdt_parity/README.md)")
     return vectors
 
 
