@@ -16,7 +16,6 @@ export PYOPENGL_PLATFORM ?= egl
 # torch==2.13.0 resolves to the CPU wheel where no CUDA build is wanted (see README).
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e ".[sim,workflow,test]"
 	@# robomimic (via hf-libero) pulls a torchvision that cannot load beside the CPU torch; nothing here uses it.
 	$(PY) -m pip uninstall -y -q torchvision

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import hashlib
 import math
 import os
 import platform
@@ -120,29 +121,39 @@ def append_episode(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
-def previous_records(out: Path, settings: Settings, step: int | None) -> list[dict]:
-    """Records of an earlier (killed) run into the same folder that can be kept: same suite, horizon and checkpoint
-    step, no error.
+#: what decides an episode's outcome besides (task, init state); records made under other values are stale.
+OUTCOME_SETTINGS = ("suite", "horizon", "max_steps", "seed", "camera_size")
+OUTCOME_INFO = ("checkpoint", "step", "weights", "text_encoder", "vision_encoder", "control_frequency", "lang")
 
-    Records with a simulator error are dropped (their episodes run again); the file is rewritten when anything was
-    dropped. A folder holding another suite's, horizon's or checkpoint step's results is a UserError."""
+
+def outcome_key(settings: Settings, info: dict) -> str:
+    """Short hash of the settings and checkpoint identity that decide an episode's outcome."""
+    values = {k: getattr(settings, k) for k in OUTCOME_SETTINGS} | {k: info.get(k) for k in OUTCOME_INFO}
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def previous_records(out: Path, key: str) -> list[dict]:
+    """Records of an earlier (killed) run into the same folder that can be kept: made under the same outcome key
+    (:func:`outcome_key`), no simulator error, one per (task, init state).
+
+    Stale records (other settings or checkpoint, e.g. after a changed setting reran the job) and records with a
+    simulator error are dropped, so their episodes run (again); the file is rewritten when anything was dropped."""
     path = out / EPISODES_FILE
     if not path.is_file():
         return []
     raw_lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     records = read_episodes(path)
-    for r in records:
-        if (r.get("suite"), r.get("horizon"), r.get("step")) != (settings.suite, settings.horizon, step):
-            raise UserError(f"{path} holds results for suite {r.get('suite')!r} horizon {r.get('horizon')!r} "
-                            f"checkpoint step {r.get('step')!r}, not suite {settings.suite!r} horizon "
-                            f"{settings.horizon} step {step!r}; use another --out folder")
-    keep = [r for r in records if not r.get("error")]
+    stale = [r for r in records if r.get("key") != key]
+    if stale:
+        log.warning("%s: %d record(s) were made with other settings or another checkpoint; their episodes run "
+                    "again", path, len(stale))
+    keep = [r for r in records if r.get("key") == key and not r.get("error")]
     seen: set[tuple[str, int]] = set()
     unique = []
     for r in keep:
-        key = (r["task"], int(r["init_state"]))
-        if key not in seen:
-            seen.add(key)
+        k = (r["task"], int(r["init_state"]))
+        if k not in seen:
+            seen.add(k)
             unique.append(r)
     if len(unique) != len(raw_lines):
         rewrite_episodes(path, unique)
@@ -302,7 +313,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
     episodes_path = out / EPISODES_FILE
-    records = previous_records(out, settings, info.get("step"))
+    key = outcome_key(settings, info)
+    records = previous_records(out, key)
     wanted = {(t.name, i) for t in tasks for i in range(settings.episodes)}
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
     jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
@@ -318,7 +330,7 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
         nonlocal done_ok
         record = {"task": res.job.task.name, "suite": settings.suite, "init_state": res.job.init_state,
                   "horizon": settings.horizon, "step": info.get("step"), "success": bool(res.success),
-                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error}
+                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error, "key": key}
         append_episode(episodes_path, record)
         records.append(record)
         done_ok += int(res.success)

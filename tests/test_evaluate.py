@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import h5py
@@ -300,20 +301,30 @@ def test_replaying_expert_demos_through_the_evaluator_succeeds(expert_demo_dir, 
         assert (tmp_path / "replay" / "videos" / f"{EXPERT_TASK_NAME}__init0__success.mp4").is_file()
 
 
-def test_previous_records_keep_finished_episodes_and_retry_errors(tmp_path):
-    from rdt.errors import UserError
-    from rdt.evaluate import plan_jobs, previous_records
+def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_records(tmp_path):
+    from rdt.evaluate import outcome_key, plan_jobs, previous_records
 
     settings = Settings(suite=SUITE, tasks=(TASKS[0],), episodes=3, horizon=8, max_steps=10, envs=1, seed=0,
                         camera_size=CAMERA, videos_per_task=2)
-    base = {"task": TASKS[0], "suite": SUITE, "horizon": 8, "step": 5, "steps": 10, "seconds": 1.0}
+    info = {"checkpoint": "/ckpt", "step": 5, "weights": "ema"}
+    key = outcome_key(settings, info)
+    base = {"task": TASKS[0], "suite": SUITE, "horizon": 8, "step": 5, "steps": 10, "seconds": 1.0, "key": key}
     ok = {**base, "init_state": 0, "success": True, "error": None}
     crashed = {**base, "init_state": 1, "success": False, "error": "simulator worker 0 died (exit code -9)"}
     (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n" + json.dumps(crashed) + "\n" + '{"task": "pick')
-    kept = previous_records(tmp_path, settings, step=5)
+    kept = previous_records(tmp_path, key)
     assert kept == [ok] and read_episodes(tmp_path / EPISODES_FILE) == [ok]
     assert (tmp_path / EPISODES_FILE).read_text() == json.dumps(ok) + "\n"     # file rewritten: appends stay valid
     jobs = plan_jobs(suites.select_tasks(SUITE, [TASKS[0]]), 3, 2, {(TASKS[0], 0)})
     assert [(j.init_state, j.record_video) for j in jobs] == [(1, True), (2, False)]
-    with pytest.raises(UserError, match="checkpoint step 5"):
-        previous_records(tmp_path, settings, step=6)
+    # another checkpoint step, max_steps or seed makes a different key: the old records are stale and dropped
+    for changed_settings, changed_info in ((settings, {**info, "step": 6}),
+                                           (Settings(**{**asdict(settings), "max_steps": 20}), info),
+                                           (Settings(**{**asdict(settings), "seed": 1}), info)):
+        other = outcome_key(changed_settings, changed_info)
+        assert other != key
+        (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n")
+        assert previous_records(tmp_path, other) == []
+        assert read_episodes(tmp_path / EPISODES_FILE) == []
+    # settings that do not decide outcomes (parallel simulators, videos) keep the key
+    assert outcome_key(Settings(**{**asdict(settings), "envs": 4, "videos_per_task": 0}), info) == key

@@ -1,4 +1,7 @@
 # One job per (checkpoint, execution horizon): LIBERO rollouts with receding-horizon control.
+# episodes.jsonl (next to summary.json) is deliberately not a declared output: Snakemake deletes the outputs of a
+# job before running it again, and the evaluator resumes a killed job from the episodes already recorded there
+# (records made under other settings or another checkpoint are recognised by their key and run again).
 
 
 rule evaluate:
@@ -8,7 +11,6 @@ rule evaluate:
         stats=eval_stats,
     output:
         summary=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/summary.json",
-        episodes=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/episodes.jsonl",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
         settings=lambda w: eval_settings(w.target),
