@@ -23,6 +23,11 @@ per optimizer step), tensorboard/ (when tensorboard is installed), checkpoints/c
 weights, EMA, optimizer, LR scheduler, RNG states, data position, step, settings fingerprint), export/step-<S>/.
 SIGTERM or SIGUSR1 (preemption): the current optimizer step is finished, a checkpoint is saved, and the command
 exits with status 128 + signal number.
+
+``deepspeed: zero2`` runs the same recipe on DeepSpeed ZeRO stage 2 (accelerate's DeepSpeedPlugin): the engine
+does the accumulation, the clipping at max_grad_norm and the AdamW step at the last micro-batch of each optimizer
+step; its optimizer state (partitioned over the processes) is saved with accelerate's save_state into
+checkpoint-<step>/deepspeed/, so such a checkpoint resumes with the same number of processes only.
 """
 from __future__ import annotations
 
@@ -51,6 +56,7 @@ from rdt.utils.progress import Progress
 CHECKPOINTS, EXPORT, METRICS = "checkpoints", "export", "metrics.csv"
 STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
                                                         "rng_states.pt")
+DEEPSPEED_STATE = "deepspeed"      # checkpoint subfolder written by accelerate's save_state under deepspeed: zero2
 METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s", "sample_mse")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -256,6 +262,27 @@ def initial_runner(cfg: train_config.TrainConfig):
     return runner.train()
 
 
+def deepspeed_plugin(cfg: train_config.TrainConfig, accumulation: int, precision: str):
+    """accelerate's DeepSpeedPlugin for ``deepspeed: zero2``: ZeRO stage 2, gradient clipping at max_grad_norm,
+    the derived accumulation and per_device_batch_size micro-batches. ``precision`` ``bf16`` = bf16 autocast in
+    the engine's forward with fp32 weights and fp32 gradient reduction, as without DeepSpeed (DeepSpeed's own bf16
+    mode would keep the model's weights, and so the EMA's source and the checkpoints, in bf16)."""
+    try:
+        import deepspeed  # noqa: F401
+    except ImportError:
+        raise UserError("run config key 'deepspeed' = 'zero2' needs the deepspeed package, which is not installed: "
+                        "`pip install deepspeed` (or set deepspeed: 'off')") from None
+    from accelerate.utils import DeepSpeedPlugin
+
+    plugin = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=accumulation,
+                             gradient_clipping=cfg.max_grad_norm)
+    plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.per_device_batch_size
+    if precision == "bf16":
+        plugin.deepspeed_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16",
+                                                     "lower_precision_safe_modules": []}
+    return plugin
+
+
 def _rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {"python": random.getstate(), "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
@@ -343,8 +370,24 @@ class Trainer:
         self.cfg, self.out = cfg, Path(out)
         cuda = torch.cuda.is_available()
         self.precision = cfg.resolved_mixed_precision(cuda)
-        # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
-        self.accelerator = acc = Accelerator(mixed_precision=self.precision, cpu=not cuda)
+        self.deepspeed = cfg.deepspeed == "zero2"
+        if self.deepspeed:
+            from accelerate.utils import InitProcessGroupKwargs
+
+            if "LOCAL_RANK" not in os.environ:
+                raise UserError("run config key 'deepspeed' = 'zero2' partitions the optimizer state over the "
+                                "processes of a distributed launch (`accelerate launch --multi_gpu --num_processes N "
+                                "-m rdt train ...`); this is a single process: set deepspeed: 'off'")
+            # the accumulation goes into the DeepSpeed config, so it is derived from the launch's WORLD_SIZE
+            plugin = deepspeed_plugin(cfg, cfg.accumulation(int(os.environ.get("WORLD_SIZE", "1"))), self.precision)
+            # without CUDA, DeepSpeed's CPU accelerator with torch.distributed over gloo; mixed precision is the
+            # plugin's autocast, so accelerate's is off
+            handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
+            self.accelerator = acc = Accelerator(mixed_precision="no", deepspeed_plugin=plugin,
+                                                 kwargs_handlers=handlers)
+        else:
+            # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
+            self.accelerator = acc = Accelerator(mixed_precision=self.precision, cpu=not cuda)
         self.num_processes, self.rank = acc.num_processes, acc.process_index
         self.accumulation = cfg.accumulation(self.num_processes)
         self.fingerprint = cfg.fingerprint()
@@ -409,6 +452,13 @@ class Trainer:
     def is_main(self) -> bool:
         return self.accelerator.is_main_process
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast when mixed precision is bf16, for models outside the prepared one (the EMA's). Under
+        DeepSpeed the engine autocasts its own forward and accelerate's autocast is off."""
+        if self.deepspeed:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return self.accelerator.autocast()
+
     def log(self, message: str) -> None:
         if self.is_main:
             print(f"train: {message}", flush=True)
@@ -422,8 +472,15 @@ class Trainer:
         state = read_trainer_state(folder)
         ema, _ = load_runner(folder, weights="ema")
         self.ema.load_state_dict(ema.state_dict(), optimization_step=int(state["ema_optimization_step"]))
-        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self.device,
-                                                  weights_only=True))
+        if self.deepspeed:
+            if int(state["num_processes"]) != self.num_processes:
+                raise UserError(f"{folder}: written by {state['num_processes']} processes with deepspeed: zero2 "
+                                f"(optimizer state partitioned per process); resume it with {state['num_processes']} "
+                                f"processes, not {self.num_processes}")
+            self.accelerator.load_state(str(folder / DEEPSPEED_STATE))
+        else:
+            self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self.device,
+                                                      weights_only=True))
         self.scheduler.load_state_dict(torch.load(folder / SCHEDULER_FILE, weights_only=True))
         rng = torch.load(folder / RNG_FILE, weights_only=True)
         if len(rng) == self.num_processes:
@@ -435,16 +492,24 @@ class Trainer:
 
     def save_state(self) -> Path:
         """Write checkpoint-<step> (rank 0 only, atomically) and prune old ones; every process must call it."""
-        from accelerate.utils import gather_object
+        from accelerate.utils import broadcast_object_list, gather_object
 
         rng = gather_object([_rng_state()]) if self.num_processes > 1 else [_rng_state()]
         folder = checkpoint_dir(self.out, self.step)
-        if self.is_main:
-            from rdt.model.checkpoint import save_checkpoint
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_dir(folder)) if self.is_main else None
+            if self.is_main:
+                from rdt.model.checkpoint import save_checkpoint
 
-            with atomic_dir(folder) as tmp:
+                # first: save_checkpoint replaces the whole folder
                 save_checkpoint(tmp, self.runner, self.runner.config, ema_state_dict=self.ema.state_dict())
-                torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+            if self.deepspeed:       # every process writes its partition of the optimizer state into rank 0's folder
+                tmp = Path(broadcast_object_list([tmp])[0])
+                self.accelerator.save_state(str(tmp / DEEPSPEED_STATE))
+                self.accelerator.wait_for_everyone()
+            if self.is_main:
+                if not self.deepspeed:
+                    torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_FILE)
                 torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_FILE)
                 torch.save(rng, tmp / RNG_FILE)
                 write_json(tmp / STATE_FILE, {
@@ -452,6 +517,7 @@ class Trainer:
                     "next_micro_batch": self.step * self.accumulation, "num_processes": self.num_processes,
                     "accumulation": self.accumulation, "ema_optimization_step": self.ema.optimization_step,
                     "fingerprint": self.fingerprint, "config": self.cfg.to_dict(), "time": time.time()})
+        if self.is_main:
             for gone in prune_checkpoints(self.out, self.fingerprint, self.cfg.checkpoints_total_limit):
                 self.log(f"pruned {gone.name} (checkpoints_total_limit={self.cfg.checkpoints_total_limit})")
         self.accelerator.wait_for_everyone()
@@ -471,29 +537,38 @@ class Trainer:
     def accumulate(self, micro_batches: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> tuple[float, int]:
         """Forward/backward over ``accumulation`` micro-batches; gradients are all-reduced on the last one only.
         The loss of each micro-batch is divided by the accumulation, so the gradient is that of the mean loss
-        over the effective batch. Returns (mean loss on this process, samples on this process)."""
+        over the effective batch. Returns (mean loss on this process, samples on this process).
+        Under DeepSpeed, accelerate's ``accumulate`` marks the last micro-batch as the accumulation boundary, where
+        the engine all-reduces, clips and steps; the engine divides the loss by the accumulation itself."""
         total, samples = 0.0, 0
         it = iter(micro_batches)
         for a in range(self.accumulation):
             batch = next(it)
             last = a == self.accumulation - 1
-            with contextlib.nullcontext() if last else self.accelerator.no_sync(self.model):
+            if self.deepspeed:
+                sync = self.accelerator.accumulate(self.model)
+            else:
+                sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
+            with sync:
                 with self.accelerator.autocast():
                     loss = self.model(**self.model_inputs(batch))
-                self.accelerator.backward(loss / self.accumulation)
+                self.accelerator.backward(loss if self.deepspeed else loss / self.accumulation)
             total += float(loss.detach())
             samples += int(batch["state"].shape[0])
         return total / self.accumulation, samples
 
     def apply(self) -> tuple[float, float]:
         """Clip the gradient norm to ``max_grad_norm``, step AdamW, the LR schedule and the EMA.
-        Returns (pre-clip gradient norm, LR used). A non-finite gradient skips the weight update."""
+        Returns (pre-clip gradient norm, LR used). A non-finite gradient skips the weight update.
+        Under DeepSpeed the engine has already clipped and stepped in :meth:`accumulate` (also on a non-finite
+        norm); the norm is its pre-clip norm and the optimizer calls here are no-ops."""
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
         if np.isfinite(grad_norm):
             self.optimizer.step()
         else:
-            self.log(f"step {self.step + 1}: non-finite gradient norm {grad_norm}; weights not updated")
+            self.log(f"step {self.step + 1}: non-finite gradient norm {grad_norm}; "
+                     f"{'DeepSpeed applied the update' if self.deepspeed else 'weights not updated'}")
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -510,7 +585,7 @@ class Trainer:
         for i in range(self.cfg.sample_batches):
             batch = collate_positioned([self.sample_positions[p] for p in range(i * b, (i + 1) * b)])
             inputs = self.model_inputs(batch)
-            with self.accelerator.autocast():
+            with self.autocast():
                 pred = self.ema.model.predict_action(
                     inputs["lang_tokens"], inputs["lang_mask"], inputs["img_tokens"], inputs["state_tokens"],
                     inputs["action_mask"], inputs["ctrl_freqs"], noise=inputs["noise"])

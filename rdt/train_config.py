@@ -26,6 +26,7 @@ from rdt.errors import UserError
 
 MODEL_PRESETS = ("tiny", "rdt-170m", "rdt-1b")
 MIXED_PRECISION = ("auto", "bf16", "no")
+DEEPSPEED = ("off", "zero2")
 
 
 @dataclass
@@ -85,6 +86,11 @@ class TrainConfig:
     """Global gradient-norm clipping threshold, applied every optimizer step."""
     mixed_precision: str = "auto"
     """``auto`` = bf16 autocast on GPU and fp32 on CPU; ``bf16``; ``no`` (fp32). Master weights are fp32."""
+    deepspeed: str = "off"
+    """``off`` = data parallel (DDP); ``zero2`` = DeepSpeed ZeRO stage 2 through accelerate (optimizer state and
+    gradients partitioned over the processes; mixed precision as without it: bf16 autocast, fp32 weights). Needs the
+    ``deepspeed`` package and a launch of several processes; its checkpoints resume with the same process count
+    only. In YAML write ``'off'`` quoted (unquoted it reads as false)."""
     seed: int = 0
     """Seed of the initialisation, the sample order and every per-sample random draw."""
 
@@ -189,7 +195,7 @@ def _file_identity(path: str | None) -> str | None:
     return h.hexdigest()
 
 
-_CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION}
+_CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED}
 _POSITIVE = ("effective_batch_size", "per_device_batch_size", "checkpointing_period", "checkpoints_total_limit",
              "log_period", "learning_rate", "adam_eps", "max_grad_norm", "ema_inv_gamma")
 _NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "ema_update_after_step", "sample_period", "sample_batches",
@@ -226,6 +232,9 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
     if not isinstance(values, dict):
         raise UserError(f"{source}: expected a mapping of training settings, got {type(values).__name__}")
     known = {f.name: f for f in fields(TrainConfig)}
+    if values.get("deepspeed") is False:
+        raise UserError(f"{source}: key 'deepspeed' = false (YAML reads an unquoted off as false); expected one of "
+                        "'off' (quoted) or zero2")
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise UserError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "

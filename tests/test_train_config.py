@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from rdt import train_config
 from rdt.errors import UserError
@@ -102,3 +103,16 @@ def test_fingerprint_tracks_training_settings_and_data_not_bookkeeping(tmp_path)
     before = base.fingerprint()
     data.write_bytes(b"two")
     assert base.fingerprint() != before
+
+
+def test_deepspeed_is_off_by_default_and_only_off_or_zero2():
+    assert train_config.from_dict(PATHS).deepspeed == "off"
+    assert train_config.from_dict({**PATHS, "deepspeed": "zero2"}).deepspeed == "zero2"
+    with pytest.raises(UserError, match="'deepspeed'.*off.*zero2"):
+        train_config.from_dict({**PATHS, "deepspeed": "zero3"})
+    # YAML reads an unquoted `off` as false: the error says so
+    with pytest.raises(UserError, match="'deepspeed' = false.*unquoted off"):
+        train_config.from_dict({**PATHS, "deepspeed": False})
+    # dump quotes it, so RUN.yaml round-trips
+    dumped = yaml.safe_load(train_config.dump(train_config.from_dict(PATHS)))
+    assert train_config.from_dict(dumped).deepspeed == "off"
