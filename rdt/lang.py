@@ -129,23 +129,12 @@ def encode_instructions(instructions: Iterable[str], encoder, out: str | Path, b
 
 def instructions_from_training_file(path: str | Path) -> list[str]:
     """The ``instruction`` attribute of every ``/episodes/*`` group of a training HDF5 (docs/formats.md §2)."""
-    import h5py
+    from rdt.data import episode_names, open_training_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: training HDF5 not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        episodes = f.get("episodes")
-        if not isinstance(episodes, h5py.Group):
-            raise UserError(f"{path}: no '/episodes' group; expected a training HDF5 written by `python -m rdt "
-                            "convert`")
-        out = []
-        for name in sorted(episodes):
-            text = episodes[name].attrs.get("instruction")
+    out = []
+    with open_training_file(path) as f:
+        for name in episode_names(f):
+            text = f["episodes"][name].attrs.get("instruction")
             if text is None:
                 raise UserError(f"{path}: /episodes/{name} has no 'instruction' attribute")
             out.append(text.decode() if isinstance(text, bytes) else str(text))

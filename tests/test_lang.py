@@ -7,6 +7,7 @@ import torch
 from safetensors import safe_open
 
 from rdt.cli import main as cli
+from rdt.data import TRAIN_FORMAT
 from rdt.encoders import load_text_encoder
 from rdt.errors import UserError
 from rdt.lang import LanguageTable
@@ -86,6 +87,10 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     assert "at least one instruction source" in capsys.readouterr().err
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f.create_group("episodes/000000")
+    assert cli(["encode", "--data", str(tmp_path / "bad.h5"), "--text-encoder", "tiny", "--out", str(out)]) == 2
+    assert "format='rdt-libero-train/1'" in capsys.readouterr().err       # not a converted training file
+    with h5py.File(tmp_path / "bad.h5", "a") as f:
+        f.attrs["format"] = TRAIN_FORMAT
     assert cli(["encode", "--data", str(tmp_path / "bad.h5"), "--text-encoder", "tiny", "--out", str(out)]) == 2
     assert "/episodes/000000 has no 'instruction'" in capsys.readouterr().err
     assert not out.exists()
