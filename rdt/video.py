@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from rdt.utils.atomic import atomic_path
 
 
 def video_name(task: str, init_state: int, success: bool) -> str:
@@ -25,9 +26,7 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int)
     if h % 2 or w % 2:
         raise ValueError(f"{path}: frame size {h}x{w} must be even for H.264 yuv420p")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")   # ffmpeg picks the container by extension
-    try:
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:      # ffmpeg picks the container by the extension
         writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
                                     pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
         try:
@@ -35,12 +34,6 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int)
                 writer.append_data(np.asarray(frame, dtype=np.uint8))
         finally:
             writer.close()
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

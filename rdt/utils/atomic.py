@@ -19,19 +19,20 @@ def _umask() -> int:
     return mask
 
 
-def _tmp_name(target: Path) -> Path:
+def _tmp_name(target: Path, suffix: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
     os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; outputs are shared like normally created files
     os.close(fd)
     return Path(name)
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary file path; on success it is fsynced and renamed to ``target``, on error removed."""
+def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary file path (ending in ``suffix``, for writers that choose the format by extension); on
+    success it is fsynced and renamed to ``target``, on error removed."""
     target = Path(target)
-    tmp = _tmp_name(target)
+    tmp = _tmp_name(target, suffix)
     try:
         yield tmp
         with open(tmp, "rb+") as f:
