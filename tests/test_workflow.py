@@ -193,8 +193,10 @@ def test_training_launches_accelerate_with_the_configured_gpus(workdir):
         cfg["train"].update(gpus=4, effective_batch_size=8)
     proc = snakemake(workdir, "--configfile", variant(workdir, "gpus", gpus), "-n", "-p",
                      "results/default/train/export/step-2")
-    assert "accelerate launch --num_machines 1 --num_processes $(( 4 > 1 ? 4 : 1 ))" in proc.stdout
+    assert "accelerate launch --num_machines 1 --multi_gpu --num_processes 4 " in proc.stdout
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=4", proc.stdout, flags=re.S)
+    proc = snakemake(workdir, "-n", "-p", "results/default/train/export/step-2")     # CPU: one process
+    assert "accelerate launch --num_machines 1 --num_processes 1 " in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------------------- reruns

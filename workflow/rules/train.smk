@@ -27,6 +27,10 @@ rule train:
     params:
         out=lambda w, output: str(Path(output[0]).parent.parent),
         settings=lambda w: train_settings(w.run),
+        # one process per GPU; several processes need --multi_gpu (without it accelerate starts only one)
+        processes=lambda w, resources: (
+            f"--multi_gpu --num_processes {resources.gpu}" if resources.gpu > 1 else "--num_processes 1"
+        ),
         code=CODE["train"],
     log:
         f"{RESULTS}/logs/train/{{run}}/step-{{step}}.log",
@@ -41,6 +45,6 @@ rule train:
     conda:
         "../envs/rdt.yaml"
     shell:
-        "accelerate launch --num_machines 1 --num_processes $(( {resources.gpu} > 1 ? {resources.gpu} : 1 ))"
+        "accelerate launch --num_machines 1 {params.processes}"
         " --dynamo_backend no -m rdt train --config {input.config} --until-step {wildcards.step}"
         " --out {params.out} > {log} 2>&1"
