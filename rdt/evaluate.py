@@ -20,12 +20,10 @@ import logging
 import hashlib
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
@@ -38,6 +36,7 @@ from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulat
                                 WorkerPool, run_jobs)
 from rdt.utils.atomic import write_json, write_text
 from rdt.utils.progress import Progress
+from rdt.utils.versions import package_versions
 
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -187,17 +186,6 @@ def success_counts(records: list[dict]) -> dict[str, Any]:
     ci = wilson_interval(successes, valid)
     return {"episodes": len(records), "successes": successes, "failures": valid - successes, "errors": errors,
             "success_rate": successes / valid if valid else None, "ci95": list(ci) if ci else None}
-
-
-def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in VERSION_PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["python"] = platform.python_version()
-    return out
 
 
 class StateRangeCheck:
@@ -365,7 +353,7 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
         "worker_restarts": restarts,
         "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
         "state_range": state_check.summary() if state_check is not None else None,
-        "versions": package_versions(),
+        "versions": package_versions(VERSION_PACKAGES),
         "device": info.get("device"),
         "info": {k: v for k, v in info.items() if k not in ("checkpoint", "step", "device")},
     }

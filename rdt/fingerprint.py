@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 

@@ -24,7 +24,6 @@ import platform
 import re
 import shutil
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from rdt.audit import audit
 from rdt.errors import UserError
 from rdt.utils.atomic import atomic_dir
 from rdt.utils.progress import track
+from rdt.utils.versions import package_versions
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 HORIZON_DIR = re.compile(r"^h(\d+)$")
@@ -177,13 +177,7 @@ def _csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) 
 
 
 def provenance(runs: list[Run]) -> dict[str, Any]:
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    versions["python"] = platform.python_version()
+    versions = package_versions(PACKAGES)
     code = {m: fingerprint.fingerprint(m) for m in STAGE_MODULES if fingerprint.closure(m)}
     return {
         "report": {"versions": versions, "code_fingerprints": code, "machine": platform.platform()},

@@ -12,6 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Session fixtures shared by several test modules live here, so each is made once per session.
 from libero_helpers import expert_demo_dir  # noqa: E402,F401
+from workflow_helpers import tiny_run, workdir  # noqa: E402,F401
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (fixture)
-from test_workflow import REPO, SNAKEMAKE, TINY, copy_repo, env_for, tiny_run, variant, write_config  # noqa: F401
+from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, env_for, variant, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
