@@ -141,21 +141,7 @@ def _recorded_main(argv: list[str]) -> int:
     record.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     steps: dict[str, list[int]] = {}
-    original = train.Trainer.accumulate
-
-    def accumulate(self, micro_batches):
-        seen: list[int] = []
-
-        def observed():
-            for batch in micro_batches:
-                seen.extend(int(p) for p in batch["position"])
-                yield batch
-
-        result = original(self, observed())
-        steps[str(self.step + 1)] = seen
-        return result
-
-    train.Trainer.accumulate = accumulate
+    h.observe_sample_positions(steps)
     try:
         return cli.main(argv[argv.index("--") + 1:])
     finally:

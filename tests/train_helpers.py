@@ -113,6 +113,28 @@ def trainer_state(folder: Path) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ instrumented run
+def observe_sample_positions(steps: dict[str, list[int]]) -> None:
+    """Wrap ``Trainer.accumulate`` so that ``steps[str(n)]`` receives the global positions of the samples whose loss
+    went into optimizer step n (in this process)."""
+    from rdt import train
+
+    original = train.Trainer.accumulate
+
+    def accumulate(self, micro_batches):
+        seen: list[int] = []
+
+        def observed():
+            for batch in micro_batches:
+                seen.extend(int(p) for p in batch["position"])
+                yield batch
+
+        result = original(self, observed())
+        steps[str(self.step + 1)] = seen
+        return result
+
+    train.Trainer.accumulate = accumulate
+
+
 def instrumented_main(argv: list[str]) -> int:
     """``python tests/train_helpers.py RECORD_DIR -- <rdt train arguments>`` (also under ``accelerate launch``).
 
@@ -133,20 +155,8 @@ def instrumented_main(argv: list[str]) -> int:
     rank = int(os.environ.get("RANK", "0"))
     log: dict = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "steps": {}, "writes": []}
 
-    original_accumulate, original_apply = train.Trainer.accumulate, train.Trainer.apply
-    original_save = checkpoint.save_checkpoint
-
-    def accumulate(self, micro_batches):
-        seen: list[int] = []
-
-        def observed():
-            for batch in micro_batches:
-                seen.extend(int(p) for p in batch["position"])
-                yield batch
-
-        result = original_accumulate(self, observed())
-        log["steps"][str(self.step + 1)] = seen
-        return result
+    observe_sample_positions(log["steps"])
+    original_apply, original_save = train.Trainer.apply, checkpoint.save_checkpoint
 
     def apply(self):
         if self.step < 2:
@@ -158,7 +168,7 @@ def instrumented_main(argv: list[str]) -> int:
         log["writes"].append(str(folder))
         return original_save(folder, *args, **kwargs)
 
-    train.Trainer.accumulate, train.Trainer.apply = accumulate, apply
+    train.Trainer.apply = apply
     checkpoint.save_checkpoint = save_checkpoint
     try:
         return cli.main(rest)
