@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from rdt.errors import UserError
+from rdt.utils.files import read_yaml
 
 MODEL_PRESETS = ("tiny", "rdt-170m", "rdt-1b")
 MIXED_PRECISION = ("auto", "bf16", "no")
@@ -270,13 +271,7 @@ _REQUIRED_WHAT = {"data": "training HDF5 from `rdt convert`", "lang": "lang.safe
 
 def load(path: str | os.PathLike) -> TrainConfig:
     """Read and validate ``RUN.yaml``; relative data paths are taken relative to the working directory."""
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: run config not found") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from None
+    values = read_yaml(path, "run config not found")
     return from_dict(values if values is not None else {}, source=str(path))
 
 

@@ -9,7 +9,6 @@ action only, never images).
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rdt import statevec
 from rdt.data import episode_names, open_training_file
 from rdt.errors import UserError
 from rdt.utils.atomic import write_json
+from rdt.utils.files import read_json
 from rdt.utils.progress import Progress
 
 EPS = 1e-8
@@ -104,12 +104,7 @@ def compute_stats(data_path: str | Path, name: str = DEFAULT_NAME) -> dict:
 def load_stats(path: str | Path, name: str = DEFAULT_NAME) -> dict:
     """The entry ``name`` of a ``dataset_stat.json``; a missing file or entry is a UserError."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: dataset statistics not found (made by `python -m rdt stats`)") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path, "dataset statistics not found (made by `python -m rdt stats`)")
     if name not in data or "state_mean" not in data[name]:
         raise UserError(f"{path}: no dataset entry {name!r} with 'state_mean'; entries: {sorted(data)}")
     if len(data[name]["state_mean"]) != statevec.STATE_DIM:

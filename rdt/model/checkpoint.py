@@ -20,6 +20,7 @@ from rdt.errors import UserError
 from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner
 from rdt.utils.atomic import atomic_dir
+from rdt.utils.files import read_json
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -133,10 +134,7 @@ def load_runner(folder_or_file: str | Path, weights: str = "model", dtype: torch
     runner.eval()
     pipeline: dict[str, Any] = {}
     if (folder / PIPELINE_FILE).is_file():
-        try:
-            pipeline = json.loads((folder / PIPELINE_FILE).read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"{folder / PIPELINE_FILE}: not valid JSON ({e})") from None
+        pipeline = read_json(folder / PIPELINE_FILE)
     return runner, pipeline
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rdt.errors import UserError
+from rdt.utils.files import read_json
 
 RMS_NORM_KINDS = ("unbiased_var", "mean_square")
 ADAPTOR_NAMES = ("linear", "mlp1x_gelu", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu")
@@ -200,14 +201,7 @@ class RDTConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "RDTConfig":
-        path = Path(path)
-        try:
-            flat = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise UserError(f"{path}: config.json not found") from None
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_flat(flat, source=str(path))
+        return cls.from_flat(read_json(path, "config.json not found"), source=str(path))
 
 
 PRESETS = ("tiny", "rdt-170m", "rdt-1b")

@@ -1,0 +1,33 @@
+"""Reading small structured files (JSON, YAML) with the project's clear errors: a missing file or one that does
+not parse is a UserError naming the file."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from rdt.errors import UserError
+
+
+def _read(path: str | os.PathLike, parse: Callable[[str], Any], errors: type[Exception] | tuple, kind: str,
+          missing: str) -> Any:
+    path = Path(path)
+    try:
+        return parse(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: {missing}") from None
+    except errors as e:
+        raise UserError(f"{path}: not valid {kind} ({e})") from None
+
+
+def read_json(path: str | os.PathLike, missing: str = "not found") -> Any:
+    """The parsed JSON of ``path``; ``missing`` completes the message when the file does not exist."""
+    return _read(path, json.loads, json.JSONDecodeError, "JSON", missing)
+
+
+def read_yaml(path: str | os.PathLike, missing: str = "not found") -> Any:
+    """The parsed YAML of ``path`` (``yaml.safe_load``); ``missing`` as for :func:`read_json`."""
+    import yaml
+
+    return _read(path, yaml.safe_load, yaml.YAMLError, "YAML", missing)
