@@ -6,7 +6,7 @@ by the simulator's object poses (body positions, collision-geometry bounding box
 delta actions clipped to [-1, 1] (gripper -1 open, +1 close).
 
 Each attempt starts exactly as evaluation does (``env.seed(seed)``, reset, init state i, SETTLE_STEPS no-ops;
-attempt k uses init state k). The expert's first DEMO_DROP_FIRST_STEPS actions are no-ops: they are the steps the
+attempt k uses init state first + k, ``--first-init-state`` defaulting to 0). The expert's first DEMO_DROP_FIRST_STEPS actions are no-ops: they are the steps the
 official layout drops, so a written demo replays from ``rdt.libero.demo_file.replay_start`` (the standard start
 plus DEMO_DROP_FIRST_STEPS no-ops) followed by its ``actions``. The episode ends at the first step where the env reports
 success, or fails at the suite's step limit.
@@ -303,15 +303,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, required=True, help="successful demos to write per task")
     p.add_argument("--out", required=True, type=Path, help="folder for <task>_demo.hdf5 and " + SUMMARY_FILE)
     p.add_argument("--max-attempts", type=int, default=None,
-                   help=f"init states to try per task (attempt k uses init state k; default: --episodes, at "
-                        f"most {INIT_STATES_PER_TASK})")
+                   help=f"init states to try per task (attempt k uses init state FIRST + k; default: --episodes, "
+                        f"at most {INIT_STATES_PER_TASK} - FIRST)")
+    p.add_argument("--first-init-state", type=int, default=0, metavar="FIRST",
+                   help="init state of the first attempt (default 0); e.g. 25 keeps the demos apart from an "
+                        "evaluation of init states 0-24")
     p.add_argument("--seed", type=int, default=0, help="env.seed() of every episode, as in evaluation (default 0)")
     p.add_argument("--camera-size", type=int, default=DEMO_CAMERA_SIZE,
                    help=f"rendered image size in pixels (official demos: {DEMO_CAMERA_SIZE})")
 
 
 def generate(task: Task, episodes: int, max_attempts: int, seed: int, camera_size: int, out: Path,
-             progress: Progress) -> dict:
+             progress: Progress, first_init_state: int = 0) -> dict:
     """Generate demos for one task; returns its summary entry (the demo file is written if any succeeded)."""
     goal = task_goal(task)
     states = libero_env.init_states(task)
@@ -321,7 +324,7 @@ def generate(task: Task, episodes: int, max_attempts: int, seed: int, camera_siz
     path = out / f"{task.name}_demo.hdf5"
     try:
         with DemoWriter(path, task, camera_size) as writer:
-            for k in range(max_attempts):
+            for k in range(first_init_state, first_init_state + max_attempts):
                 if len(demos) >= episodes:
                     break
                 attempts += 1
@@ -354,19 +357,24 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise UserError(f"--episodes must be >= 1, got {args.episodes}")
     max_attempts = args.episodes if args.max_attempts is None else args.max_attempts
-    if not args.episodes <= max_attempts <= INIT_STATES_PER_TASK:
+    first = args.first_init_state
+    if not 0 <= first < INIT_STATES_PER_TASK:
+        raise UserError(f"--first-init-state must be between 0 and {INIT_STATES_PER_TASK - 1}, got {first}")
+    if not args.episodes <= max_attempts <= INIT_STATES_PER_TASK - first:
         raise UserError(f"--max-attempts must be between --episodes ({args.episodes}) and the "
-                        f"{INIT_STATES_PER_TASK} init states per task, got {max_attempts}")
+                        f"{INIT_STATES_PER_TASK - first} init states from --first-init-state {first} on, "
+                        f"got {max_attempts}")
     chosen = select_tasks(args.suite, args.tasks)
     for task in chosen:
         task_goal(task)                           # unsupported goals fail before any simulation
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"suite": args.suite, "seed": args.seed, "camera_size": args.camera_size,
+    summary = {"suite": args.suite, "seed": args.seed, "camera_size": args.camera_size, "first_init_state": first,
                "settle_steps": SETTLE_STEPS, "dropped_first_steps": DEMO_DROP_FIRST_STEPS, "tasks": []}
     start = time.monotonic()
     with Progress(len(chosen) * max_attempts, "expert", unit="episode") as progress:
         for task in chosen:
-            entry = generate(task, args.episodes, max_attempts, args.seed, args.camera_size, args.out, progress)
+            entry = generate(task, args.episodes, max_attempts, args.seed, args.camera_size, args.out, progress,
+                             first)
             summary["tasks"].append(entry)
             progress.update(max_attempts - entry["attempts"])
             print(f"{task.name}: {entry['successes']}/{entry['attempts']} successful "

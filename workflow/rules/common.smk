@@ -82,7 +82,8 @@ def demo_settings(run):
             raise WorkflowError(f"runs.{run}: demos.source is 'folder' but demos.folder is not set")
         return {"source": "folder", "folder": str(Path(d["folder"]).resolve())}
     return {"source": "expert", "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
-            "episodes_per_task": d["episodes_per_task"], "max_attempts": d["max_attempts"], "seed": d["seed"]}
+            "episodes_per_task": d["episodes_per_task"], "max_attempts": d["max_attempts"], "seed": d["seed"],
+            "first_init_state": d["first_init_state"]}
 
 
 def data_settings(run):

@@ -13,6 +13,7 @@ rule expert_demos:
             f"--max-attempts {DEMOS[w.key]['max_attempts']}" if DEMOS[w.key]["max_attempts"] else ""
         ),
         seed=lambda w: DEMOS[w.key]["seed"],
+        first=lambda w: DEMOS[w.key]["first_init_state"],
         code=CODE["expert"],
     log:
         f"{RESULTS}/logs/expert_demos/{{key}}.log",
@@ -26,4 +27,4 @@ rule expert_demos:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt expert --suite {params.suite} --tasks {params.tasks:q} --episodes {params.episodes}"
-        " {params.attempts} --seed {params.seed} --out {output} > {log} 2>&1"
+        " {params.attempts} --seed {params.seed} --first-init-state {params.first} --out {output} > {log} 2>&1"
