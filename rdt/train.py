@@ -54,11 +54,16 @@ from rdt.utils.atomic import atomic_dir, write_json, write_text
 from rdt.utils.progress import Progress
 
 CHECKPOINTS, EXPORT, METRICS = "checkpoints", "export", "metrics.csv"
+METRICS_HISTORY = "metrics.history.csv"     # rows set aside when a segment restarts below them (never deleted)
 STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
                                                         "rng_states.pt")
 DEEPSPEED_STATE = "deepspeed"      # checkpoint subfolder written by accelerate's save_state under deepspeed: zero2
 METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s", "sample_mse")
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class Diverged(UserError):
+    """Raised when ``max_nonfinite_steps`` consecutive optimizer steps had a non-finite gradient norm."""
 
 
 class Preempted(Exception):
@@ -111,11 +116,21 @@ def find_resume(out: Path, fingerprint: str, until_step: int) -> tuple[int, Path
     return usable[-1] if usable else None
 
 
-def prune_checkpoints(out: Path, fingerprint: str, limit: int) -> list[Path]:
-    """Delete the oldest matching checkpoints beyond ``limit`` (the newest is always kept; stale checkpoints and
-    exports are left alone). Returns the deleted folders."""
+def prune_checkpoints(out: Path, fingerprint: str, limit: int, written: int | None = None) -> list[Path]:
+    """Delete the oldest matching checkpoints beyond ``limit`` and return the deleted folders.
+
+    ``written`` is the step of the checkpoint just saved: it is always kept, and only matching checkpoints of
+    earlier steps are candidates, so that ``limit`` - 1 of those stay next to it. Checkpoints of later steps (left
+    by a segment that went further, e.g. before the segment boundaries were re-planned) are never deleted by a
+    segment that ends below them: they hold training progress this segment did not reproduce. Without ``written``,
+    the newest ``limit`` are kept. Stale checkpoints (other settings) and exports are left alone."""
     match, _ = matching_checkpoints(out, fingerprint)
-    doomed = [f for _, f in match[:-max(limit, 1)]]
+    limit = max(limit, 1)
+    if written is None:
+        doomed = [f for _, f in match[:-limit]]
+    else:
+        earlier = [f for s, f in match if s < written]
+        doomed = earlier[:max(len(earlier) - (limit - 1), 0)]
     for folder in doomed:
         shutil.rmtree(folder)
     return doomed
@@ -303,17 +318,36 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 # ================================================================================================ metrics
 class MetricsLog:
-    """DIR/metrics.csv, one row per optimizer step, flushed per row; rows after ``start_step`` (left by a run
-    that was killed after its last checkpoint) are dropped first. TensorBoard scalars when it is installed."""
+    """DIR/metrics.csv, one row per optimizer step, flushed per row. TensorBoard scalars when it is installed.
 
-    def __init__(self, out: Path, start_step: int):
+    A segment that starts at ``start_step`` below rows already in the file (a run killed after its last
+    checkpoint, or a segment ending below checkpoints of a run that went further) loses no row: the rows after
+    ``start_step`` are first appended to DIR/metrics.history.csv (with the time they were set aside), then
+    removed from metrics.csv; on :meth:`close` those of them beyond the last step this segment wrote and up to
+    ``keep_until`` (the newest checkpoint of the same settings, whose trajectory wrote them) go back into
+    metrics.csv, so a segment that retrains steps 1-10 of a finished 30-step run leaves 30 rows."""
+
+    def __init__(self, out: Path, start_step: int, keep_until: int = 0):
         self.path = Path(out) / METRICS
+        self.history = Path(out) / METRICS_HISTORY
+        self.keep_until, self.last_step = int(keep_until), int(start_step)
         rows = []
         if self.path.is_file():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit() and int(r["step"]) <= start_step]
-        lines = [",".join(METRIC_COLUMNS)] + [",".join(r.get(c) or "" for c in METRIC_COLUMNS) for r in rows]
-        write_text(self.path, "\n".join(lines) + "\n")
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit()]
+        kept = [r for r in rows if int(r["step"]) <= start_step]
+        self.set_aside = [r for r in rows if int(r["step"]) > start_step]
+        if self.set_aside:
+            new_file = not self.history.is_file()
+            with open(self.history, "a", newline="") as f:
+                if new_file:
+                    f.write(",".join(METRIC_COLUMNS + ("set_aside_time",)) + "\n")
+                now = f"{time.time():.0f}"
+                for r in self.set_aside:
+                    f.write(",".join([r.get(c) or "" for c in METRIC_COLUMNS] + [now]) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        write_text(self.path, _metrics_text(kept))
         self.file = open(self.path, "a", newline="")
         self.writer = csv.writer(self.file)
         self.tb = None
@@ -325,8 +359,12 @@ class MetricsLog:
             pass
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow([_csv_value(row.get(c)) for c in METRIC_COLUMNS])
-        self.file.flush()
+        try:
+            self.writer.writerow([_csv_value(row.get(c)) for c in METRIC_COLUMNS])
+            self.file.flush()
+        except OSError as e:
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
+        self.last_step = int(row["step"])
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and v is not None:
@@ -334,8 +372,18 @@ class MetricsLog:
 
     def close(self) -> None:
         self.file.close()
+        back = [r for r in self.set_aside if self.last_step < int(r["step"]) <= self.keep_until]
+        if back:          # rows of the trajectory that reached checkpoint-<keep_until>, beyond what this one wrote
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit()]
+            write_text(self.path, _metrics_text(rows + back))
         if self.tb is not None:
             self.tb.close()
+
+
+def _metrics_text(rows: list[dict[str, str]]) -> str:
+    lines = [",".join(METRIC_COLUMNS)] + [",".join(r.get(c) or "" for c in METRIC_COLUMNS) for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _csv_value(v: Any) -> str:
@@ -435,8 +483,10 @@ class Trainer:
         self.ema.model.to(self.device)
         self.step = 0
         self.stop_signal: int | None = None
+        self.nonfinite_steps = 0            # consecutive optimizer steps with a non-finite gradient norm
         if resume is not None:
             self._resume(resume)
+        self._last_saved = self.step
 
     def _check_dims(self, runner, lang) -> None:
         c = runner.config
@@ -517,8 +567,10 @@ class Trainer:
                     "next_micro_batch": self.step * self.accumulation, "num_processes": self.num_processes,
                     "accumulation": self.accumulation, "ema_optimization_step": self.ema.optimization_step,
                     "fingerprint": self.fingerprint, "config": self.cfg.to_dict(), "time": time.time()})
+        self._last_saved = self.step
         if self.is_main:
-            for gone in prune_checkpoints(self.out, self.fingerprint, self.cfg.checkpoints_total_limit):
+            for gone in prune_checkpoints(self.out, self.fingerprint, self.cfg.checkpoints_total_limit,
+                                          written=self.step):
                 self.log(f"pruned {gone.name} (checkpoints_total_limit={self.cfg.checkpoints_total_limit})")
         self.accelerator.wait_for_everyone()
         return folder
@@ -566,9 +618,18 @@ class Trainer:
         grad_norm = float(self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm))
         if np.isfinite(grad_norm):
             self.optimizer.step()
+            self.nonfinite_steps = 0
         else:
+            self.nonfinite_steps += 1
             self.log(f"step {self.step + 1}: non-finite gradient norm {grad_norm}; "
                      f"{'DeepSpeed applied the update' if self.deepspeed else 'weights not updated'}")
+            limit = self.cfg.max_nonfinite_steps
+            if limit and self.nonfinite_steps >= limit:
+                first = self.step + 2 - self.nonfinite_steps
+                raise Diverged(f"{self.out}: training diverged: {self.nonfinite_steps} consecutive optimizer steps "
+                               f"({first}-{self.step + 1}) had a non-finite gradient norm (max_nonfinite_steps="
+                               f"{limit}); nothing after step {self._last_saved} was saved or exported. "
+                               "Lower learning_rate or check the data and init_from weights")
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -621,7 +682,11 @@ class Trainer:
         self.log(f"{len(self.train_set)} training samples ({len(self.train_set.episode_ids)} episodes); sample MSE on "
                  f"{len(self.sample_set.episode_ids)} {self.sample_on} episodes; steps {self.step} -> {until_step}")
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
-        metrics = MetricsLog(self.out, self.step) if self.is_main else None
+        if self.is_main:
+            ahead = max((s for s, _ in matching_checkpoints(self.out, self.fingerprint)[0]), default=0)
+            metrics = MetricsLog(self.out, self.step, keep_until=ahead)
+        else:
+            metrics = None
         try:
             self._loop(until_step, metrics)
         finally:

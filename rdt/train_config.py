@@ -85,6 +85,10 @@ class TrainConfig:
     """AdamW epsilon."""
     max_grad_norm: float = 1.0
     """Global gradient-norm clipping threshold, applied every optimizer step."""
+    max_nonfinite_steps: int = 20
+    """A step whose gradient norm is not finite (inf/NaN) is skipped (weights not updated); this many consecutive
+    skipped steps stop the run with an error (training diverged), and nothing after its last checkpoint is saved
+    or exported. 0 = never stop."""
     mixed_precision: str = "auto"
     """``auto`` = bf16 autocast on GPU and fp32 on CPU; ``bf16``; ``no`` (fp32). Master weights are fp32."""
     deepspeed: str = "off"
@@ -173,7 +177,7 @@ class TrainConfig:
 # settings that do not change the trained weights (the process count does not either: the accumulation keeps the
 # effective batch and the per-sample seeds keep the draws)
 _NOT_IN_FINGERPRINT = ("checkpointing_period", "checkpoints_total_limit", "sample_period", "sample_batches",
-                       "log_period", "dataloader_num_workers", "run")
+                       "log_period", "dataloader_num_workers", "run", "max_nonfinite_steps")
 
 
 def _file_identity(path: str | None) -> str | None:
@@ -200,7 +204,7 @@ _CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspe
 _POSITIVE = ("effective_batch_size", "per_device_batch_size", "checkpointing_period", "checkpoints_total_limit",
              "log_period", "learning_rate", "adam_eps", "max_grad_norm", "ema_inv_gamma")
 _NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "ema_update_after_step", "sample_period", "sample_batches",
-                 "dataloader_num_workers", "heldout_episodes", "ema_min", "ema_power")
+                 "dataloader_num_workers", "heldout_episodes", "ema_min", "ema_power", "max_nonfinite_steps")
 _UNIT_INTERVAL = ("cond_mask_prob", "adam_beta1", "adam_beta2", "ema_max", "ema_min")
 _REQUIRED = ("data", "lang", "stats")
 
