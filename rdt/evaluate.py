@@ -30,6 +30,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from rdt import statevec
+from rdt.fingerprint import fingerprint
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
 from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
@@ -122,18 +123,52 @@ def append_episode(path: Path, record: dict) -> None:
 
 #: what decides an episode's outcome besides (task, init state); records made under other values are stale.
 OUTCOME_SETTINGS = ("suite", "horizon", "max_steps", "seed", "camera_size")
-OUTCOME_INFO = ("checkpoint", "step", "weights", "text_encoder", "vision_encoder", "control_frequency", "lang")
+#: ``identity``: the checkpoint's identity (an export's training identity from pipeline.json, else a hash of the
+#: weights file; see :func:`checkpoint_identity`); ``code``: the evaluation code's fingerprint.
+OUTCOME_INFO = ("identity", "step", "weights", "text_encoder", "vision_encoder", "control_frequency", "code")
 
 
-def outcome_key(settings: Settings, info: dict) -> str:
-    """Short hash of the settings and checkpoint identity that decide an episode's outcome."""
+def outcome_key(settings: Settings, info: dict, lang: Any = None) -> str:
+    """Short hash of what decides an episode's outcome: the settings, the checkpoint's identity (not its path: a
+    retrained model exported to the same folder gets another key), the evaluation code and the task's instruction
+    embedding ``lang`` (so records of the other tasks stay valid when a task is added)."""
     values = {k: getattr(settings, k) for k in OUTCOME_SETTINGS} | {k: info.get(k) for k in OUTCOME_INFO}
+    values["lang"] = None if lang is None else _digest(lang)
     return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def previous_records(out: Path, key: str) -> list[dict]:
+def _digest(value: Any) -> str:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().float().numpy()
+    if isinstance(value, np.ndarray):
+        return hashlib.sha256(str(value.shape).encode() + np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's content (read in 8 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(8 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_identity(checkpoint: str | os.PathLike, pipeline: dict, weights: str) -> str:
+    """The identity of the evaluated weights: ``identity`` from pipeline.json for our exports (the training's
+    identity, which with step and weights decides them); for checkpoints made elsewhere the sha256 of the weights
+    file that is loaded."""
+    if pipeline.get("identity"):
+        return f"training:{pipeline['identity']}"
+    from rdt.model.checkpoint import _weights_file, resolve_folder
+
+    path = resolve_folder(checkpoint)
+    return f"sha256:{file_digest(_weights_file(path, weights) if path.is_dir() else path)}"
+
+
+def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
     """Records of an earlier (killed) run into the same folder that can be kept: made under the same outcome key
-    (:func:`outcome_key`), no simulator error, one per (task, init state).
+    (:func:`outcome_key`; ``key`` is one key, or one per task), no simulator error, one per (task, init state).
 
     Stale records (other settings or checkpoint, e.g. after a changed setting reran the job) and records with a
     simulator error are dropped, so their episodes run (again); the file is rewritten when anything was dropped."""
@@ -142,11 +177,15 @@ def previous_records(out: Path, key: str) -> list[dict]:
         return []
     raw_lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     records = read_episodes(path)
-    stale = [r for r in records if r.get("key") != key]
+
+    def current(r: dict) -> bool:
+        return r.get("key") == (key.get(r.get("task")) if isinstance(key, dict) else key)
+
+    stale = [r for r in records if not current(r)]
     if stale:
-        log.warning("%s: %d record(s) were made with other settings or another checkpoint; their episodes run "
-                    "again", path, len(stale))
-    keep = [r for r in records if r.get("key") == key and not r.get("error")]
+        log.warning("%s: %d record(s) were made with other settings, another checkpoint or other code; their "
+                    "episodes run again", path, len(stale))
+    keep = [r for r in records if current(r) and not r.get("error")]
     seen: set[tuple[str, int]] = set()
     unique = []
     for r in keep:
@@ -301,8 +340,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
     episodes_path = out / EPISODES_FILE
-    key = outcome_key(settings, info)
-    records = previous_records(out, key)
+    keys = {t.name: outcome_key(settings, info, lang.get(t.name)) for t in tasks}
+    records = previous_records(out, keys)
     wanted = {(t.name, i) for t in tasks for i in range(settings.episodes)}
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
     jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
@@ -318,7 +357,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
         nonlocal done_ok
         record = {"task": res.job.task.name, "suite": settings.suite, "init_state": res.job.init_state,
                   "horizon": settings.horizon, "step": info.get("step"), "success": bool(res.success),
-                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error, "key": key}
+                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error,
+                  "key": keys[res.job.task.name]}
         append_episode(episodes_path, record)
         records.append(record)
         done_ok += int(res.success)
@@ -373,8 +413,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="lang.safetensors with an embedding for every evaluated task's instruction "
                         "(python -m rdt encode --instructions-from-tasks SUITE ...)")
     p.add_argument("--stats", metavar="FILE",
-                   help="dataset_stat.json of the training data: observed states far outside its state range are "
-                        "warned about (once) and counted in summary.json state_range (without it: no check)")
+                   help="dataset_stat.json of the training data, for checkpoints made elsewhere (our exports carry "
+                        "theirs in pipeline.json): observed states far outside its state range are warned about "
+                        "(once) and counted in summary.json state_range (without statistics: no check)")
     p.add_argument("--horizon", required=True, type=int, metavar="H",
                    help="execution horizon: actions executed from each predicted 64-step chunk before re-planning "
                         "(1..64)")
@@ -426,7 +467,7 @@ def main(args: argparse.Namespace) -> int:
     table = LanguageTable.load(args.lang)
     lang = {t.name: table.get(t.language) for t in tasks}
 
-    from rdt.data.stats import DEFAULT_NAME, load_stats
+    from rdt.data.stats import load_entry
     from rdt.policy import Policy
 
     policy = Policy.from_checkpoint(args.checkpoint, vision_encoder=args.vision_encoder,
@@ -439,8 +480,12 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"{args.lang}: embeddings have {table.hidden_size} dims but checkpoint {args.checkpoint} "
                         f"expects lang_token_dim={cfg.lang_token_dim} (config.json)")
     check_horizon(args.horizon, cfg.pred_horizon)
-    stats_name = (pipeline.get("dataset_stat") or {}).get("dataset_name") or DEFAULT_NAME
-    stats = load_stats(args.stats, stats_name) if args.stats else None
+    # the statistics reach evaluation one way: from the export's pipeline.json (the entry it was trained with),
+    # or --stats for a checkpoint made elsewhere; never both
+    if args.stats and pipeline.get("dataset_stat"):
+        raise UserError(f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
+                        "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out")
+    stats = load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
     settings = Settings(
         suite=args.suite, tasks=tuple(t.name for t in tasks), episodes=args.episodes, horizon=args.horizon,
         max_steps=args.max_steps or suites.MAX_STEPS[args.suite], envs=args.envs, seed=args.seed,
@@ -449,7 +494,10 @@ def main(args: argparse.Namespace) -> int:
     info = {"checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
             "step": pipeline.get("step"), "device": str(policy.device), "weights": pipeline.get("weights"),
             "text_encoder": policy.text_encoder, "vision_encoder": policy.vision.name,
-            "control_frequency": policy.control_frequency, "lang": str(args.lang), "stats": args.stats}
+            "control_frequency": policy.control_frequency, "lang": str(args.lang),
+            "stats": args.stats or ("pipeline.json" if stats else None),
+            "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
+            "code": fingerprint("rdt.evaluate")}
     summary = evaluate(policy, settings, args.out, lang, info=info, stats=stats)
     o = summary["overall"]
     rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"

@@ -1,8 +1,10 @@
 """Figures and tables of a set of runs: what the workflow's report shows.
 
 Each ``--results`` folder is one run (or one evaluation-only checkpoint), laid out as the workflow writes it:
-``settings.json`` (the run's effective settings), ``train/metrics.csv`` (columns step, loss, lr, grad_norm,
-sample_mse) and ``eval/step-<S>/h<H>/{summary.json, episodes.jsonl, videos/}``. Written into ``--out`` (one folder,
+``settings.json`` (the settings document of rdt.plan: the run's effective settings and its training folder,
+read with ``rdt.plan.read_settings``), the training folder's ``metrics.csv`` (columns step, loss, lr, grad_norm,
+sample_mse; ``train/`` inside the run folder when the document names none) and
+``eval/step-<S>/h<H>/{summary.json, episodes.jsonl, videos/}``. Written into ``--out`` (one folder,
 replaced atomically): success_vs_step.png (success rate vs training step, one line per execution horizon with 95%
 Wilson bands, one panel per run), heatmap_last.png and heatmap_best.png (success per task x horizon at the last and
 the best checkpoint), training.png (loss, learning rate and sample MSE vs step), results.csv (every result: run,
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdt import fingerprint
+from rdt import fingerprint, plan
 from rdt.audit import audit
 from rdt.errors import UserError
 from rdt.utils.atomic import atomic_dir
@@ -41,8 +43,7 @@ RESULT_COLUMNS = ("run", "step", "horizon", "task", "episodes", "successes", "fa
                   "ci95_low", "ci95_high")
 PACKAGES = ("torch", "numpy", "diffusers", "transformers", "accelerate", "mujoco", "hf-libero", "snakemake",
             "matplotlib")
-STAGE_MODULES = ("rdt.libero.expert", "rdt.libero.convert", "rdt.data.stats", "rdt.lang", "rdt.train",
-                 "rdt.evaluate", "rdt.report")
+STAGE_MODULES = tuple(plan.STAGE_MODULES.values())
 
 
 @dataclass
@@ -120,9 +121,8 @@ def read_run(folder: Path) -> Run:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--results {folder}: not a folder (expected a run folder with eval/step-<S>/h<H>/)")
-    settings_path = folder / "settings.json"
-    run = Run(folder.name, folder, _read_json(settings_path) if settings_path.is_file() else None,
-              read_metrics(folder / "train" / "metrics.csv"))
+    settings = plan.read_settings(folder)           # the settings document of rdt.plan (None when absent)
+    run = Run(folder.name, folder, settings, read_metrics(plan.train_folder(folder, settings) / "metrics.csv"))
     for step_dir in sorted((folder / "eval").glob("step-*")):
         m = STEP_DIR.match(step_dir.name)
         if not m:

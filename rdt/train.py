@@ -137,19 +137,17 @@ def prune_checkpoints(out: Path, fingerprint: str, limit: int, written: int | No
 
 
 def stats_entry(path: str | Path) -> dict[str, Any]:
-    """The dataset entry of a dataset_stat.json: its only entry, or ``libero`` when there are several."""
-    from rdt.data.stats import DEFAULT_NAME, load_stats
+    """The dataset entry of a dataset_stat.json (rdt.data.stats.load_entry: its only entry, or ``libero``)."""
+    from rdt.data.stats import load_entry
 
-    try:
-        names = list(json.loads(Path(path).read_text()))
-    except (OSError, json.JSONDecodeError):
-        names = []
-    return load_stats(path, names[0] if len(names) == 1 else DEFAULT_NAME)
+    return load_entry(path)
 
 
-def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: str) -> Path:
+def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: str,
+                      identity: str | None = None) -> Path:
     """Write DIR/export/step-<step> from checkpoint-<step>: config.json, model.safetensors,
-    ema/model.safetensors (the original layout) and pipeline.json (docs/formats.md §5)."""
+    ema/model.safetensors (the original layout) and pipeline.json (docs/formats.md §5) with the training's
+    ``identity`` (settings, data and code: ``cfg.fingerprint()``), the code part of it and the training data."""
     from rdt.data import open_training_file
     from rdt.model.checkpoint import load_runner, save_checkpoint
 
@@ -158,9 +156,15 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
     ema, _ = load_runner(source, weights="ema")
     with open_training_file(cfg.data) as f:
         attrs = {k: f.attrs[k] for k in ("image_size", "control_frequency", "action_space")}
+        try:
+            created = json.loads(f.attrs.get("created_by", "{}"))
+        except (TypeError, ValueError):
+            created = {}
     pipeline = {"text_encoder": cfg.text_encoder, "vision_encoder": cfg.vision_encoder,
                 "image_size": int(attrs["image_size"]), "control_frequency": int(attrs["control_frequency"]),
                 "action_space": str(attrs["action_space"]), "step": step, "run": run,
+                "identity": identity or cfg.fingerprint(), "train_code": cfg.training_code(),
+                "suite": created.get("suite"), "tasks": created.get("tasks"), "data": str(cfg.data),
                 "dataset_stat": stats_entry(cfg.stats)}
     return save_checkpoint(export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(),
                            pipeline=pipeline)
@@ -731,31 +735,62 @@ class Trainer:
 
 
 # ================================================================================================ command
-def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Path) -> Path:
-    """Train to ``until_step`` (resuming the newest matching checkpoint) and export it; returns the export folder
-    (on every process; only rank 0 writes)."""
+def check_previous_export(folder: str | Path, identity: str, until_step: int) -> int:
+    """The step of the export that this segment continues (the segment's declared input), after checking that it
+    was made by this training (same identity: settings, data and code) at an earlier step."""
+    from rdt.utils.files import read_json
+
+    pipeline = read_json(Path(folder) / "pipeline.json", "not found (expected an export of `rdt train`)")
+    if pipeline.get("identity") != identity:
+        raise UserError(f"{folder}: made by a training of identity {pipeline.get('identity')}, this segment's is "
+                        f"{identity} (other settings, data or training code); a segment only continues an export "
+                        "of its own training: rerun the earlier segments (snakemake does this when their params "
+                        "changed)")
+    step = int(pipeline.get("step", -1))
+    if not 0 < step < until_step:
+        raise UserError(f"{folder}: export of step {step}; expected a step before --until-step {until_step}")
+    return step
+
+
+def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Path,
+                  previous_export: str | Path | None = None) -> Path:
+    """Train to ``until_step`` and export it; returns the export folder (on every process; only rank 0 writes).
+
+    The training's identity (``cfg.fingerprint()``: settings, data files and training code) decides what may be
+    reused: a checkpoint-<until_step> of the same identity is only exported again; otherwise the segment resumes the
+    newest checkpoint of the same identity at or before ``until_step`` (checkpoints of another identity, e.g. made
+    by other code, are never resumed or exported). ``previous_export`` is the export this segment continues (the
+    workflow's declared input): it must carry the same identity. Its resumable twin is checkpoint-<its step>; if
+    retention pruned that, the newest earlier checkpoint of the same identity (or the initial weights) is resumed
+    and the same trajectory is recomputed up to it (every draw is seeded by the sample position)."""
     out = Path(out)
     if until_step < 1:
         raise UserError(f"--until-step {until_step}: expected a positive optimizer step")
-    fingerprint = cfg.fingerprint()
+    identity = cfg.fingerprint()
     run = cfg.run or out.name
     rank = int(os.environ.get("RANK", "0"))
-    match, stale = matching_checkpoints(out, fingerprint)
+    previous = None if previous_export is None else check_previous_export(previous_export, identity, until_step)
+    match, stale = matching_checkpoints(out, identity)
     for folder in stale:
         if rank == 0:
-            print(f"train: ignoring {folder} (trained with other settings: fingerprint "
-                  f"{read_trainer_state(folder).get('fingerprint')} != {fingerprint})", flush=True)
+            print(f"train: ignoring {folder} (another training: identity "
+                  f"{read_trainer_state(folder).get('fingerprint')} != {identity})", flush=True)
     if any(step == until_step for step, _ in match):
         if rank == 0:
-            print(f"train: checkpoint-{until_step} exists with these settings; exporting it", flush=True)
-            export_checkpoint(cfg, out, until_step, run)
+            print(f"train: checkpoint-{until_step} exists with these settings and code (identity {identity}); "
+                  "exporting it", flush=True)
+            export_checkpoint(cfg, out, until_step, run, identity)
         return export_dir(out, until_step)
-    resume = find_resume(out, fingerprint, until_step)
+    resume = find_resume(out, identity, until_step)
+    if rank == 0 and previous is not None and (resume is None or resume[0] < previous):
+        print(f"train: checkpoint-{previous} (the resumable state of {previous_export}) is gone (retention); "
+              f"recomputing the same trajectory from {'checkpoint-%d' % resume[0] if resume else 'the start'}",
+              flush=True)
     trainer = Trainer(cfg, out, resume=None if resume is None else resume[1])
     trainer.run(until_step)
     if trainer.is_main:
-        folder = export_checkpoint(cfg, out, until_step, run)
-        trainer.log(f"exported {folder}")
+        folder = export_checkpoint(cfg, out, until_step, run, identity)
+        trainer.log(f"exported {folder} (identity {identity})")
     trainer.accelerator.wait_for_everyone()
     return export_dir(out, until_step)
 
@@ -765,12 +800,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until-step", type=int, required=True,
                    help="train up to this optimizer step; writes checkpoint-S and export/step-S")
     p.add_argument("--out", required=True, help="run folder (checkpoints/, export/, metrics.csv)")
+    p.add_argument("--previous-export", metavar="DIR",
+                   help="the export this segment continues (the workflow's declared input); it must come from the "
+                        "same training (identity in its pipeline.json)")
 
 
 def main(args: argparse.Namespace) -> int:
     cfg = train_config.load(args.config)
     try:
-        train_segment(cfg, args.until_step, args.out)
+        train_segment(cfg, args.until_step, args.out, previous_export=args.previous_export)
     except Preempted as e:
         print(f"train: {e}", flush=True)
         return 128 + int(e.signum)

@@ -123,6 +123,14 @@ class TrainConfig:
     log_period: int = 50
     """Optimizer steps between plain log lines (metrics.csv gets every step)."""
 
+    # ---- identity
+    code_fingerprint: str | None = None
+    """``null`` (default): the training's identity includes the fingerprint of the code that determines the
+    weights (``python -m rdt fingerprint rdt.train``: rdt/train.py and every rdt module it imports, comments and
+    docstrings excluded), so a code edit retrains instead of resuming or re-exporting checkpoints of the old code.
+    Set it to the previous value (``train_code`` in the export's pipeline.json) to declare an edit that does not
+    change the weights (the escape hatch: existing checkpoints stay valid)."""
+
     run: str | None = None
     """Run name written into the exported pipeline.json (default: the output folder's name)."""
 
@@ -164,20 +172,39 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def training_code(self) -> str:
+        """The code part of the identity: ``code_fingerprint`` when pinned, else the fingerprint of the code."""
+        return self.code_fingerprint or code_fingerprint()
+
     def fingerprint(self) -> str:
-        """Hash of everything that determines the training trajectory: the settings (minus bookkeeping ones that
-        do not change the weights) and the identity of the data, language and statistics files. A checkpoint
-        whose fingerprint differs is never resumed."""
+        """The training's identity: a hash of everything that determines the training trajectory: the settings
+        (minus bookkeeping ones that do not change the weights), the identity of the data, language and statistics
+        files, and the training code (:meth:`training_code`). A checkpoint whose identity differs is never resumed
+        or exported; exports record it in pipeline.json (``identity``), evaluation records key on it."""
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
+        d.pop("code_fingerprint", None)
         for key in ("data", "lang", "stats"):
             d[key] = _file_identity(getattr(self, key))
+        d["code"] = self.training_code()
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+#: the entry module of the code that determines a training's weights (with every rdt module it imports)
+TRAINING_CODE = "rdt.train"
+
+
+def code_fingerprint() -> str:
+    """Fingerprint of the training code (rdt.fingerprint: the AST without comments and docstrings)."""
+    from rdt.fingerprint import fingerprint
+
+    return fingerprint(TRAINING_CODE)
 
 
 # settings that do not change the trained weights (the process count does not either: the accumulation keeps the
 # effective batch and the per-sample seeds keep the draws)
 _NOT_IN_FINGERPRINT = ("checkpointing_period", "checkpoints_total_limit", "sample_period", "sample_batches",
                        "log_period", "dataloader_num_workers", "run", "max_nonfinite_steps")
+NOT_IN_FINGERPRINT = _NOT_IN_FINGERPRINT
 
 
 def _file_identity(path: str | None) -> str | None:

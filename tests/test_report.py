@@ -49,8 +49,8 @@ def write_run(root, name, gpus, effective_batch):
     train = {"model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
              "per_device_batch_size": 4, "effective_batch_size": effective_batch, "lr_warmup_steps": 3,
              "checkpointing_period": 2, "checkpoints_total_limit": 3}
-    (run / "settings.json").write_text(json.dumps({"kind": "run", "gpus": gpus, "exec_horizons": [8, 64],
-                                                   "train": train}))
+    (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "run", "gpus": gpus,
+                                                   "exec_horizons": [8, 64], "train": train}))
     return run
 
 

@@ -126,3 +126,15 @@ def main(args: argparse.Namespace) -> int:
     print(f"wrote {args.out}: {args.name}: {e['num_episodes']} episodes, {e['num_steps']} steps, "
           f"{len(e['episodes_per_task'])} task(s)")
     return 0
+
+
+def load_entry(path: str | Path) -> dict:
+    """The dataset entry of a dataset_stat.json that training and evaluation use: its only entry, or
+    ``libero`` (DEFAULT_NAME) when there are several."""
+    import json
+
+    try:
+        names = list(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        names = []
+    return load_stats(path, names[0] if len(names) == 1 else DEFAULT_NAME)

@@ -3,16 +3,16 @@
 
 rule convert:
     input:
-        lambda w: demos_input(DATA[w.key]["demos"]),
+        lambda w: PLAN.demos_input(PLAN.data[w.key]["demos"]),
     output:
         f"{RESULTS}/cache/data/{{key}}/data.h5",
     params:
-        suite=lambda w: DATA[w.key]["suite"],
-        tasks=lambda w: DATA[w.key]["tasks"],
+        suite=lambda w: PLAN.data[w.key]["suite"],
+        tasks=lambda w: PLAN.data[w.key]["tasks"],
         per_task=lambda w: (
-            f"--demos-per-task {DATA[w.key]['demos_per_task']}" if DATA[w.key]["demos_per_task"] else ""
+            f"--demos-per-task {PLAN.data[w.key]['demos_per_task']}" if PLAN.data[w.key]["demos_per_task"] else ""
         ),
-        min_steps=lambda w: DATA[w.key]["min_steps"],
+        min_steps=lambda w: PLAN.data[w.key]["min_steps"],
         code=CODE["convert"],
     log:
         f"{RESULTS}/logs/convert/{{key}}.log",

@@ -6,14 +6,14 @@ rule expert_demos:
     output:
         directory(f"{RESULTS}/cache/demos/{{key}}"),
     params:
-        suite=lambda w: DEMOS[w.key]["suite"],
-        tasks=lambda w: DEMOS[w.key]["tasks"],
-        episodes=lambda w: DEMOS[w.key]["episodes_per_task"],
+        suite=lambda w: PLAN.demos[w.key]["suite"],
+        tasks=lambda w: PLAN.demos[w.key]["tasks"],
+        episodes=lambda w: PLAN.demos[w.key]["episodes_per_task"],
         attempts=lambda w: (
-            f"--max-attempts {DEMOS[w.key]['max_attempts']}" if DEMOS[w.key]["max_attempts"] else ""
+            f"--max-attempts {PLAN.demos[w.key]['max_attempts']}" if PLAN.demos[w.key]["max_attempts"] else ""
         ),
-        seed=lambda w: DEMOS[w.key]["seed"],
-        first=lambda w: DEMOS[w.key]["first_init_state"],
+        seed=lambda w: PLAN.demos[w.key]["seed"],
+        first=lambda w: PLAN.demos[w.key]["first_init_state"],
         code=CODE["expert"],
     log:
         f"{RESULTS}/logs/expert_demos/{{key}}.log",

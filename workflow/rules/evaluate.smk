@@ -1,23 +1,28 @@
 # One job per (checkpoint, execution horizon): LIBERO rollouts with receding-horizon control.
 # episodes.jsonl (next to summary.json) is deliberately not a declared output: Snakemake deletes the outputs of a
-# job before running it again, and the evaluator resumes a killed job from the episodes already recorded there
-# (records made under other settings or another checkpoint are recognised by their key and run again).
+# job before running it again, and the evaluator resumes a killed job from the episodes already recorded there.
+# Each record carries a key of what decides its outcome (settings, the checkpoint's identity from its pipeline.json
+# or the hash of its weights, the evaluation code, the task's instruction embedding): records of a retrained model,
+# other settings or other code run again. A run's statistics come from its export's pipeline.json; --stats only
+# for evaluation-only checkpoints that configure them.
 
 
 rule evaluate:
     input:
         checkpoint=checkpoint_input,
-        lang=eval_language,
-        stats=eval_stats,
+        lang=lambda w: PLAN.task_language_path(w.target),
+        stats=lambda w: PLAN.eval_stats(w.target),
     output:
         summary=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/summary.json",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
-        settings=lambda w: eval_settings(w.target),
+        settings=lambda w: PLAN.eval_settings(w.target),
         stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
-        tasks=lambda w: eval_settings(w.target)["tasks"],
+        tasks=lambda w: PLAN.eval_settings(w.target)["tasks"],
         max_steps=lambda w: (
-            f"--max-steps {eval_settings(w.target)['max_steps']}" if eval_settings(w.target)["max_steps"] else ""
+            f"--max-steps {PLAN.eval_settings(w.target)['max_steps']}"
+            if PLAN.eval_settings(w.target)["max_steps"]
+            else ""
         ),
         code=CODE["evaluate"],
     log:
@@ -28,7 +33,7 @@ rule evaluate:
     resources:
         mem_mb=8000,
         runtime=240,
-        gpu=lambda w: eval_gpus(w.target),
+        gpu=lambda w: PLAN.eval_gpus(w.target),
     conda:
         "../envs/rdt.yaml"
     shell:

@@ -1,16 +1,15 @@
-# Text-encoder embeddings of every instruction of a training dataset and of the evaluated tasks, computed once per
-# (dataset, evaluated tasks, encoder).
+# Text-encoder embeddings, computed once. Training language: every instruction of a training dataset, per
+# (dataset, encoder) and nothing else, so no evaluation setting feeds training. Evaluation language: the
+# instructions of the evaluated tasks, per (suite, tasks, encoder), for runs and evaluation-only checkpoints alike.
 
 
 rule encode:
     input:
-        data=lambda w: f"{RESULTS}/cache/data/{LANGUAGE[w.key]['data']}/data.h5",
+        data=lambda w: f"{RESULTS}/cache/data/{PLAN.language[w.key]['data']}/data.h5",
     output:
         f"{RESULTS}/cache/language/{{key}}/lang.safetensors",
     params:
-        encoder=lambda w: LANGUAGE[w.key]["text_encoder"],
-        eval_suite=lambda w: LANGUAGE[w.key]["eval_suite"],
-        eval_tasks=lambda w: LANGUAGE[w.key]["eval_tasks"],
+        encoder=lambda w: PLAN.language[w.key]["text_encoder"],
         code=CODE["encode"],
     log:
         f"{RESULTS}/logs/encode/{{key}}.log",
@@ -23,17 +22,16 @@ rule encode:
     conda:
         "../envs/rdt.yaml"
     shell:
-        "python -m rdt encode --data {input.data} --instructions-from-tasks {params.eval_suite} {params.eval_tasks:q}"
-        " --text-encoder {params.encoder} --out {output} > {log} 2>&1"
+        "python -m rdt encode --data {input.data} --text-encoder {params.encoder} --out {output} > {log} 2>&1"
 
 
 rule encode_tasks:
     output:
         f"{RESULTS}/cache/language/{{key}}/tasks.safetensors",
     params:
-        suite=lambda w: TASK_LANGUAGE[w.key]["suite"],
-        tasks=lambda w: TASK_LANGUAGE[w.key]["tasks"],
-        encoder=lambda w: TASK_LANGUAGE[w.key]["text_encoder"],
+        suite=lambda w: PLAN.task_language[w.key]["suite"],
+        tasks=lambda w: PLAN.task_language[w.key]["tasks"],
+        encoder=lambda w: PLAN.task_language[w.key]["text_encoder"],
         code=CODE["encode"],
     log:
         f"{RESULTS}/logs/encode_tasks/{{key}}.log",

@@ -5,18 +5,18 @@ rule target_settings:
     output:
         f"{RESULTS}/{{target}}/settings.json",
     params:
-        settings=lambda w: target_settings(w.target),
+        settings=lambda w: PLAN.settings_document(w.target),
     log:
         f"{RESULTS}/logs/target_settings/{{target}}.log",
     localrule: True
     run:
-        write_text(output[0], json.dumps(params.settings, indent=2) + "\n")
+        write_settings(output[0], params.settings)
         write_text(log[0], f"wrote {output[0]}\n")
 
 
 rule report:
     input:
-        summaries=[s for t in TARGETS for s in summaries(t)],
+        summaries=PLAN.all_summaries(),
         settings=expand(f"{RESULTS}/{{target}}/settings.json", target=TARGETS),
     output:
         success=report(
@@ -70,7 +70,7 @@ rule report:
             category="5. Rollouts",
         ),
     params:
-        folders=[f"{RESULTS}/{t}" for t in TARGETS],
+        folders=PLAN.report_folders(),
         out=lambda w, output: str(Path(output.results).parent),
         videos=config["report"]["videos"],
         code=CODE["report"],

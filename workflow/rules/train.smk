@@ -1,14 +1,17 @@
-# Training in segments: the job for step S resumes the run's state left by the job for the previous segment end
-# and exports the checkpoint of step S, which evaluation picks up while later segments train.
+# Training in segments, one folder per training (results/train/<key>, shared by the runs that differ only in their
+# evaluation). The job for step S continues the export of the previous segment end (its declared input, checked to
+# come from the same training identity) and exports the checkpoint of step S, which evaluation picks up while
+# later segments train. params.identity is the training identity (settings and training code, rdt.plan): the
+# trainer computes the same identity and never resumes or re-exports a checkpoint of another one.
 
 
 rule run_config:
     output:
-        f"{RESULTS}/{{run}}/train/run.yaml",
+        f"{RESULTS}/train/{{key}}/run.yaml",
     params:
-        settings=lambda w: train_settings(w.run),
+        settings=lambda w: PLAN.train_settings(train_run(w)),
     log:
-        f"{RESULTS}/logs/run_config/{{run}}.log",
+        f"{RESULTS}/logs/run_config/{{key}}.log",
     localrule: True
     run:
         write_text(output[0], yaml.safe_dump(params.settings, sort_keys=False))
@@ -17,34 +20,36 @@ rule run_config:
 
 rule train:
     input:
-        config=f"{RESULTS}/{{run}}/train/run.yaml",
-        data=lambda w: data_path(w.run),
-        stats=lambda w: stats_path(w.run),
-        lang=lambda w: language_path(w.run),
+        # bookkeeping keys (log_period, checkpoints_total_limit, ...) rewrite run.yaml without retraining; what
+        # decides the weights is params.identity
+        config=ancient(f"{RESULTS}/train/{{key}}/run.yaml"),
+        data=lambda w: PLAN.data_path(train_run(w)),
+        stats=lambda w: PLAN.stats_path(train_run(w)),
+        lang=lambda w: PLAN.language_path(train_run(w)),
         previous=previous_export,
     output:
-        directory(f"{RESULTS}/{{run}}/train/export/step-{{step}}"),
+        directory(f"{RESULTS}/train/{{key}}/export/step-{{step}}"),
     params:
         out=lambda w, output: str(Path(output[0]).parent.parent),
-        settings=lambda w: train_settings(w.run),
+        identity=lambda w: PLAN.train_identity(train_run(w)),
+        previous=lambda w, input: f"--previous-export {input.previous}" if input.previous else "",
         # one process per GPU; several processes need --multi_gpu (without it accelerate starts only one)
         processes=lambda w, resources: (
             f"--multi_gpu --num_processes {resources.gpu}" if resources.gpu > 1 else "--num_processes 1"
         ),
-        code=CODE["train"],
     log:
-        f"{RESULTS}/logs/train/{{run}}/step-{{step}}.log",
+        f"{RESULTS}/logs/train/{{key}}/step-{{step}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{run}}/step-{{step}}.tsv"
+        f"{RESULTS}/benchmarks/train/{{key}}/step-{{step}}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
         nodes=1,
-        gpu=lambda w: RUNS[w.run]["train"]["gpus"],
+        gpu=lambda w: PLAN.train_gpus(w.key),
     conda:
         "../envs/rdt.yaml"
     shell:
         "accelerate launch --num_machines 1 {params.processes}"
         " --dynamo_backend no -m rdt train --config {input.config} --until-step {wildcards.step}"
-        " --out {params.out} > {log} 2>&1"
+        " {params.previous} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,488 @@
+"""The experiment plan: what the workflow runs for a configuration, importable and tested without Snakemake.
+
+``Plan(config)`` takes the workflow configuration (``config/config.yaml`` with any ``--config`` overrides; numbers
+given on the command line arrive as strings and are converted by the schema's types), fills in the schema's
+defaults, validates it, and answers every question the rules ask:
+
+- the runs' effective settings (the base sections with each run's overrides);
+- the content keys of the shared stages (demos, training data, training language, per-task evaluation language,
+  training) and their paths under ``results/cache`` and ``results/train``;
+- a training's identity: its settings (minus the bookkeeping keys that do not change the weights) and the
+  fingerprint of the code that determines its weights (``rdt.train_config.code_fingerprint``), the same identity
+  the trainer checks before resuming and records in each export's ``pipeline.json``;
+- the segment schedule (which export each segment resumes from), the evaluation targets and their inputs;
+- the settings document (``results/<target>/settings.json``) that the report reads with :func:`read_settings`.
+
+Evaluation never feeds training: a training depends on the demos, data, training language (training data + text
+encoder) and train settings only, so runs that differ only in ``eval`` share one training (``results/train/<key>``).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from functools import cached_property, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rdt import fingerprint, train_config
+from rdt.errors import UserError
+from rdt.utils.atomic import write_text
+from rdt.utils.files import read_json
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SECTIONS = ("demos", "data", "train", "eval")
+#: folder names under ``results`` that are not targets
+RESERVED_NAMES = ("cache", "logs", "benchmarks", "report", "train")
+#: train keys that belong to the workflow, not to RUN.yaml
+WORKFLOW_TRAIN_KEYS = ("gpus", "max_steps")
+#: the entry module of each stage; a stage's code fingerprint covers it and every rdt module it imports
+STAGE_MODULES = {"expert": "rdt.libero.expert", "convert": "rdt.libero.convert", "stats": "rdt.data.stats",
+                 "encode": "rdt.lang", "train": "rdt.train", "evaluate": "rdt.evaluate", "report": "rdt.report"}
+EVAL_KEYS = ("suite", "tasks", "episodes_per_task", "max_steps", "weights", "seed", "videos_per_task")
+SETTINGS_FORMAT = "rdt-settings/1"
+SETTINGS_FILE = "settings.json"
+
+
+def key_of(settings: Any) -> str:
+    """Short content key of the settings that determine a shared output."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@lru_cache(maxsize=None)
+def code_fingerprint(stage: str) -> str:
+    return fingerprint.fingerprint(STAGE_MODULES[stage])
+
+
+# ============================================================================================ config + schema
+@lru_cache(maxsize=1)
+def load_schema(path: str = str(SCHEMA_PATH)) -> dict:
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _types(schema: dict) -> list[str]:
+    t = schema.get("type", [])
+    return [t] if isinstance(t, str) else list(t)
+
+
+def _from_string(text: str, types: list[str]) -> Any:
+    """A --config string as the schema's scalar type (the first that parses), else unchanged."""
+    low = text.strip().lower()
+    if "null" in types and low in ("null", "none", "~", ""):
+        return None
+    if "boolean" in types and low in ("true", "false"):
+        return low == "true"
+    if "integer" in types:
+        try:
+            return int(text)
+        except ValueError:
+            pass
+    if "number" in types:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return text
+
+
+def coerce(value: Any, schema: dict, root: dict) -> Any:
+    """``value`` with strings converted to the numbers, booleans and nulls the schema expects.
+
+    ``snakemake --config 'train={max_steps: 90}'`` parses the mapping with YAML's BaseLoader, so every scalar in
+    it is a string; the schema says which should be numbers. Strings the schema wants as strings stay strings."""
+    if "$ref" in schema:
+        ref = schema["$ref"].split("/")[1:]
+        target = root
+        for part in ref:
+            target = target[part]
+        schema = target
+    types = _types(schema)
+    if isinstance(value, str) and not ("string" in types and len(types) == 1):
+        if "string" in types:     # e.g. [string, "null"]: only the null spelling converts
+            return None if value.strip().lower() in ("null", "none", "~") and "null" in types else value
+        return _from_string(value, types)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for k, v in value.items():
+            sub = props.get(k) if k in props else (extra if isinstance(extra, dict) else None)
+            out[k] = coerce(v, sub, root) if sub is not None else v
+        return out
+    if isinstance(value, list) and isinstance(schema.get("items"), dict):
+        return [coerce(v, schema["items"], root) for v in value]
+    return value
+
+
+def _validator(schema: dict):
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    check_properties = base.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, sub):
+        if isinstance(instance, dict):
+            for name, prop in properties.items():
+                if isinstance(prop, dict) and "default" in prop and name not in instance:
+                    instance[name] = copy.deepcopy(prop["default"])
+        yield from check_properties(validator, properties, instance, sub)
+
+    return jsonschema.validators.extend(base, {"properties": properties_with_defaults})(schema)
+
+
+def validate(config: dict, where: str = "config", schema: dict | None = None) -> dict:
+    """A copy of ``config`` with command-line strings converted, the schema's defaults filled in, and validated;
+    a violation is a UserError naming the key, the value and the expected form."""
+    schema = schema or load_schema()
+    if not isinstance(config, dict):
+        raise UserError(f"{where}: expected a mapping of settings, got {type(config).__name__}")
+    out = coerce(copy.deepcopy(config), schema, schema)
+    errors = sorted(_validator(schema).iter_errors(out), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            key = ".".join(map(str, e.absolute_path)) or "(top level)"
+            lines.append(f"  {key}: {e.message}")
+        hint = ("\nOn the command line give numbers unquoted, e.g. snakemake --config 'train={max_steps: 90}' "
+                "or 'eval={exec_horizons: [8, 16]}'; every key is described in config/README.md.")
+        raise UserError(f"{where} does not fit workflow/schemas/config.schema.yaml:\n" + "\n".join(lines) + hint)
+    return out
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` applied recursively (mappings merge, everything else replaces)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def check_target_names(runs: list[str], checkpoints: list[str]) -> None:
+    """Run and evaluation-only checkpoint names become folders under ``results``: reserved names, duplicates and
+    names used by both are errors."""
+    for kind, names in (("runs", runs), ("evaluate_checkpoints", checkpoints)):
+        bad = sorted(set(names) & set(RESERVED_NAMES))
+        if bad:
+            raise UserError(f"{kind}: name(s) {bad} are reserved for folders of results/ "
+                            f"({', '.join(RESERVED_NAMES)}); choose other names")
+    dup = sorted({n for n in checkpoints if checkpoints.count(n) > 1})
+    if dup:
+        raise UserError(f"evaluate_checkpoints: name(s) {dup} appear more than once; each entry needs its own name")
+    clash = sorted(set(runs) & set(checkpoints))
+    if clash:
+        raise UserError(f"evaluate_checkpoints: name(s) {clash} are also names of runs; use distinct names")
+
+
+# ============================================================================================ the plan
+class Plan:
+    """Everything the workflow derives from its configuration. ``base_dir``: where relative paths of the config
+    (demo folders, checkpoints, statistics) are taken from (the working directory of Snakemake)."""
+
+    def __init__(self, config: dict, base_dir: str | os.PathLike = ".", check_files: bool = True):
+        self.config = validate(config)
+        self.base_dir = Path(base_dir)
+        self.results = self.config["results"]
+        check_target_names(list(self.config["runs"]), [c["name"] for c in self.config["evaluate_checkpoints"]])
+        self.runs = {name: self._run_settings(name, override) for name, override in self.config["runs"].items()}
+        self.base = self._run_settings(None, {})
+        self.checkpoints = {c["name"]: c for c in self.config["evaluate_checkpoints"]}
+        for run in self.runs:
+            self.resolved_train(run)            # every run's training settings are valid
+        if check_files:
+            self.check_files()
+
+    # ------------------------------------------------------------------------------------------------ settings
+    def _run_settings(self, name: str | None, override: dict) -> dict:
+        merged = {s: deep_merge(self.config[s], override.get(s, {})) for s in SECTIONS}
+        where = "config" if name is None else f"runs.{name}"
+        merged = {s: v for s, v in validate({**merged, "results": self.results}, where).items() if s in SECTIONS}
+        e = merged["eval"]
+        e["suite"] = e["suite"] or merged["demos"]["suite"]
+        e["tasks"] = e["tasks"] or merged["demos"]["tasks"]
+        return merged
+
+    def settings(self, target: str) -> dict:
+        """Sections of a run, or the base sections for an evaluation-only checkpoint."""
+        return self.runs[target] if target in self.runs else self.base
+
+    def _path(self, p: str) -> Path:
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else self.base_dir / path
+
+    def _exists(self, name: str) -> bool:
+        """A checkpoint named in the config: a local path, or a Hugging Face id in the local cache."""
+        return self._path(name).exists() or (_looks_like_hub_id(str(name)) and _in_hub_cache(str(name)))
+
+    def check_files(self) -> None:
+        """Files and folders named in the config exist (checked at parse time, whatever is in results/)."""
+        for run, s in self.runs.items():
+            d = s["demos"]
+            if d["source"] == "folder":
+                if not d["folder"]:
+                    raise UserError(f"runs.{run}: demos.source is 'folder' but demos.folder is not set (expected "
+                                    "a folder of LIBERO *_demo.hdf5 files)")
+                if not self._path(d["folder"]).is_dir():
+                    raise UserError(f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
+                                    f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})")
+            init = self.resolved_train(run)["init_from"]
+            if init and not self._exists(init):
+                raise UserError(f"runs.{run}: train.init_from {init!r} is neither a local checkpoint folder nor in "
+                                "the local Hugging Face cache (expected a folder with config.json and weights, or "
+                                "an id fetched with `huggingface-cli download ID`; null = random initialisation)")
+        for name, c in self.checkpoints.items():
+            if not self._exists(c["path"]):
+                raise UserError(f"evaluate_checkpoints.{name}: path {c['path']!r} does not exist (expected a "
+                                "checkpoint folder with config.json and model.safetensors or pytorch_model.bin, "
+                                "or a Hugging Face id in the local cache)")
+            if c.get("stats") and not self._path(c["stats"]).is_file():
+                raise UserError(f"evaluate_checkpoints.{name}: stats {c['stats']!r} does not exist (expected the "
+                                "dataset_stat.json of the checkpoint's training data, or null)")
+
+    # ------------------------------------------------------------------------------------------------ shared stages
+    def demo_settings(self, run: str) -> dict:
+        d = self.runs[run]["demos"]
+        if d["source"] == "folder":
+            return {"source": "folder", "folder": str(self._path(d["folder"]).resolve())}
+        return {"source": "expert", "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
+                "episodes_per_task": d["episodes_per_task"], "max_attempts": d["max_attempts"], "seed": d["seed"],
+                "first_init_state": d["first_init_state"]}
+
+    def data_settings(self, run: str) -> dict:
+        d, s = self.runs[run]["demos"], self.runs[run]["data"]
+        return {"demos": self.demo_settings(run), "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
+                "demos_per_task": s["demos_per_task"], "min_steps": s["min_steps"]}
+
+    def language_settings(self, run: str) -> dict:
+        """Training language: the instructions of the training data, and the text encoder; nothing else."""
+        return {"data": key_of(self.data_settings(run)), "text_encoder": self.resolved_train(run)["text_encoder"]}
+
+    def demos_input(self, settings: dict) -> str:
+        """What `convert` reads: the expert's output folder, or the configured folder of demo files."""
+        if settings["source"] == "folder":
+            return settings["folder"]
+        return f"{self.results}/cache/demos/{key_of(settings)}"
+
+    def data_path(self, run: str) -> str:
+        return f"{self.results}/cache/data/{key_of(self.data_settings(run))}/data.h5"
+
+    def stats_path(self, run: str) -> str:
+        return f"{self.results}/cache/data/{key_of(self.data_settings(run))}/dataset_stat.json"
+
+    def language_path(self, run: str) -> str:
+        return f"{self.results}/cache/language/{key_of(self.language_settings(run))}/lang.safetensors"
+
+    @cached_property
+    def demos(self) -> dict[str, dict]:
+        return {key_of(self.demo_settings(r)): self.demo_settings(r) for r in self.runs
+                if self.demo_settings(r)["source"] == "expert"}
+
+    @cached_property
+    def data(self) -> dict[str, dict]:
+        return {key_of(self.data_settings(r)): self.data_settings(r) for r in self.runs}
+
+    @cached_property
+    def language(self) -> dict[str, dict]:
+        return {key_of(self.language_settings(r)): self.language_settings(r) for r in self.runs}
+
+    # ------------------------------------------------------------------------------------------------ training
+    def resolved_train(self, run: str) -> dict:
+        """Every key of rdt/train_config.py for a run (its defaults for keys not configured), validated there."""
+        given = {k: v for k, v in self.runs[run]["train"].items() if k not in WORKFLOW_TRAIN_KEYS}
+        given.update(data="unset", lang="unset", stats="unset")
+        try:
+            cfg = train_config.from_dict(given, source=f"config runs.{run}.train").to_dict()
+        except UserError as e:
+            raise UserError(str(e)) from None
+        for k in ("data", "lang", "stats", "run"):
+            cfg.pop(k)
+        return cfg
+
+    def train_key(self, run: str) -> str:
+        """Key of a training: its RUN.yaml settings and the keys of its data and language (no evaluation setting,
+        no run name), so runs that differ only in evaluation share one training."""
+        return key_of({"train": self.resolved_train(run), "data": key_of(self.data_settings(run)),
+                       "lang": key_of(self.language_settings(run))})
+
+    def train_dir(self, run: str) -> str:
+        return f"{self.results}/train/{self.train_key(run)}"
+
+    def train_settings(self, run: str) -> dict:
+        """RUN.yaml of a run's training: the resolved settings with the workflow's data, language and statistics
+        paths; ``run`` is the training's key (the folder name)."""
+        return {**self.resolved_train(run), "data": self.data_path(run), "lang": self.language_path(run),
+                "stats": self.stats_path(run), "run": self.train_key(run)}
+
+    def train_identity(self, run: str) -> dict:
+        """What decides a training's weights, as Snakemake's params carry it: the settings without the
+        bookkeeping keys (the data, language and statistics files by their cache keys; their contents are
+        Snakemake inputs) and the training code fingerprint (or its pin, train.code_fingerprint)."""
+        cfg = self.train_settings(run)
+        settings = {k: v for k, v in cfg.items() if k not in train_config.NOT_IN_FINGERPRINT}
+        return {"settings": settings, "code": settings.pop("code_fingerprint") or train_config.code_fingerprint()}
+
+    @cached_property
+    def trainings(self) -> dict[str, str]:
+        """Training key -> the first run that uses it (they all share its settings)."""
+        out: dict[str, str] = {}
+        for run in self.runs:
+            out.setdefault(self.train_key(run), run)
+        return out
+
+    def train_gpus(self, key: str) -> int:
+        return max(self.runs[r]["train"]["gpus"] for r in self.runs if self.train_key(r) == key)
+
+    def segment_steps(self, run: str) -> list[int]:
+        """Steps at which the run's training stops, exports a checkpoint and hands over to the next segment."""
+        period, last = self.resolved_train(run)["checkpointing_period"], self.runs[run]["train"]["max_steps"]
+        steps = list(range(period, last + 1, period))
+        if not steps or steps[-1] != last:
+            steps.append(last)
+        return steps
+
+    def previous_step(self, key: str, step: int) -> int | None:
+        """The segment end that segment ``step`` of training ``key`` resumes from: the last checkpointing period
+        before it (None: the first segment starts from the initial weights)."""
+        period = self.resolved_train(self.trainings[key])["checkpointing_period"]
+        if step < 1:
+            raise UserError(f"training {key}: step {step} is not a positive optimizer step")
+        prev = ((step - 1) // period) * period
+        return prev or None
+
+    def export_path(self, run_or_key: str, step: int) -> str:
+        key = run_or_key if run_or_key in self.trainings else self.train_key(run_or_key)
+        return f"{self.results}/train/{key}/export/step-{step}"
+
+    def previous_export(self, key: str, step: int) -> list[str]:
+        prev = self.previous_step(key, step)
+        return [] if prev is None else [self.export_path(key, prev)]
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    @property
+    def targets(self) -> list[str]:
+        return list(self.runs) + list(self.checkpoints)
+
+    def eval_settings(self, target: str) -> dict:
+        e = self.settings(target)["eval"]
+        return {k: e[k] for k in EVAL_KEYS} | {"tasks": [str(t) for t in e["tasks"]]}
+
+    def eval_gpus(self, target: str) -> int:
+        return self.settings(target)["eval"]["gpus"]
+
+    def horizons(self, target: str) -> list[int]:
+        return list(self.settings(target)["eval"]["exec_horizons"])
+
+    def eval_steps(self, target: str) -> list[int]:
+        return self.segment_steps(target) if target in self.runs else [self.checkpoints[target]["step"]]
+
+    def summary_path(self, target: str, step: int, horizon: int) -> str:
+        return f"{self.results}/{target}/eval/step-{step}/h{horizon}/summary.json"
+
+    def summaries(self, target: str) -> list[str]:
+        return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target)]
+
+    def all_summaries(self) -> list[str]:
+        return [s for t in self.targets for s in self.summaries(t)]
+
+    def text_encoder(self, target: str) -> str:
+        """Text encoder of a run's training, or of an evaluation-only checkpoint (configured, else its
+        pipeline.json)."""
+        if target in self.runs:
+            return self.resolved_train(target)["text_encoder"]
+        entry = self.checkpoints[target]
+        if entry.get("text_encoder"):
+            return entry["text_encoder"]
+        pipeline = self._path(entry["path"]) / "pipeline.json"
+        try:
+            return json.loads(pipeline.read_text())["text_encoder"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"evaluate_checkpoints.{target}: {pipeline} does not name the text encoder; set "
+                            "text_encoder for this entry") from None
+
+    def task_language_settings(self, target: str) -> dict:
+        """The language table of an evaluation: (suite, tasks, text encoder)."""
+        e = self.eval_settings(target)
+        return {"suite": e["suite"], "tasks": e["tasks"], "text_encoder": self.text_encoder(target)}
+
+    def task_language_path(self, target: str) -> str:
+        return f"{self.results}/cache/language/{key_of(self.task_language_settings(target))}/tasks.safetensors"
+
+    @cached_property
+    def task_language(self) -> dict[str, dict]:
+        return {key_of(self.task_language_settings(t)): self.task_language_settings(t) for t in self.targets}
+
+    def checkpoint_input(self, target: str, step: int) -> str:
+        """The checkpoint folder evaluated: a run's exported step, or an evaluation-only checkpoint."""
+        if target in self.runs:
+            return self.export_path(target, step)
+        return self.checkpoints[target]["path"]
+
+    def eval_stats(self, target: str) -> list[str]:
+        """The statistics file given to an evaluation: none for a run (its export's pipeline.json carries the
+        statistics it was trained with), the configured file for a checkpoint made elsewhere."""
+        if target in self.runs:
+            return []
+        stats = self.checkpoints[target].get("stats")
+        return [stats] if stats else []
+
+    # ------------------------------------------------------------------------------------------------ the report
+    def settings_document(self, target: str) -> dict:
+        """``results/<target>/settings.json``: what the report audits and records as provenance."""
+        doc = {"format": SETTINGS_FORMAT, "target": target, "exec_horizons": self.horizons(target),
+               "eval": self.eval_settings(target), "code": {"evaluate": code_fingerprint("evaluate")}}
+        if target in self.runs:
+            identity = self.train_identity(target)
+            doc.update(kind="run", gpus=self.runs[target]["train"]["gpus"], train=self.train_settings(target),
+                       train_folder=os.path.relpath(self.train_dir(target), f"{self.results}/{target}"),
+                       train_code=identity["code"], max_steps=self.runs[target]["train"]["max_steps"],
+                       workflow=self.runs[target])
+        else:
+            doc.update(kind="checkpoint", checkpoint=self.checkpoints[target])
+        return doc
+
+    def report_folders(self) -> list[str]:
+        return [f"{self.results}/{t}" for t in self.targets]
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and ":" not in text
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+# ============================================================================================ settings document
+def write_settings(path: str | os.PathLike, document: dict) -> None:
+    write_text(path, json.dumps(document, indent=2) + "\n")
+
+
+def read_settings(folder: str | os.PathLike) -> dict | None:
+    """The settings document of a target folder (None when it has none); ``train_folder`` is resolved to a path.
+    A document of another format is a UserError naming the file."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("format") != SETTINGS_FORMAT:
+        raise UserError(f"{path}: not a settings document of format {SETTINGS_FORMAT!r} (written by the workflow's "
+                        "target_settings rule from rdt.plan.Plan.settings_document); rerun the workflow")
+    if doc.get("train_folder"):
+        doc["train_folder"] = str(Path(folder) / doc["train_folder"])
+    return doc
+
+
+def train_folder(folder: str | os.PathLike, document: dict | None) -> Path:
+    """The training folder of a target (``train/`` inside it when the document names none)."""
+    if document and document.get("train_folder"):
+        return Path(document["train_folder"])
+    return Path(folder) / "train"

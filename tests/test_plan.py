@@ -1,0 +1,224 @@
+"""The experiment plan (rdt/plan.py) without Snakemake: config overlays and --config strings, the training's key and
+identity (evaluation settings never feed training), the segment schedule, evaluation inputs, the settings document,
+and the clear errors for names, schema violations and missing files. Every test runs in milliseconds."""
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from rdt import plan, train_config
+from rdt.errors import UserError
+from rdt.plan import Plan
+
+TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+BASE = {
+    "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1},
+    "train": {"max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
+              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "eval": {"exec_horizons": [8, 16], "episodes_per_task": 1, "max_steps": 12},
+    "runs": {"default": {}},
+}
+
+
+def make(change=None, **kwargs) -> Plan:
+    cfg = copy.deepcopy(BASE)
+    if change:
+        change(cfg)
+    return Plan(cfg, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------- config
+def test_defaults_are_filled_and_runs_overlay_the_base():
+    p = make(lambda c: c["runs"].update(fast={"train": {"learning_rate": 3e-4}, "eval": {"seed": 2}}))
+    assert p.config["report"] == {"videos": 4} and p.config["evaluate_checkpoints"] == []
+    assert p.runs["default"]["data"] == {"demos_per_task": None, "min_steps": 10}
+    assert p.runs["fast"]["train"]["learning_rate"] == 3e-4 and p.runs["default"]["train"].get("learning_rate") is None
+    assert p.runs["fast"]["eval"]["seed"] == 2 and p.runs["fast"]["eval"]["exec_horizons"] == [8, 16]
+    # eval.suite / eval.tasks default to the demos'
+    assert p.eval_settings("default")["suite"] == "libero_object" and p.eval_settings("default")["tasks"] == [TASK]
+    assert p.resolved_train("default")["lr_warmup_steps"] == train_config.TrainConfig.lr_warmup_steps
+
+
+def test_numbers_from_the_command_line_arrive_as_strings_and_are_converted():
+    # snakemake --config 'train={max_steps: 90, learning_rate: 3e-4}' 'eval={exec_horizons: [8, 16]}' passes strings
+    def strings(c):
+        c["train"].update(max_steps="90", learning_rate="3e-4", init_from="null", image_aug="false")
+        c["eval"].update(exec_horizons=["8", "16"], max_steps="null")
+        c["runs"] = {"default": {"train": {"lr_warmup_steps": "7"}}}
+    p = make(strings)
+    t = p.runs["default"]["train"]
+    assert (t["max_steps"], t["learning_rate"], t["init_from"], t["image_aug"]) == (90, 3e-4, None, False)
+    assert p.runs["default"]["eval"]["exec_horizons"] == [8, 16] and p.runs["default"]["eval"]["max_steps"] is None
+    assert p.resolved_train("default")["lr_warmup_steps"] == 7
+    assert p.segment_steps("default")[-1] == 90
+    # text stays text where the schema wants text
+    assert make(lambda c: c["train"].update(text_encoder="123")).resolved_train("default")["text_encoder"] == "123"
+
+
+def test_schema_errors_name_the_key_and_show_the_form_that_works():
+    with pytest.raises(UserError, match=r"(?s)train.max_steps: 'ninety'.*--config 'train=\{max_steps: 90\}'"):
+        make(lambda c: c["train"].update(max_steps="ninety"))
+    with pytest.raises(UserError, match="lerning_rate"):
+        make(lambda c: c["train"].update(lerning_rate=1e-3))
+    with pytest.raises(UserError, match=r"(?s)runs.fast.*train.learning_rate: .high."):
+        make(lambda c: c["runs"].update(fast={"train": {"learning_rate": "high"}}))
+    with pytest.raises(UserError, match="code_fingerprint"):
+        make(lambda c: c["train"].update(code_fingerprint="not-hex"))
+
+
+@pytest.mark.parametrize("runs, checkpoints, message", [
+    (["train"], [], r"runs: name\(s\) \['train'\] are reserved"),
+    ([], ["report"], r"evaluate_checkpoints: name\(s\) \['report'\] are reserved"),
+    ([], ["a", "a"], r"\['a'\] appear more than once"),
+    (["a"], ["a"], r"\['a'\] are also names of runs"),
+])
+def test_target_names_reserved_duplicate_and_clashing_are_errors(runs, checkpoints, message):
+    with pytest.raises(UserError, match=message):
+        plan.check_target_names(runs, checkpoints)
+
+
+def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
+    def folder(c):
+        c["demos"].update(source="folder", folder="data/libero/libero_90")
+    with pytest.raises(UserError, match=r"runs.default: demos.folder 'data/libero/libero_90' does not exist"):
+        make(folder, base_dir=tmp_path)
+    (tmp_path / "data" / "libero" / "libero_90").mkdir(parents=True)
+    assert make(folder, base_dir=tmp_path).demo_settings("default")["source"] == "folder"
+
+    with pytest.raises(UserError, match=r"train.init_from '/nowhere/ckpt' is neither a local checkpoint"):
+        make(lambda c: c["train"].update(init_from="/nowhere/ckpt"))
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+
+    def entry(**kw):
+        return lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": str(ckpt), **kw}])
+    with pytest.raises(UserError, match=r"evaluate_checkpoints.released: path '/nowhere' does not exist"):
+        make(lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": "/nowhere"}]))
+    with pytest.raises(UserError, match=r"evaluate_checkpoints.released: stats 'missing.json' does not exist"):
+        make(entry(stats="missing.json", text_encoder="tiny"), base_dir=tmp_path)
+    with pytest.raises(UserError, match=r"does not name the text encoder; set text_encoder"):
+        make(entry()).text_encoder("released")
+    (tmp_path / "missing.json").write_text("{}")
+    p = make(entry(stats="missing.json", text_encoder="tiny", step=7), base_dir=tmp_path)
+    assert p.eval_stats("released") == ["missing.json"] and p.eval_steps("released") == [7]
+
+
+# ---------------------------------------------------------------------------------------------------- identity
+def test_evaluation_settings_never_change_training(monkeypatch):
+    base = make()
+    key, identity, lang = base.train_key("default"), base.train_identity("default"), base.language_path("default")
+    for change in (lambda c: c["eval"].update(tasks=[TASK, "pick_up_the_cream_cheese_and_place_it_in_the_basket"]),
+                   lambda c: c["eval"].update(seed=5, suite="libero_goal", tasks=["all"]),
+                   lambda c: c["eval"].update(exec_horizons=[32], episodes_per_task=3, weights="model")):
+        p = make(change)
+        assert p.train_key("default") == key and p.train_identity("default") == identity
+        assert p.language_path("default") == lang and p.train_settings("default")["lang"] == lang
+        assert p.task_language_path("default") != base.task_language_path("default") or \
+            p.eval_settings("default")["tasks"] == base.eval_settings("default")["tasks"]
+    # three runs that differ only in eval.seed share one training (and one training folder)
+    p = make(lambda c: c.update(runs={f"seed{s}": {"eval": {"seed": s}} for s in range(3)}))
+    assert len(p.trainings) == 1 and len({p.export_path(r, 2) for r in p.runs}) == 1
+    assert len({p.summary_path(r, 2, 8) for r in p.runs}) == 3
+
+
+def test_training_settings_and_code_change_the_identity_bookkeeping_does_not(monkeypatch):
+    base = make()
+    identity = base.train_identity("default")
+    assert identity["code"] == train_config.code_fingerprint()
+    assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_identity("default") != identity
+    assert make(lambda c: c["demos"].update(seed=1)).train_identity("default") != identity     # other data
+    for bookkeeping in ({"log_period": 1}, {"checkpoints_total_limit": 2}, {"sample_period": 0}, {"gpus": 2}):
+        assert make(lambda c: c["train"].update(bookkeeping)).train_identity("default") == identity
+    # a code edit changes the code part (the trainer's identity includes the same fingerprint) ...
+    monkeypatch.setattr(train_config, "code_fingerprint", lambda: "0123456789abcdef")
+    edited = make().train_identity("default")
+    assert edited["code"] == "0123456789abcdef" and edited != identity
+    # ... unless the edit is declared not to change the weights: the pin is the identity's code part
+    pinned = make(lambda c: c["train"].update(code_fingerprint=identity["code"])).train_identity("default")
+    assert pinned["code"] == identity["code"]
+
+
+def test_trainer_identity_includes_the_code_or_its_pin(monkeypatch, tmp_path):
+    files = {k: str(tmp_path / k) for k in ("data", "lang", "stats")}
+    cfg = train_config.from_dict({**files, "model": "tiny"})
+    before = cfg.fingerprint()
+    monkeypatch.setattr(train_config, "code_fingerprint", lambda: "0123456789abcdef")
+    assert cfg.fingerprint() != before
+    pinned = train_config.from_dict({**files, "model": "tiny", "code_fingerprint": "0123456789abcdef"})
+    monkeypatch.undo()
+    assert pinned.fingerprint() != before and pinned.training_code() == "0123456789abcdef"
+
+
+def test_runs_share_demos_conversion_and_language_where_settings_are_equal():
+    p = make(lambda c: c.update(runs={
+        "current": {"train": {"effective_batch_size": 2, "lr_warmup_steps": 1}},
+        "improved": {"train": {"effective_batch_size": 4, "lr_warmup_steps": 2}},
+        "more_demos": {"demos": {"episodes_per_task": 2}},
+        "fewer_demos": {"demos": {"episodes_per_task": 2}, "data": {"demos_per_task": 1}}}))
+    # current + improved share everything up to training; more_demos needs its own demos; fewer_demos reuses
+    # those demos but converts its own subset
+    assert len(p.demos) == 2 and len(p.data) == 3 and len(p.language) == 3 and len(p.trainings) == 4
+    assert p.data_path("current") == p.data_path("improved") != p.data_path("more_demos")
+    demos = [p.demos_input(p.data_settings(r)["demos"]) for r in ("more_demos", "fewer_demos")]
+    assert demos[0] == demos[1]
+
+
+# ---------------------------------------------------------------------------------------------------- schedule
+def test_segments_resume_the_previous_segment_end_of_the_same_training():
+    p = make(lambda c: c["train"].update(max_steps=7, checkpointing_period=3))
+    key = p.train_key("default")
+    assert p.segment_steps("default") == [3, 6, 7]
+    assert p.previous_export(key, 3) == []
+    assert p.previous_export(key, 6) == [f"results/train/{key}/export/step-3"]
+    assert p.previous_export(key, 7) == [f"results/train/{key}/export/step-6"]
+    # a longer run of the same training continues the same chain
+    q = make(lambda c: c.update(runs={"short": {}, "long": {"train": {"max_steps": 12}}}) or
+             c["train"].update(max_steps=7, checkpointing_period=3))
+    assert len(q.trainings) == 1 and q.segment_steps("long") == [3, 6, 9, 12]
+    assert q.previous_export(key, 9) == [f"results/train/{key}/export/step-6"]
+
+
+def test_evaluation_inputs_of_runs_and_checkpoints(tmp_path):
+    ckpt = tmp_path / "released"
+    ckpt.mkdir()
+    (ckpt / "pipeline.json").write_text(json.dumps({"text_encoder": "t5"}))
+    p = make(lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": str(ckpt), "step": 9}]))
+    assert p.targets == ["default", "released"]
+    assert p.checkpoint_input("default", 4) == p.export_path("default", 4)
+    assert p.checkpoint_input("released", 9) == str(ckpt)
+    assert p.eval_stats("default") == []            # a run's statistics come with its export's pipeline.json
+    assert p.task_language_settings("released")["text_encoder"] == "t5"
+    assert p.task_language_settings("default") == {"suite": "libero_object", "tasks": [TASK], "text_encoder": "tiny"}
+    assert len(p.task_language) == 2
+    assert p.summaries("default") == [p.summary_path("default", s, h) for s in (2, 4) for h in (8, 16)]
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+def test_settings_document_round_trip(tmp_path):
+    p = make(lambda c: c.update(results=str(tmp_path / "results")))
+    doc = p.settings_document("default")
+    assert doc["kind"] == "run" and doc["train"]["learning_rate"] == 1e-4 and doc["exec_horizons"] == [8, 16]
+    assert doc["train"]["lang"] == p.language_path("default") and doc["train_code"] == train_config.code_fingerprint()
+    folder = tmp_path / "results" / "default"
+    plan.write_settings(folder / plan.SETTINGS_FILE, json.loads(json.dumps(doc)))
+    back = plan.read_settings(folder)
+    assert plan.train_folder(folder, back).resolve() == (tmp_path / "results" / "train" / p.train_key("default"))
+    assert plan.read_settings(tmp_path) is None and plan.train_folder(tmp_path, None) == tmp_path / "train"
+    (folder / plan.SETTINGS_FILE).write_text(json.dumps({"kind": "run"}))
+    with pytest.raises(UserError, match=r"settings.json: not a settings document of format 'rdt-settings/1'"):
+        plan.read_settings(folder)
+
+
+def test_the_shipped_configs_are_valid_plans():
+    from pathlib import Path
+
+    root = Path(plan.__file__).resolve().parents[1]
+    tiny = Plan(yaml.safe_load((root / "config" / "config.yaml").read_text()))
+    assert list(tiny.runs) == ["default"]
+    paper = yaml.safe_load((root / "config" / "rdt1b_libero90.yaml").read_text())
+    with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
+        Plan(paper)
+    assert Plan(paper, check_files=False).segment_steps("rdt1b")[:2] == [2000, 4000]
