@@ -2,14 +2,18 @@
 
 Each command lives in its own module, which defines ``add_arguments(parser)`` and ``main(args) -> int``.
 Only the chosen command's module is imported, so ``python -m rdt --help`` stays fast.
+Bad input (UserError) and an output location that is full, read-only or forbidden (checked before the command
+starts, and any such OSError later) end in one ``error:`` line naming the path and the cause, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from rdt.errors import UserError
+from rdt.utils.atomic import check_writable, disk_error_line
 
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -23,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
 }
+
+#: commands whose --out is a folder (for the others it is a file, and its folder is checked)
+OUT_IS_FOLDER = {"expert", "train", "evaluate", "report"}
 
 
 def _top_parser() -> argparse.ArgumentParser:
@@ -53,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:
+        out = getattr(args, "out", None)
+        if out:      # a full or read-only output location fails here, before any model or data is loaded
+            check_writable(out if name in OUT_IS_FOLDER else (Path(out).parent or Path(".")))
         return int(module.main(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        line = disk_error_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         return 2

@@ -115,10 +115,13 @@ def rewrite_episodes(path: Path, records: list[dict]) -> None:
 
 def append_episode(path: Path, record: dict) -> None:
     """Append one JSON line and fsync, so a kill right after loses nothing that was reported."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:        # a full disk: name the file (a partial line is ignored when read back)
+        raise OSError(e.errno, e.strerror, str(path)) from e
 
 
 #: what decides an episode's outcome besides (task, init state); records made under other values are stale.
@@ -359,17 +362,19 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
                   "horizon": settings.horizon, "step": info.get("step"), "success": bool(res.success),
                   "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error,
                   "key": keys[res.job.task.name]}
+        if res.job.record_video and res.video:
+            # before the record: a video that cannot be written (full disk) stops the run with the episode still
+            # missing, so the rerun plays it again and writes its video (write_video checks the file first)
+            from rdt.video import video_name, write_video
+
+            write_video(out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
+                        res.video, fps=suites.CONTROL_FREQUENCY_HZ)
         append_episode(episodes_path, record)
         records.append(record)
         done_ok += int(res.success)
         status = "ERROR" if res.error else ("success" if res.success else "failure")
         log.info("episode %s init %d: %s after %d steps (%.1f s)%s", record["task"], record["init_state"], status,
                  res.steps, res.seconds, f"\n{res.error}" if res.error else "")
-        if res.job.record_video and res.video:
-            from rdt.video import video_name, write_video
-
-            write_video(out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
-                        res.video, fps=suites.CONTROL_FREQUENCY_HZ)
         progress.update(1, success=f"{done_ok}/{progress.n + 1}")
 
     if jobs:
@@ -474,6 +479,9 @@ def main(args: argparse.Namespace) -> int:
                                     text_encoder=args.text_encoder, control_frequency=args.control_frequency,
                                     weights=args.weights, device=args.device, seed=args.seed)
     pipeline = policy.pipeline
+    from rdt.model.verify import check_finite
+
+    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({args.weights or 'default'} weights)")
     table.check_encoder(policy.text_encoder)
     cfg = policy.runner.config
     if table.hidden_size != cfg.lang_token_dim:

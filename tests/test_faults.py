@@ -49,13 +49,12 @@ def mounted(folder: Path, options: str):
 
 @pytest.fixture
 def full_dir(tmp_path):
-    """A 1 MiB tmpfs, filled up to the last few KiB."""
+    """A 1 MiB tmpfs, filled up."""
     with mounted(tmp_path / "full", "size=1m") as folder:
-        with open(folder / "filler", "wb") as f:
+        with open(folder / "filler", "wb", buffering=0) as f:
             with contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * 4096)
-                    f.flush()
         yield folder
 
 
@@ -120,3 +119,201 @@ def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):
     assert [s for s, _ in train.list_checkpoints(tmp_path)] == [4, 10, 12]
     gone = train.prune_checkpoints(tmp_path, "f", limit=2, written=12)
     assert [s for s, _ in train.list_checkpoints(tmp_path)] == [10, 12]
+
+
+# ================================================================================================ 3. videos
+def _frames(n: int = 12, size: int = 64) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 255, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_video_on_a_full_disk_is_an_error_and_leaves_no_file(full_dir):
+    """Defect 3: ffmpeg reported 'No space left', imageio's close did not raise, and the truncated MP4 was renamed
+    to its final name. Now the written file is decoded and counted before the rename."""
+    from rdt.utils.atomic import disk_error_line
+    from rdt.video import write_video
+
+    target = full_dir / "videos" / "task__init0__success.mp4"
+    target.parent.mkdir()
+    with pytest.raises(OSError) as info:
+        write_video(target, _frames(), fps=20)
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert disk_error_line(info.value).startswith(f"{target}: no space left on device")
+    assert list(target.parent.iterdir()) == []                 # nothing under the final (or a temporary) name
+
+
+def test_video_check_rejects_a_truncated_or_short_file(tmp_path):
+    from rdt.video import check_video, read_video, write_video
+
+    good = write_video(tmp_path / "good.mp4", _frames(), fps=20)
+    assert read_video(good).shape == (12, 64, 64, 3)
+    check_video(good, good, 12)
+    with pytest.raises(OSError, match="has 12 of 13 frames"):
+        check_video(tmp_path / "final.mp4", good, 13)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
+    with pytest.raises(OSError) as info:
+        check_video(tmp_path / "final.mp4", cut, 12)
+    assert info.value.errno == errno.EIO and "final.mp4" in str(info.value)
+
+
+# ================================================================================================ 4. full / read-only
+def _command(name: str, data: dict[str, str], out_folder: Path, tmp_path: Path) -> list[str]:
+    """Argument lists of each command writing into ``out_folder`` (inputs are valid and elsewhere)."""
+    run = h.write_run(tmp_path / "run.yaml", data)
+    return {"convert": ["convert", "--demos", str(Path(data["data"]).parent / "demos"),
+                        "--out", str(out_folder / "data.h5")],
+            "stats": ["stats", "--data", data["data"], "--out", str(out_folder / "dataset_stat.json")],
+            "encode": ["encode", "--data", data["data"], "--text-encoder", "tiny",
+                       "--out", str(out_folder / "lang.safetensors")],
+            "train": ["train", "--config", str(run), "--until-step", "2", "--out", str(out_folder / "run")],
+            "evaluate": ["evaluate", "--checkpoint", str(tmp_path / "unused"), "--lang", data["lang"],
+                         "--horizon", "8", "--suite", "libero_90", "--tasks", "0", "--episodes", "1",
+                         "--out", str(out_folder / "eval")]}[name]
+
+
+COMMANDS = ("convert", "stats", "encode", "train", "evaluate")
+
+
+def _cli_error(argv: list[str], capsys) -> str:
+    from rdt import cli
+
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_read_only_output_folder_is_one_line_before_any_work(command, data, readonly_dir, tmp_path, capsys,
+                                                             monkeypatch):
+    """Defect 4: a read-only output folder ended in a raw OSError traceback (train and evaluate only after loading
+    the model). Now: one line naming the folder and the cause, exit 2, before the command's own code runs."""
+    from rdt.policy import Policy
+
+    monkeypatch.setattr(train, "Trainer", None)               # proves that nothing was loaded: calling them fails
+    monkeypatch.setattr(Policy, "from_checkpoint", None)
+    line = _cli_error(_command(command, data, readonly_dir, tmp_path), capsys)
+    assert str(readonly_dir) in line and "read-only file system" in line
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_full_output_folder_is_one_line_before_any_work(command, data, full_dir, tmp_path, capsys, monkeypatch):
+    from rdt.policy import Policy
+
+    monkeypatch.setattr(train, "Trainer", None)
+    monkeypatch.setattr(Policy, "from_checkpoint", None)
+    line = _cli_error(_command(command, data, full_dir, tmp_path), capsys)
+    assert str(full_dir) in line and "no space left on device" in line
+    assert sorted(p.name for p in full_dir.iterdir()) == ["filler"]
+
+
+@pytest.fixture
+def tmpfs(tmp_path, request):
+    """An empty tmpfs of ``request.param`` KiB."""
+    with mounted(tmp_path / "small", f"size={request.param}k") as folder:
+        yield folder
+
+
+@pytest.mark.parametrize("tmpfs", [1400], indirect=True)
+def test_convert_that_runs_out_of_space_midway_stops_cleanly(tmpfs, tmp_path):
+    """Defect 4: convert onto a disk that fills up during the write crashed the interpreter (exit 139) after a
+    cascade of h5py tracebacks. Now: the space for each episode is checked before HDF5 writes it."""
+    from official_layout import write_demo_file
+
+    demos = tmp_path / "demos"
+    demos.mkdir()
+    task = "KITCHEN_SCENE7_open_the_microwave"
+    write_demo_file(demos / f"{task}_demo.hdf5", task, None, [40, 36, 30], seed=0, image_size=48)
+    proc = rdt_cli("convert", "--demos", demos, "--out", tmpfs / "data.h5")
+    line = one_line_error(proc, str(tmpfs / "data.h5"), "no space left on device")
+    assert "h5py" not in proc.stderr and list(tmpfs.iterdir()) == [], line
+
+
+@pytest.mark.parametrize("tmpfs", [3072], indirect=True)
+def test_train_that_runs_out_of_space_at_a_checkpoint_names_it(tmpfs, data, tmp_path, capsys):
+    """Defect 4: train on a full disk ended in torch's 'inline_container.cc ... unexpected pos' without the words
+    'no space'. Now: one line naming the checkpoint and the cause; no checkpoint under its final name."""
+    run = h.write_run(tmp_path / "run.yaml", data, checkpointing_period=2)
+    out = tmpfs / "run"
+    line = _cli_error(["train", "--config", str(run), "--until-step", "2", "--out", str(out)], capsys)
+    assert "no space left on device" in line and str(out) in line
+    assert train.list_checkpoints(out) == [] and not (out / train.EXPORT).exists()
+
+
+def test_disk_error_line_reads_hdf5_messages():
+    from rdt.utils.atomic import disk_error_line
+
+    e = OSError("Unable to synchronously create file (unable to open file: name = '/x/data.h5', errno = 30, "
+                "error message = 'Read-only file system', flags = 13, o_flags = 242)")
+    assert disk_error_line(e) == "/x/data.h5: read-only file system"
+    assert disk_error_line(OSError(errno.ENOENT, "No such file", "/x")) is None
+    wrapped = RuntimeError("unexpected pos")
+    wrapped.__cause__ = OSError(errno.ENOSPC, "No space left on device", "/x/model.safetensors")
+    assert disk_error_line(wrapped) == "/x/model.safetensors: no space left on device"
+
+
+# ================================================================================================ 5. broken weights
+def test_diverged_run_stops_with_a_clear_error_and_exports_nothing(data, tmp_path, monkeypatch):
+    """Defect 5: a diverged run (every step 'non-finite gradient norm; weights not updated') exited 0 and exported
+    a checkpoint. Now max_nonfinite_steps consecutive skipped steps stop it; nothing after the last good
+    checkpoint is written."""
+    original = train.Trainer.accumulate
+
+    def poisoned(self, micro_batches):
+        result = original(self, micro_batches)
+        if self.step >= 2:                                   # steps 3, 4, ... get a NaN gradient
+            next(self.runner.parameters()).grad.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(train.Trainer, "accumulate", poisoned)
+    out = tmp_path / "run"
+    cfg = h.load_run(data, checkpointing_period=2, max_nonfinite_steps=3)
+    with pytest.raises(UserError, match=r"training diverged: 3 consecutive optimizer steps \(3-5\) had a "
+                                        r"non-finite gradient norm .*nothing after step 4 was saved or exported"):
+        train.train_segment(cfg, 8, out)
+    assert [s for s, _ in train.list_checkpoints(out)] == [2, 4]         # 4: the weights of step 2, not updated
+    assert not (out / train.EXPORT).exists()
+    # 0 = never stop: the run finishes (weights of the skipped steps not updated)
+    train.train_segment(h.load_run(data, checkpointing_period=2, max_nonfinite_steps=0), 4, tmp_path / "on")
+    assert train.export_dir(tmp_path / "on", 4).is_dir()
+
+
+def _tiny_checkpoint(folder: Path) -> Path:
+    from rdt.model.checkpoint import save_checkpoint
+    from rdt.model.config import RDTConfig
+    from rdt.model.runner import build_runner
+
+    runner = build_runner(RDTConfig.preset("tiny"), seed=0)
+    return save_checkpoint(folder, runner, runner.config, ema_state_dict=runner.state_dict())
+
+
+def test_verify_checkpoint_checks_every_weights_file_and_refuses_non_finite_values(tmp_path, capsys):
+    """Defect 5: NaN weights passed verify-checkpoint, and only the non-EMA weights were checked by default, so a
+    truncated EMA file (what evaluate loads) passed. Now every weights file is loaded and must be finite."""
+    from safetensors.torch import load_file, save_file
+
+    from rdt import cli
+
+    folder = _tiny_checkpoint(tmp_path / "ckpt")
+    assert cli.main(["verify-checkpoint", str(folder)]) == 0
+    assert "weights: model, ema; all keys and shapes match, all values finite" in capsys.readouterr().out
+
+    ema = folder / "ema" / "model.safetensors"
+    good = ema.read_bytes()
+    ema.write_bytes(good[: len(good) // 2])
+    line = _cli_error(["verify-checkpoint", str(folder)], capsys)
+    assert str(ema) in line and "cannot read weights" in line
+    assert cli.main(["verify-checkpoint", str(folder), "--weights", "model"]) == 0
+    ema.write_bytes(good)
+
+    model = folder / "model.safetensors"
+    tensors = load_file(str(model))
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[0]
+    tensors[name][...] = float("nan")
+    save_file(tensors, str(model), metadata={"format": "pt"})
+    line = _cli_error(["verify-checkpoint", str(folder)], capsys)
+    assert str(model) in line and "non-finite values (NaN or inf) in 1 tensor(s)" in line and name in line

@@ -10,8 +10,10 @@ the key and what was expected.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,6 +237,17 @@ def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, dem
         grp.create_dataset(f"images/{slot}", data=frames, chunks=(1,) + frames.shape[1:], **IMAGE_COMPRESSION)
 
 
+def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
+    """OSError(ENOSPC) naming ``out_path`` unless its folder has room for the episode uncompressed (an upper
+    bound) plus a margin for HDF5's metadata: HDF5 itself meets a full disk only when it flushes, and then leaves
+    the file in a state that crashes the interpreter (segmentation fault) when it is closed."""
+    need = ep.state.nbytes + ep.action.nbytes + ep.libero_action.nbytes + sum(v.nbytes for v in ep.images.values())
+    free = shutil.disk_usage(tmp.parent).free
+    if free < need + (1 << 20):
+        raise OSError(errno.ENOSPC, f"no space left on device ({free} bytes free, the next episode needs up to "
+                                    f"{need + (1 << 20)})", str(out_path))
+
+
 def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
             demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS) -> dict:
     """Convert; returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped"}}, "episodes", "steps"}``."""
@@ -284,6 +297,7 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
                     elif size != image_size:
                         raise UserError(f"{src.path}: data/{k} has {size}x{size} frames, expected {image_size}x"
                                         f"{image_size} like the demos converted before it")
+                    _check_space(tmp, out_path, ep)
                     _write_episode(out, index, ep, src, k)
                     index += 1
                     n = ep.state.shape[0]

@@ -1,5 +1,9 @@
 """Load a checkpoint folder strictly and print a summary (weights file, parameter count, architecture).
 
+Every weights file in the folder is checked (model.safetensors or pytorch_model.bin, and the EMA weights
+ema/model.safetensors, which evaluation loads by default): each must load with strict keys and shapes, and hold
+finite values only (a NaN or inf is an error naming the file and tensors); ``--weights`` restricts the check to one.
+
 When the folder also holds `vectors.safetensors` in the parity layout (see tests/data/rdt_parity/README.md:
 inputs recorded from the original RDT code with its outputs), recompute the three outputs in float32 and print
 their relative L2 errors: the network's forward prediction, the training loss (recorded noise and timesteps) and
@@ -22,6 +26,30 @@ DEFAULT_TOLERANCE = 1e-4
 PARITY_KEYS = ("lang_tokens", "lang_attn_mask", "img_tokens", "state_tokens", "action_mask", "action_gt",
                "ctrl_freqs", "forward_timesteps", "forward_noisy_action", "forward_pred", "loss_noise",
                "loss_timesteps", "loss", "sample_noise", "sample_actions")
+
+
+def check_finite(state_dict: "dict[str, torch.Tensor]", source: str) -> None:
+    """UserError naming ``source`` and (up to 5 of) the tensors holding NaN or inf values."""
+    import torch
+
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise UserError(f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): "
+                        f"{', '.join(bad[:5])}{more}; the weights are broken (a diverged run?)")
+
+
+def weight_kinds(folder: Path) -> list[str]:
+    """The weights present in a checkpoint folder: ``model`` and/or ``ema`` (``model`` when none is, so that
+    loading reports what is missing)."""
+    from rdt.model.checkpoint import BIN_FILE, EMA_FILE, SAFETENSORS_FILE
+
+    kinds = []
+    if (folder / SAFETENSORS_FILE).is_file() or (folder / BIN_FILE).is_file():
+        kinds.append("model")
+    if (folder / EMA_FILE).is_file():
+        kinds.append("ema")
+    return kinds or ["model"]
 
 
 def relative_error(got: "torch.Tensor", want: "torch.Tensor") -> float:
@@ -67,9 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("folder", metavar="DIR",
                         help="checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or a hub id "
                              "present in the local Hugging Face cache")
-    parser.add_argument("--weights", choices=("model", "ema"), default="model",
-                        help="which weights to load: model.safetensors/pytorch_model.bin or ema/model.safetensors "
-                             "(default: %(default)s)")
+    parser.add_argument("--weights", choices=("all", "model", "ema"), default="all",
+                        help="which weights to check: every weights file in the folder (all), or only "
+                             "model.safetensors/pytorch_model.bin (model) or ema/model.safetensors (ema); the parity "
+                             "check uses the model weights unless ema is chosen (default: %(default)s)")
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help="largest accepted relative L2 error of the parity checks (default: %(default)g)")
 
@@ -79,9 +108,23 @@ def main(args: argparse.Namespace) -> int:
 
     from rdt.model.checkpoint import load_runner, resolve_folder
 
-    runner, pipeline = load_runner(args.folder, weights=args.weights, dtype=torch.float32)
+    from rdt.model.checkpoint import _weights_file
+
+    resolved = resolve_folder(args.folder)
+    if args.weights != "all":
+        kinds = [args.weights]
+    else:
+        kinds = weight_kinds(resolved) if resolved.is_dir() else ["model"]
+    loaded = {}
+    for kind in kinds:
+        runner, pipeline = load_runner(args.folder, weights=kind, dtype=torch.float32)
+        source = str(_weights_file(resolved, kind) if resolved.is_dir() else resolved)
+        check_finite(runner.state_dict(), source)
+        loaded[kind] = runner
+    runner = loaded[kinds[0]]
     c = runner.config
-    print(f"checkpoint      {args.folder} (weights: {args.weights}; all keys and shapes match)")
+    print(f"checkpoint      {args.folder} (weights: {', '.join(kinds)}; all keys and shapes match, all values "
+          "finite)")
     print(f"parameters      {runner.num_parameters():,}")
     print(f"transformer     hidden {c.hidden_size}, depth {c.depth}, heads {c.num_heads}, rms_norm {c.rms_norm}")
     print(f"conditions      language {c.lang_token_dim}-dim x <= {c.max_lang_cond_len} tokens, "
@@ -90,8 +133,7 @@ def main(args: argparse.Namespace) -> int:
           f"predicts {c.noise_scheduler['prediction_type']}, {c.num_inference_timesteps} sampling steps")
     if pipeline:
         print(f"pipeline        {', '.join(f'{k}={pipeline[k]}' for k in pipeline if k != 'dataset_stat')}")
-    folder = resolve_folder(args.folder)
-    folder = folder if folder.is_dir() else folder.parent
+    folder = resolved if resolved.is_dir() else resolved.parent
     vectors_path = folder / VECTORS_FILE
     if not vectors_path.is_file():
         print(f"parity          no {VECTORS_FILE} in {folder}; loading check only")
