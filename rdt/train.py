@@ -1,14 +1,17 @@
 """Fine-tune RDT with HuggingFace accelerate up to a given optimizer step (one training segment).
 
-    python -m rdt train --config RUN.yaml --until-step S --out DIR
+    python -m rdt train --config RUN.yaml --until-step S [--previous-export DIR/export/step-P] --out DIR
     accelerate launch --multi_gpu --num_processes 8 -m rdt train --config RUN.yaml --until-step S --out DIR
     (on a CPU-only machine the same launch line runs the processes over gloo)
 
 RUN.yaml holds every setting (rdt/train_config.py documents each; the defaults are RDT-1B's fine-tuning recipe).
-The segment resumes from the newest checkpoint in DIR/checkpoints whose settings fingerprint matches and whose step
-is <= S (or starts from the initial weights), trains to step S, writes DIR/checkpoints/checkpoint-S and exports an
-evaluation checkpoint DIR/export/step-S (config.json + model.safetensors + ema/model.safetensors + pipeline.json,
-never pruned). If checkpoint-S already exists with matching settings, it only (re)exports.
+The training's identity (``TrainConfig.fingerprint()``: settings, data files and training code) decides what is
+reused. The segment resumes from the newest checkpoint in DIR/checkpoints of the same identity whose step is <= S
+(or starts from the initial weights), trains to step S, writes DIR/checkpoints/checkpoint-S and exports an
+evaluation checkpoint DIR/export/step-S (config.json + model.safetensors + ema/model.safetensors + pipeline.json
+with the identity, never pruned). If checkpoint-S already exists with the same identity, it only (re)exports.
+``--previous-export DIR/export/step-P`` names the export the segment continues (the workflow's declared input); it
+must carry the same identity.
 
 The recipe: effective batch = per-device batch x gradient accumulation x processes (the accumulation is derived at
 launch); AdamW with fp32 master weights (bf16 autocast on GPU); gradient-norm clipping every optimizer step (the
@@ -48,8 +51,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from rdt import train_config
+from rdt import statevec, train_config
 from rdt.errors import UserError
+from rdt.libero.mapping import ACTION_SLOTS
 from rdt.utils.atomic import atomic_dir, write_json, write_text
 from rdt.utils.progress import Progress
 
@@ -58,7 +62,10 @@ METRICS_HISTORY = "metrics.history.csv"     # rows set aside when a segment rest
 STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
                                                         "rng_states.pt")
 DEEPSPEED_STATE = "deepspeed"      # checkpoint subfolder written by accelerate's save_state under deepspeed: zero2
-METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s", "sample_mse")
+#: the action slots of the LIBERO mapping, whose held-out sample error is logged (the mean and per slot)
+SAMPLE_MSE_SLOTS = tuple(f"sample_mse_{slot}" for slot in ACTION_SLOTS)
+METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s",
+                  "sample_mse") + SAMPLE_MSE_SLOTS
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
@@ -454,11 +461,21 @@ class Trainer:
         stats = stats_entry(cfg.stats)
         train_eps, held_eps = split_episodes(cfg.data, cfg.heldout_episodes)
         self.sample_on = "held-out" if held_eps else "training"
-        common = dict(image_transform=self.vision.preprocessor)
+        cached = cfg.cache_image_features
+        common = dict(image_transform=None if cached else self.vision.preprocessor, frame_ids=cached)
         self.train_set = LiberoDataset(cfg.data, lang, stats, episodes=train_eps, cond_mask_prob=cfg.cond_mask_prob,
                                        state_noise_snr=cfg.state_noise_snr, image_aug=cfg.image_aug, **common)
         self.sample_set = LiberoDataset(cfg.data, lang, stats, episodes=held_eps or train_eps, cond_mask_prob=0.0,
                                         state_noise_snr=None, image_aug=False, **common)
+        self.train_features = self.sample_features = None
+        if cached:
+            from rdt.data.features import FrameFeatures
+
+            t0 = time.perf_counter()
+            self.train_features = FrameFeatures.build(self.train_set, self.vision)
+            self.sample_features = FrameFeatures.build(self.sample_set, self.vision)
+            self.log(f"image features of {self.train_features.table.shape[0] + self.sample_features.table.shape[0]} "
+                     f"frame slots computed once in {time.perf_counter() - t0:.1f} s (cache_image_features)")
         weights = (None if cfg.oversample_transitions is None
                    else transition_weights(self.train_set, cfg.oversample_transitions))
 
@@ -580,10 +597,14 @@ class Trainer:
         return folder
 
     # -------------------------------------------------------------------------------------- one step
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """A collated batch -> the keyword arguments of ``RDTRunner.compute_loss`` on this device."""
+    def model_inputs(self, batch: dict[str, Any], features=None) -> dict[str, torch.Tensor]:
+        """A collated batch -> the keyword arguments of ``RDTRunner.compute_loss`` on this device. Image tokens
+        come from the vision encoder, or from precomputed ``features`` when the batch carries frame ids."""
         dev = self.device
-        img_tokens = self.vision.encode_views(batch["images"].to(dev, non_blocking=True), batch["image_valid"])
+        if "frame_ids" in batch:
+            img_tokens = features.views(batch["frame_ids"], batch["image_valid"])
+        else:
+            img_tokens = self.vision.encode_views(batch["images"].to(dev, non_blocking=True), batch["image_valid"])
         return {"lang_tokens": batch["lang"].to(dev), "lang_mask": batch["lang_mask"].to(dev),
                 "img_tokens": img_tokens, "state_tokens": batch["state"].to(dev),
                 "action_gt": batch["actions"].to(dev), "action_mask": batch["state_mask"].to(dev).unsqueeze(1),
@@ -607,7 +628,7 @@ class Trainer:
                 sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
             with sync:
                 with self.accelerator.autocast():
-                    loss = self.model(**self.model_inputs(batch))
+                    loss = self.model(**self.model_inputs(batch, self.train_features))
                 self.accelerator.backward(loss if self.deepspeed else loss / self.accumulation)
             total += float(loss.detach())
             samples += int(batch["state"].shape[0])
@@ -641,24 +662,27 @@ class Trainer:
         return grad_norm, lr
 
     @torch.no_grad()
-    def sample_mse(self) -> float:
-        """RDT's sample MSE (train/sample.py) of the EMA weights: predict each chunk (5 DPM-Solver steps, from the
-        sample's fixed initial noise) for ``sample_batches`` batches of fixed positions of the held-out episodes;
-        per sample the MSE over the valid dims (state mask), then the mean over samples."""
+    def sample_mse(self) -> dict[str, float]:
+        """The sample MSE of the EMA weights over the action slots: predict each chunk (5 DPM-Solver steps, from
+        the sample's fixed initial noise) for ``sample_batches`` batches of fixed positions of the held-out
+        episodes; the squared error of every action slot averaged over the 64 steps and the samples
+        (``sample_mse_<slot>``), and their mean (``sample_mse``). Unlike RDT's train/sample.py, which averages
+        over every valid dim of the mask, the state-only slots (always 0 in the target) do not dilute it."""
         b = self.cfg.per_device_batch_size
+        slots = torch.as_tensor(statevec.indices(ACTION_SLOTS))
         errors = []
         for i in range(self.cfg.sample_batches):
             batch = collate_positioned([self.sample_positions[p] for p in range(i * b, (i + 1) * b)])
-            inputs = self.model_inputs(batch)
+            inputs = self.model_inputs(batch, self.sample_features)
             with self.autocast():
                 pred = self.ema.model.predict_action(
                     inputs["lang_tokens"], inputs["lang_mask"], inputs["img_tokens"], inputs["state_tokens"],
                     inputs["action_mask"], inputs["ctrl_freqs"], noise=inputs["noise"])
-            mask = inputs["action_mask"].float()                                        # (B,1,128)
-            se = (pred.float() - inputs["action_gt"].float()) ** 2 * mask
-            per_sample = se.sum(dim=(1, 2)) / (mask.sum(dim=(1, 2)) * pred.shape[1]).clamp(min=1)
-            errors.append(per_sample.cpu())
-        return float(torch.cat(errors).mean())
+            se = (pred.float() - inputs["action_gt"].float())[..., slots.to(pred.device)] ** 2   # (B,64,7)
+            errors.append(se.mean(dim=1).cpu())                                                 # (B,7)
+        per_slot = torch.cat(errors).mean(dim=0)
+        return {"sample_mse": float(per_slot.mean()),
+                **{col: float(v) for col, v in zip(SAMPLE_MSE_SLOTS, per_slot)}}
 
     # -------------------------------------------------------------------------------------- loop
     def data_iterator(self) -> Iterator[dict[str, Any]]:
@@ -718,7 +742,7 @@ class Trainer:
                 row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": samples,
                        "samples_per_s": samples / dt, "step_time_s": dt, "sample_mse": None}
                 if self.is_main and cfg.sample_period and self.step % cfg.sample_period == 0:
-                    row["sample_mse"] = self.sample_mse()
+                    row.update(self.sample_mse())
                 if self.is_main:
                     metrics.write(row)
                     progress.update(1, loss=loss, lr=lr)
@@ -805,10 +829,66 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "same training (identity in its pipeline.json)")
 
 
+LOCK_FILE = ".train.lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: str | Path) -> Iterator[None]:
+    """Hold DIR/.train.lock (an exclusive flock, released by the kernel however the process ends) while training
+    into run folder ``out``; a second trainer on the same folder gets a UserError naming the holder. Only the main
+    process of a launch (RANK 0) takes it."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    import fcntl
+    import socket
+
+    path = Path(out) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            raise UserError(f"{out}: another trainer is training into this run folder ({holder}; lock {path}); "
+                            "wait for it to finish, stop it, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def stop_with_launcher() -> None:
+    """Started by ``accelerate launch`` (or torchrun), the trainer asks the kernel for SIGTERM when the launcher
+    dies (PR_SET_PDEATHSIG): killing the launcher then stops the training like a preemption (checkpoint, exit
+    143) instead of leaving it running unsupervised. A trainer started from a shell is left alone."""
+    import re
+
+    ppid = os.getppid()
+    try:
+        parent = Path(f"/proc/{ppid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return
+    if not re.search(r"accelerate|torchrun|torch\.distributed\.(run|launch)", parent):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
+        return
+    if os.getppid() != ppid:              # the launcher died before the request was made
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = train_config.load(args.config)
+    stop_with_launcher()
     try:
-        train_segment(cfg, args.until_step, args.out, previous_export=args.previous_export)
+        with run_lock(args.out):
+            train_segment(cfg, args.until_step, args.out, previous_export=args.previous_export)
     except Preempted as e:
         print(f"train: {e}", flush=True)
         return 128 + int(e.signum)

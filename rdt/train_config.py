@@ -65,6 +65,10 @@ class TrainConfig:
     """Colour jitter / corruption with probability 0.5 on valid images (§6.3)."""
     dataloader_num_workers: int = 8
     """Data-loading worker processes per training process (0 = load in the training process)."""
+    cache_image_features: bool = False
+    """Compute the frozen vision encoder's image tokens once per frame before training and reuse them at every step
+    (needs ``image_aug: false``: an augmented frame differs at every draw; refused otherwise). Same tokens, several
+    times faster on small datasets; the cache must fit in memory (frames x patches x hidden)."""
 
     # ---- batch and optimisation
     effective_batch_size: int = 256
@@ -288,6 +292,9 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
     if cfg.oversample_transitions is not None and cfg.oversample_transitions < 1.0:
         raise UserError(f"{source}: key 'oversample_transitions' = {cfg.oversample_transitions!r}; expected a "
                         "factor >= 1 or null (off)")
+    if cfg.cache_image_features and cfg.image_aug:
+        raise UserError(f"{source}: key 'cache_image_features' = true needs image_aug: false (augmented frames differ "
+                        "at every draw, so their features cannot be computed once)")
     if cfg.ema_min > cfg.ema_max:
         raise UserError(f"{source}: ema_min={cfg.ema_min} > ema_max={cfg.ema_max}")
     for key in _REQUIRED:

@@ -198,3 +198,35 @@ def test_heldout_split(files):
     assert len(ds) == 12 + 30 and ds[0]["episode"] == 2 and ds[12]["episode"] == 4
     with pytest.raises(UserError, match="out of range"):
         LiberoDataset(data, None, stats, episodes=[9], **PLAIN)
+
+
+# ------------------------------------------------------------------------------------------ precomputed features
+
+def test_cached_features_equal_the_encoder_on_the_same_frames(files):
+    """FrameFeatures.views(frame ids) = VisionEncoder.encode_views(frames) for the same samples: history frames,
+    the absent left wrist, the t-1 frame at t = 0 and condition-masked views (background) included."""
+    from rdt.data.features import FrameFeatures
+    from rdt.encoders import load_vision_encoder
+
+    data, stats, lang = files
+    vision = load_vision_encoder("tiny")
+    opts = dict(cond_mask_prob=0.3, state_noise_snr=None, image_aug=False)
+    pixels = LiberoDataset(data, lang, stats, image_transform=vision.preprocessor, **opts)
+    ids = LiberoDataset(data, lang, stats, frame_ids=True, **opts)
+    features = FrameFeatures.build(ids, vision, batch_size=7)
+    indices = [0, 1, 40, 69, 70, 71, len(ids) - 1]
+    torch.manual_seed(5)
+    a = collate([pixels[i] for i in indices])
+    torch.manual_seed(5)
+    b = collate([ids[i] for i in indices])
+    assert "images" not in b and b["frame_ids"].shape == (len(indices), 6)
+    assert torch.equal(a["image_valid"], b["image_valid"]) and not b["image_valid"].all()
+    assert ((b["frame_ids"] >= 0) == b["image_valid"]).all()
+    expected = vision.encode_views(a["images"], a["image_valid"])
+    torch.testing.assert_close(features.views(b["frame_ids"], b["image_valid"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_cached_features_refuse_augmentation(files):
+    data, stats, lang = files
+    with pytest.raises(UserError, match="image_aug"):
+        LiberoDataset(data, lang, stats, frame_ids=True, cond_mask_prob=0.0, state_noise_snr=None, image_aug=True)

@@ -10,6 +10,8 @@ One sample per (episode, step t), uniform over all steps of all episodes (``len`
   (6,H,W,3) with invalid frames filled with the background colour (127,127,127); otherwise
   ``image_transform(list of 6 (H,W,3) uint8 arrays or None for invalid)`` (e.g. the vision encoder's
   ``preprocess``), run in the loader workers;
+- with ``frame_ids=True`` (precomputed image features, rdt.data.features) no frame is read: ``images`` is replaced
+  by ``frame_ids`` (6,) int64, the global ids :meth:`LiberoDataset.frame_id` of the 6 frames (-1 = invalid);
 - ``image_valid`` (6,) bool; ``instruction`` (str); ``lang`` (L,D) float32 embedding when a language table is
   given; ``ctrl_freq`` (int, Hz); ``episode``, ``step`` (int).
 
@@ -64,9 +66,13 @@ class LiberoDataset(Dataset):
                  episodes: list[int] | None = None, cond_mask_prob: float = 0.1,
                  state_noise_snr: float | None = 40.0, image_aug: bool = True,
                  image_transform: Callable[[list[np.ndarray | None]], torch.Tensor] | None = None,
-                 chunk_size: int = CHUNK_SIZE) -> None:
+                 chunk_size: int = CHUNK_SIZE, frame_ids: bool = False) -> None:
         self.path = Path(path)
         self.lang, self.image_transform = lang, image_transform
+        if frame_ids and image_aug:
+            raise UserError("precomputed image features (frame ids instead of frames) need image_aug off: an "
+                            "augmented frame differs at every draw, so its features cannot be computed once")
+        self.frame_ids = frame_ids
         self.cond_mask_prob, self.state_noise_snr, self.image_aug = cond_mask_prob, state_noise_snr, image_aug
         self.chunk_size = chunk_size
         if not 0.0 <= cond_mask_prob <= 1.0:
@@ -132,6 +138,15 @@ class LiberoDataset(Dataset):
         e = int(np.searchsorted(self.offsets, index, side="right") - 1)
         return e, int(index - self.offsets[e])
 
+    def frame_id(self, e: int, slot: int, t: int) -> int:
+        """Global id of the frame of camera slot ``slot`` at step ``t`` of episode position ``e``:
+        (sample index of (e, t)) x number of slots + slot, so ids run over 0 .. len(self) x slots - 1."""
+        return (int(self.offsets[e]) + t) * len(self.slots) + slot
+
+    def read_episode_frames(self, e: int, slot: int) -> np.ndarray:
+        """All frames (T, H, W, 3) uint8 of camera slot ``slot`` of episode position ``e``."""
+        return self._read_frames(e, self.slots[slot], 0, int(self.lengths[e]))
+
     def gripper_actions(self, e: int) -> np.ndarray:
         """(T,) gripper command of episode position ``e`` (1 = open, 0 = closed)."""
         col = int(np.flatnonzero(self.used == _GRIPPER)[0])
@@ -184,28 +199,33 @@ class LiberoDataset(Dataset):
         actions = self._unified(self._actions[start + steps])                        # (64,128)
         ctrl_freq = 0 if masked() else self.ctrl_freq
 
-        frames: list[np.ndarray | None] = [None] * (HISTORY * len(self.slots))
+        # frames[h * slots + j] = (step, frame) of history h (0 = t-1, 1 = t) of camera slot j, None = invalid
+        frames: list[tuple[int, np.ndarray | None] | None] = [None] * (HISTORY * len(self.slots))
         lo = max(t - 1, 0)
         for j, slot in enumerate(self.slots):
             if not self.present[j]:
                 continue
-            read = self._read_frames(e, slot, lo, t + 1)                             # (1 or 2, H, W, 3)
-            for k, img in enumerate(read[::-1]):                                     # t, then t-1
-                frames[(HISTORY - 1 - k) * len(self.slots) + j] = img
+            read = None if self.frame_ids else self._read_frames(e, slot, lo, t + 1)   # (1 or 2, H, W, 3)
+            for k, step in enumerate(range(t, lo - 1, -1)):                            # t, then t-1
+                frames[(HISTORY - 1 - k) * len(self.slots) + j] = (step, None if read is None else read[step - lo])
         for i in range(len(frames)):
             if frames[i] is not None and masked():
                 frames[i] = None
             elif frames[i] is not None and self.image_aug:
-                frames[i] = augment.augment(frames[i], rng)
+                frames[i] = (frames[i][0], augment.augment(frames[i][1], rng))
         valid = torch.tensor([f is not None for f in frames])
 
         instruction = self.instructions[e]
         if masked():
             instruction = ""
         sample = {"state": torch.from_numpy(state), "actions": torch.from_numpy(actions),
-                  "state_mask": torch.from_numpy(state_mask), "images": self._images(frames),
-                  "image_valid": valid, "instruction": instruction, "ctrl_freq": ctrl_freq,
+                  "state_mask": torch.from_numpy(state_mask), "image_valid": valid, "instruction": instruction, "ctrl_freq": ctrl_freq,
                   "episode": self.episode_ids[e], "step": t}
+        if self.frame_ids:
+            sample["frame_ids"] = torch.tensor([-1 if f is None else self.frame_id(e, i % len(self.slots), f[0])
+                                                for i, f in enumerate(frames)], dtype=torch.long)
+        else:
+            sample["images"] = self._images([None if f is None else f[1] for f in frames])
         if self.lang is not None:
             sample["lang"] = self._lang_cache[instruction]
         return sample
@@ -223,7 +243,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch; language embeddings are zero-padded to the longest, with ``lang_mask``
     (B,L) bool (True = real token)."""
     batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples])
-                             for k in ("state", "actions", "state_mask", "images", "image_valid")}
+                             for k in ("state", "actions", "state_mask", "images", "frame_ids", "image_valid")
+                             if k in samples[0]}
     for k in ("ctrl_freq", "episode", "step"):
         batch[k] = torch.tensor([s[k] for s in samples], dtype=torch.long)
     batch["instruction"] = [s["instruction"] for s in samples]
