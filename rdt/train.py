@@ -25,7 +25,9 @@ Outputs in DIR: metrics.csv (step, loss, lr, grad_norm, samples, samples_per_s, 
 per optimizer step), tensorboard/ (when tensorboard is installed), checkpoints/checkpoint-<step>/ (resumable:
 weights, EMA, optimizer, LR scheduler, RNG states, data position, step, settings fingerprint), export/step-<S>/.
 SIGTERM or SIGUSR1 (preemption): the current optimizer step is finished, a checkpoint is saved, and the command
-exits with status 128 + signal number.
+exits with status 128 + signal number. Killing the ``accelerate launch`` that started the trainer does the same
+(the trainer asks for SIGTERM when its launcher dies). DIR/.train.lock keeps a second trainer out of the run folder;
+rows of metrics.csv that a segment restarting below them replaces are kept in metrics.history.csv.
 
 ``deepspeed: zero2`` runs the same recipe on DeepSpeed ZeRO stage 2 (accelerate's DeepSpeedPlugin): the engine
 does the accumulation, the clipping at max_grad_norm and the AdamW step at the last micro-batch of each optimizer

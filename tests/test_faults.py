@@ -317,3 +317,55 @@ def test_verify_checkpoint_checks_every_weights_file_and_refuses_non_finite_valu
     save_file(tensors, str(model), metadata={"format": "pt"})
     line = _cli_error(["verify-checkpoint", str(folder)], capsys)
     assert str(model) in line and "non-finite values (NaN or inf) in 1 tensor(s)" in line and name in line
+
+
+# ================================================================================================ 6. smaller
+def test_a_second_trainer_on_the_same_run_folder_is_refused(data, tmp_path, capsys):
+    """Defect 6: nothing stopped two trainers from sharing one run folder. Now the second gets one line naming
+    the holder and exit 2, before loading anything."""
+    run = h.write_run(tmp_path / "run.yaml", data)
+    out = tmp_path / "run"
+    with train.run_lock(out):
+        line = _cli_error(["train", "--config", str(run), "--until-step", "1", "--out", str(out)], capsys)
+    assert f"{out}: another trainer is training into this run folder (pid {os.getpid()} on" in line
+    assert not (out / train.CHECKPOINTS).exists()
+    with train.run_lock(out):                                # released when the holder ends
+        pass
+
+
+LAUNCHER = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "from rdt.train import stop_with_launcher; stop_with_launcher(); "
+                          "import time; print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+assert child.stdout.readline().strip() == "ready"
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_killing_the_launcher_stops_the_trainer(tmp_path):
+    """Defect 6: killing `accelerate launch` left the trainer running. Now a trainer started by a launcher gets
+    SIGTERM when the launcher dies (and stops like a preempted run). Here a stand-in launcher named accelerate is
+    killed with SIGKILL, so it cannot forward anything."""
+    import signal
+    import time
+
+    stub = tmp_path / "accelerate_launch_stub.py"
+    stub.write_text(LAUNCHER)
+    launcher = subprocess.Popen([sys.executable, str(stub)], cwd=h.REPO, env=h.env(), stdout=subprocess.PIPE,
+                                text=True)
+    try:
+        child = int(launcher.stdout.readline())
+        launcher.kill()
+        launcher.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
+                Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+            time.sleep(0.1)
+        alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+        if alive:
+            os.kill(child, signal.SIGKILL)
+        assert not alive, "the trainer outlived its launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
