@@ -230,3 +230,26 @@ def test_cached_features_refuse_augmentation(files):
     data, stats, lang = files
     with pytest.raises(UserError, match="image_aug"):
         LiberoDataset(data, lang, stats, frame_ids=True, cond_mask_prob=0.0, state_noise_snr=None, image_aug=True)
+
+
+def test_blur_sizes_scale_with_the_frame_width():
+    """RDT's blur kernels are pixels of 640-wide frames: a 128 px frame gets them scaled by 0.2 (a motion blur of
+    at most 7 px), a 640 px frame the original sizes (up to 36 px)."""
+    assert augment.scaled_kernel(36, 640) == 36 and augment.scaled_kernel(36, 128) == 7
+    assert augment.scaled_kernel(3, 128) == 1 and augment.scaled_kernel(11, 128, odd=True) == 3
+
+    def widest_spread(width: int, draws: int = 300) -> int:
+        """Largest extent (pixels) over which a blur spreads one bright pixel, over many random blurs."""
+        img = np.zeros((width, width, 3), dtype=np.float32)
+        img[width // 2, width // 2] = 255.0
+        rng = np.random.default_rng(0)
+        spread = 0
+        for _ in range(draws):
+            rows, cols = np.nonzero(augment._blur(img, rng)[..., 0] > 1e-3)
+            if not len(rows):                       # a median blur removes a single bright pixel
+                continue
+            spread = max(spread, rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
+        return spread
+
+    assert widest_spread(128) <= 8
+    assert widest_spread(640) >= 25

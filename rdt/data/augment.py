@@ -5,7 +5,9 @@ one of colour-only, corruption-only or both (colour first). Colour = torchvision
 contrast 0.4, saturation 0.5, hue 0.03; the four adjustments in random order). Corruption = one additive noise
 (Gaussian / Laplace / signed Poisson, scale up to 0.05*255, per channel with probability 0.5) and, in random
 order with it, zero or one blur (one of Gaussian sigma 0-3, average kernel 2-7, median kernel 3-11, or a motion
-blur of kernel 3-36). Images are (H, W, 3) uint8 in and out. For speed in the loader workers the median blur is
+blur of kernel 3-36). RDT's blur sizes are pixels of its 640-pixel-wide camera frames; here they are scaled by
+the frame's width / 640 (a 128 px LIBERO frame gets a motion blur of at most 7 px, not 36 px = 28 % of its width),
+so a blur hides as much of the scene as it does in RDT. Images are (H, W, 3) uint8 in and out. For speed in the loader workers the median blur is
 separable (median of row medians) and the motion blur is the mean of the image shifted along a line; the filters
 pad by repeating edge pixels.
 """
@@ -18,6 +20,7 @@ import torch.nn.functional as F
 AUG_PROB = 0.5
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.3, 0.4, 0.5, 0.03
 NOISE_SCALE = 0.05 * 255
+REFERENCE_WIDTH = 640          # frame width RDT's blur kernel sizes (pixels) are meant for
 _GRAY = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
@@ -134,20 +137,31 @@ def _motion(x: np.ndarray, k: int, angle: float) -> np.ndarray:
     return out / len(offsets)
 
 
+def scaled_kernel(k: int, width: int, odd: bool = False) -> int:
+    """RDT's kernel size ``k`` (pixels at REFERENCE_WIDTH) for a frame ``width`` pixels wide (>= 1; odd if asked)."""
+    size = k * width / REFERENCE_WIDTH
+    if odd:
+        return max(1, 2 * int(round((size - 1) / 2)) + 1)
+    return max(1, int(round(size)))
+
+
 def _blur(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Zero or one blur (SomeOf(0..1) of [OneOf(Gaussian, average, median), motion])."""
+    """Zero or one blur (SomeOf(0..1) of [OneOf(Gaussian, average, median), motion]), sizes scaled to the width."""
     if rng.random() < 0.5:
         return x
+    width = x.shape[1]
     if rng.random() < 0.5:
         kind = rng.integers(3)
         if kind == 0:
-            sigma = rng.uniform(0.0, 3.0)
+            sigma = rng.uniform(0.0, 3.0) * width / REFERENCE_WIDTH
             return x if sigma < 1e-3 else _separable(x, _gaussian_1d(sigma))
         if kind == 1:
-            k = int(rng.integers(2, 8))
-            return _separable(x, np.full(k, 1.0 / k))
-        return _median(x, int(rng.choice([3, 5, 7, 9, 11])))
-    return _motion(x, int(rng.integers(3, 37)), rng.uniform(0, 2 * np.pi))
+            k = scaled_kernel(int(rng.integers(2, 8)), width)
+            return x if k == 1 else _separable(x, np.full(k, 1.0 / k))
+        k = scaled_kernel(int(rng.choice([3, 5, 7, 9, 11])), width, odd=True)
+        return x if k == 1 else _median(x, k)
+    k, angle = scaled_kernel(int(rng.integers(3, 37)), width), rng.uniform(0, 2 * np.pi)
+    return x if k == 1 else _motion(x, k, angle)
 
 
 def corrupt(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
