@@ -179,6 +179,39 @@ def check_target_names(runs: list[str], checkpoints: list[str]) -> None:
         raise UserError(f"evaluate_checkpoints: name(s) {clash} are also names of runs; use distinct names")
 
 
+def check_run_numbers(where: str, settings: dict, train: dict) -> None:
+    """Parse-time checks of a run's numbers that would otherwise fail only after earlier stages ran: the effective
+    batch divides over per-device batch x processes (the training job starts ``max(gpus, 1)``), the expert's
+    attempts fit the init states from ``first_init_state`` on, and the evaluation's episodes fit the init states.
+    ``settings``: the run's merged sections; ``train``: its resolved RUN.yaml settings."""
+    from rdt.libero.suites import INIT_STATES_PER_TASK
+
+    processes = max(int(settings["train"].get("gpus") or 0), 1)
+    effective, per_device = train["effective_batch_size"], train["per_device_batch_size"]
+    if effective % (per_device * processes):
+        raise UserError(f"{where}.train: effective_batch_size={effective} is not divisible by per_device_batch_size="
+                        f"{per_device} x {processes} process(es) (train.gpus={settings['train'].get('gpus')}) = "
+                        f"{per_device * processes}; choose an effective batch that is a multiple of their product")
+    d = settings["demos"]
+    if d.get("source") == "expert":
+        episodes, first = d["episodes_per_task"], d.get("first_init_state", 0)
+        attempts = d.get("max_attempts") or episodes
+        if not episodes <= attempts <= INIT_STATES_PER_TASK - first:
+            raise UserError(f"{where}.demos: {episodes} demos per task with max_attempts={attempts} from init state "
+                            f"{first} on do not fit the {INIT_STATES_PER_TASK} init states of a task (expected "
+                            f"episodes_per_task <= max_attempts <= {INIT_STATES_PER_TASK - first})")
+    check_eval_numbers(where, settings["eval"])
+
+
+def check_eval_numbers(where: str, e: dict) -> None:
+    from rdt.libero.suites import INIT_STATES_PER_TASK
+
+    if not 1 <= e["episodes_per_task"] <= INIT_STATES_PER_TASK:
+        raise UserError(f"{where}.eval: episodes_per_task={e['episodes_per_task']}; each task has "
+                        f"{INIT_STATES_PER_TASK} init states and episode i uses init state i, so 1.."
+                        f"{INIT_STATES_PER_TASK} episodes are possible")
+
+
 # ============================================================================================ the plan
 class Plan:
     """Everything the workflow derives from its configuration. ``base_dir``: where relative paths of the config
@@ -193,7 +226,13 @@ class Plan:
         self.base = self._run_settings(None, {})
         self.checkpoints = {c["name"]: c for c in self.config["evaluate_checkpoints"]}
         for run in self.runs:
-            self.resolved_train(run)            # every run's training settings are valid
+            check_run_numbers(f"runs.{run}", self.runs[run], self.resolved_train(run))   # valid, and they fit
+        if self.checkpoints:
+            check_eval_numbers("config", self.base["eval"])
+        if not self.runs and not self.checkpoints:
+            raise UserError("config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to "
+                            "train, evaluate or report; add a run (e.g. runs: {default: {}}) or a checkpoint to "
+                            "evaluate")
         if check_files:
             self.check_files()
 

@@ -369,3 +369,53 @@ def test_killing_the_launcher_stops_the_trainer(tmp_path):
     finally:
         if launcher.poll() is None:
             launcher.kill()
+
+
+PLAN_BASE = {
+    "demos": {"source": "expert", "suite": "libero_object",
+              "tasks": ["pick_up_the_alphabet_soup_and_place_it_in_the_basket"], "episodes_per_task": 1},
+    "train": {"max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
+              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "eval": {"exec_horizons": [8], "episodes_per_task": 1, "max_steps": 12},
+    "runs": {"default": {}},
+}
+
+
+def _plan(**sections):
+    import copy
+
+    from rdt.plan import Plan
+
+    cfg = copy.deepcopy(PLAN_BASE)
+    cfg.update(sections)
+    return Plan(cfg)
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"runs": {}}, r"config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to train"),
+    ({"runs": {"big": {"train": {"gpus": 3}}}},
+     r"runs.big.train: effective_batch_size=4 is not divisible by per_device_batch_size=2 x 3 process\(es\)"),
+    ({"runs": {"odd": {"train": {"effective_batch_size": 6, "per_device_batch_size": 4}}}},
+     r"runs.odd.train: effective_batch_size=6 is not divisible by per_device_batch_size=4 x 1 process"),
+    ({"runs": {"many": {"eval": {"episodes_per_task": 51}}}},
+     r"runs.many.eval: episodes_per_task=51; each task has 50 init states"),
+    ({"runs": {"late": {"demos": {"episodes_per_task": 30}}}},
+     r"runs.late.demos: 30 demos per task with max_attempts=30 from init state 25 on do not fit"),
+])
+def test_numbers_that_fail_late_are_errors_at_parse_time(sections, message):
+    """Defect 6: `runs: {}` failed inside the report job with an argparse error; a batch that does not divide and
+    `episodes_per_task: 51` were caught only after earlier stages ran. Now: errors when the plan is made."""
+    with pytest.raises(UserError, match=message):
+        _plan(**sections)
+    _plan()                                                  # the base itself is fine
+
+
+def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
+    """Defect 6: a YAML syntax error named no file and line."""
+    from rdt.utils.files import read_yaml
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("runs:\n  a: {train: {max_steps: 3}\n  b: 1\n")
+    with pytest.raises(UserError, match=rf"^{bad}, line 3, column 3: not valid YAML \(while parsing a flow "
+                                        r"mapping; expected ',' or '}', but got '<scalar>'\)$"):
+        read_yaml(bad)

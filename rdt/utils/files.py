@@ -27,7 +27,16 @@ def read_json(path: str | os.PathLike, missing: str = "not found") -> Any:
 
 
 def read_yaml(path: str | os.PathLike, missing: str = "not found") -> Any:
-    """The parsed YAML of ``path`` (``yaml.safe_load``); ``missing`` as for :func:`read_json`."""
+    """The parsed YAML of ``path`` (``yaml.safe_load``); ``missing`` as for :func:`read_json`. A syntax error
+    names the file, line and column: ``FILE, line L, column C: not valid YAML (PROBLEM)``."""
     import yaml
 
-    return _read(path, yaml.safe_load, yaml.YAMLError, "YAML", missing)
+    try:
+        return _read(path, yaml.safe_load, (), "YAML", missing)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        what = "; ".join(x for x in (e.context, e.problem) if x)
+        raise UserError(f"{path}{where}: not valid YAML ({what})") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from None
