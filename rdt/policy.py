@@ -67,6 +67,11 @@ class Policy:
         runner, pipeline = load_runner(checkpoint, weights=weights, dtype=dtype, device=device)
 
         def setting(value: Any, key: str, flag: str) -> Any:
+            recorded = pipeline.get(key)
+            if value is not None and recorded is not None and not _same_setting(value, recorded):
+                raise UserError(f"checkpoint {checkpoint} was trained with {key} {recorded!r} (pipeline.json), not "
+                                f"{value!r}; leave out {flag.split('(')[-1].rstrip(')')} (it is for checkpoints "
+                                "made elsewhere) or give the same value")
             if value is not None:
                 return value
             if pipeline.get(key) is None:
@@ -151,3 +156,15 @@ def _expect(arr: np.ndarray, shape: tuple, name: str, dtype: type | None = None)
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise UserError(f"policy input {name!r} has shape {arr.shape} dtype {arr.dtype}; expected {want}"
                         + (f" {np.dtype(dtype).name}" if dtype is not None else ""))
+
+
+def _same_setting(given: Any, recorded: Any) -> bool:
+    """A flag agrees with pipeline.json: equal values, or a local copy of the recorded hub model (a path whose last
+    component is the model id's name, e.g. /models/siglip-so400m-patch14-384 for google/siglip-so400m-patch14-384)."""
+    if isinstance(recorded, (int, float)) and not isinstance(recorded, bool):
+        try:
+            return float(given) == float(recorded)
+        except (TypeError, ValueError):
+            return False
+    given, recorded = str(given), str(recorded)
+    return given == recorded or (("/" in given) and Path(given.rstrip("/")).name == recorded.rsplit("/", 1)[-1])

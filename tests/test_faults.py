@@ -419,3 +419,23 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
     with pytest.raises(UserError, match=rf"^{bad}, line 3, column 3: not valid YAML \(while parsing a flow "
                                         r"mapping; expected ',' or '}', but got '<scalar>'\)$"):
         read_yaml(bad)
+
+
+def test_an_encoder_flag_that_contradicts_pipeline_json_is_refused(tmp_path):
+    """Defect 6: a same-size but different --vision-encoder was accepted without comparing with pipeline.json."""
+    from rdt.model.checkpoint import save_checkpoint
+    from rdt.model.config import RDTConfig
+    from rdt.model.runner import build_runner
+    from rdt.policy import Policy
+
+    runner = build_runner(RDTConfig.preset("tiny"), seed=0)
+    folder = save_checkpoint(tmp_path / "ckpt", runner, runner.config,
+                             pipeline={"vision_encoder": "tiny", "text_encoder": "tiny", "control_frequency": 20})
+    with pytest.raises(UserError, match=r"trained with vision_encoder 'tiny' \(pipeline.json\), not 'tiny-b'; "
+                                        r"leave out --vision-encoder"):
+        Policy.from_checkpoint(folder, vision_encoder="tiny-b", device="cpu")
+    with pytest.raises(UserError, match="trained with control_frequency 20"):
+        Policy.from_checkpoint(folder, control_frequency=10, device="cpu")
+    policy = Policy.from_checkpoint(folder, vision_encoder="tiny", text_encoder="tiny", control_frequency=20,
+                                    device="cpu")
+    assert policy.vision.name == "tiny" and policy.control_frequency == 20
