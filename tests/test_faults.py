@@ -135,8 +135,10 @@ def test_video_on_a_full_disk_is_an_error_and_leaves_no_file(full_dir):
 
     target = full_dir / "videos" / "task__init0__success.mp4"
     target.parent.mkdir()
+    # 16 KiB free: ffmpeg writes most of the stream, fails at the end, and closing the writer does not raise
+    os.truncate(full_dir / "filler", (full_dir / "filler").stat().st_size - 16 * 1024)
     with pytest.raises(OSError) as info:
-        write_video(target, _frames(), fps=20)
+        write_video(target, _frames(40), fps=20)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert disk_error_line(info.value).startswith(f"{target}: no space left on device")
     assert list(target.parent.iterdir()) == []                 # nothing under the final (or a temporary) name
