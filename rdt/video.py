@@ -69,7 +69,16 @@ def _raise_write_error(path: Path, written: Path, what: str) -> None:
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
-    """Decode an MP4 back into (T, H, W, 3) uint8 frames."""
+    """Decode an MP4 back into (T, H, W, 3) uint8 frames; an unreadable file is a UserError naming it."""
     import imageio.v2 as imageio
 
-    return np.stack(list(imageio.mimread(path, format="FFMPEG", memtest=False)))
+    from rdt.errors import UserError
+
+    try:
+        frames = list(imageio.mimread(path, format="FFMPEG", memtest=False))
+    except (OSError, RuntimeError, ValueError, StopIteration) as e:
+        raise UserError(f"{path}: unreadable video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                        "delete it and rerun the evaluation that wrote it") from None
+    if not frames:
+        raise UserError(f"{path}: video without frames; delete it and rerun the evaluation that wrote it")
+    return np.stack(frames)

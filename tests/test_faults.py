@@ -157,6 +157,9 @@ def test_video_check_rejects_a_truncated_or_short_file(tmp_path):
     with pytest.raises(OSError) as info:
         check_video(tmp_path / "final.mp4", cut, 12)
     assert info.value.errno == errno.EIO and "final.mp4" in str(info.value)
+    # a corrupt video left by older code: the report's reader names it instead of a traceback
+    with pytest.raises(UserError, match=rf"{cut}: unreadable video .*delete it and rerun the evaluation"):
+        read_video(cut)
 
 
 # ================================================================================================ 4. full / read-only
