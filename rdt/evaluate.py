@@ -481,7 +481,7 @@ def main(args: argparse.Namespace) -> int:
     pipeline = policy.pipeline
     from rdt.model.verify import check_finite
 
-    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({args.weights or 'default'} weights)")
+    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({pipeline.get('weights')} weights)")
     table.check_encoder(policy.text_encoder)
     cfg = policy.runner.config
     if table.hidden_size != cfg.lang_token_dim:

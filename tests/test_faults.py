@@ -444,3 +444,31 @@ def test_an_encoder_flag_that_contradicts_pipeline_json_is_refused(tmp_path):
     policy = Policy.from_checkpoint(folder, vision_encoder="tiny", text_encoder="tiny", control_frequency=20,
                                     device="cpu")
     assert policy.vision.name == "tiny" and policy.control_frequency == 20
+
+
+def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, capsys, monkeypatch):
+    """Defect 5: NaN weights evaluated as ordinary failures. Now evaluate stops with one line naming the checkpoint
+    (no simulator is started)."""
+    from safetensors.torch import load_file, save_file
+
+    from rdt import evaluate
+    from rdt.encoders import load_text_encoder
+    from rdt.lang import encode_instructions
+    from rdt.libero import suites
+
+    folder = _tiny_checkpoint(tmp_path / "ckpt")
+    (folder / "pipeline.json").write_text('{"vision_encoder": "tiny", "text_encoder": "tiny", '
+                                          '"control_frequency": 20, "image_size": 16}')
+    ema = folder / "ema" / "model.safetensors"
+    tensors = load_file(str(ema))
+    name = sorted(k for k, v in tensors.items() if v.is_floating_point())[-1]
+    tensors[name][...] = float("inf")
+    save_file(tensors, str(ema), metadata={"format": "pt"})
+    task = suites.select_tasks("libero_90", ["0"])[0]
+    lang = tmp_path / "lang.safetensors"
+    encode_instructions([task.language], load_text_encoder("tiny"), lang)
+    monkeypatch.setattr(evaluate, "evaluate", None)                 # reaching the episodes would fail here
+    line = _cli_error(["evaluate", "--checkpoint", str(folder), "--lang", str(lang), "--horizon", "8",
+                       "--suite", "libero_90", "--tasks", "0", "--episodes", "1", "--out", str(tmp_path / "ev")],
+                      capsys)
+    assert f"{folder} (ema weights): non-finite values (NaN or inf) in 1 tensor(s): {name}" in line
