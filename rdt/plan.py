@@ -282,6 +282,11 @@ class Plan:
             if c.get("stats") and not self._path(c["stats"]).is_file():
                 raise UserError(f"evaluate_checkpoints.{name}: stats {c['stats']!r} does not exist (expected the "
                                 "dataset_stat.json of the checkpoint's training data, or null)")
+            pipeline = self._path(c["path"]) / "pipeline.json"
+            if c.get("stats") and pipeline.is_file() and "dataset_stat" in _json_or_empty(pipeline):
+                raise UserError(f"evaluate_checkpoints.{name}: stats {c['stats']!r} is set but {pipeline} carries the "
+                                "statistics the checkpoint was trained with (dataset_stat); statistics reach "
+                                "evaluation one way: set stats: null")
 
     # ------------------------------------------------------------------------------------------------ shared stages
     def demo_settings(self, run: str) -> dict:
@@ -486,6 +491,14 @@ class Plan:
 
     def report_folders(self) -> list[str]:
         return [f"{self.results}/{t}" for t in self.targets]
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _looks_like_hub_id(text: str) -> bool:

@@ -104,6 +104,10 @@ def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
     (tmp_path / "missing.json").write_text("{}")
     p = make(entry(stats="missing.json", text_encoder="tiny", step=7), base_dir=tmp_path)
     assert p.eval_stats("released") == ["missing.json"] and p.eval_steps("released") == [7]
+    # statistics reach evaluation one way: not both from the checkpoint's pipeline.json and from the config
+    (ckpt / "pipeline.json").write_text(json.dumps({"text_encoder": "tiny", "dataset_stat": {"state_mean": []}}))
+    with pytest.raises(UserError, match=r"carries the statistics the checkpoint was trained with.*stats: null"):
+        make(entry(stats="missing.json"), base_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------------- identity
