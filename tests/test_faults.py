@@ -223,17 +223,34 @@ def tmpfs(tmp_path, request):
         yield folder
 
 
-@pytest.mark.parametrize("tmpfs", [1400], indirect=True)
+def _big_demos(folder: Path) -> Path:
+    """One demo file whose conversion needs about 1.4 MB."""
+    from official_layout import write_demo_file
+
+    folder.mkdir()
+    task = "KITCHEN_SCENE7_open_the_microwave"
+    write_demo_file(folder / f"{task}_demo.hdf5", task, None, [40, 36, 30], seed=0, image_size=48)
+    return folder
+
+
+@pytest.mark.parametrize("tmpfs", [1300], indirect=True)
 def test_convert_that_runs_out_of_space_midway_stops_cleanly(tmpfs, tmp_path):
     """Defect 4: convert onto a disk that fills up during the write crashed the interpreter (exit 139) after a
     cascade of h5py tracebacks. Now: the space for each episode is checked before HDF5 writes it."""
-    from official_layout import write_demo_file
+    proc = rdt_cli("convert", "--demos", _big_demos(tmp_path / "demos"), "--out", tmpfs / "data.h5")
+    line = one_line_error(proc, str(tmpfs / "data.h5"), "no space left on device")
+    assert "h5py" not in proc.stderr and list(tmpfs.iterdir()) == [], line
 
-    demos = tmp_path / "demos"
-    demos.mkdir()
-    task = "KITCHEN_SCENE7_open_the_microwave"
-    write_demo_file(demos / f"{task}_demo.hdf5", task, None, [40, 36, 30], seed=0, image_size=48)
-    proc = rdt_cli("convert", "--demos", demos, "--out", tmpfs / "data.h5")
+
+@pytest.mark.parametrize("tmpfs", [1300], indirect=True)
+def test_convert_whose_disk_fills_after_the_space_check_does_not_crash(tmpfs, tmp_path):
+    """The same when the disk fills behind the space check (another process): HDF5 itself fails; still one line,
+    exit 2, no file, no segmentation fault and no h5py tracebacks."""
+    script = ("import sys; from rdt.libero import convert; convert._check_space = lambda *a: None; "
+              "from rdt import cli; sys.exit(cli.main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", script, "convert", "--demos", str(_big_demos(tmp_path / "demos")),
+                           "--out", str(tmpfs / "data.h5")], cwd=h.REPO, env=h.env(), capture_output=True,
+                          text=True, timeout=300)
     line = one_line_error(proc, str(tmpfs / "data.h5"), "no space left on device")
     assert "h5py" not in proc.stderr and list(tmpfs.iterdir()) == [], line
 

@@ -10,10 +10,13 @@ the key and what was expected.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import re
 import shutil
+import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -237,6 +240,41 @@ def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, dem
         grp.create_dataset(f"images/{slot}", data=frames, chunks=(1,) + frames.shape[1:], **IMAGE_COMPRESSION)
 
 
+#: set when an HDF5 write failed on a full or read-only disk: HDF5 then holds objects it cannot flush, and the
+#: command line exits at once after reporting (freeing them at interpreter exit crashes)
+HDF5_LEFT_BROKEN = False
+
+
+@contextlib.contextmanager
+def _quiet_hdf5_aftermath():
+    """When HDF5 meets a full or read-only disk anyway (filled by another process after :func:`_check_space`),
+    each of its objects fails again as it is freed ("Exception ignored in h5py...__dealloc__"); those repeats of
+    the one error the command reports are not printed, and :data:`HDF5_LEFT_BROKEN` is set."""
+    from rdt.utils.atomic import disk_error_line
+
+    previous, previous_except = sys.unraisablehook, sys.excepthook
+
+    def hook(u):
+        if not ("h5py" in repr(u.object) and disk_error_line(u.exc_value) is not None):
+            previous(u)
+
+    def excepthook(kind, value, tb):          # Cython prints a dealloc's error through it first
+        frames = traceback.extract_tb(tb)
+        if not (frames and "h5py" in frames[-1].filename and disk_error_line(value) is not None):
+            previous_except(kind, value, tb)
+
+    sys.unraisablehook, sys.excepthook = hook, excepthook
+    try:
+        yield
+    except BaseException as e:
+        if disk_error_line(e) is not None:
+            global HDF5_LEFT_BROKEN
+            HDF5_LEFT_BROKEN = True
+        raise
+    finally:
+        sys.unraisablehook, sys.excepthook = previous, previous_except
+
+
 def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
     """OSError(ENOSPC) naming ``out_path`` unless its folder has room for the episode uncompressed (an upper
     bound) plus a margin for HDF5's metadata: HDF5 itself meets a full disk only when it flushes, and then leaves
@@ -284,7 +322,7 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
                         f"--min-steps {min_steps})")
     image_size = None
     index = 0
-    with atomic_path(out_path) as tmp, h5py.File(tmp, "w") as out, \
+    with atomic_path(out_path) as tmp, _quiet_hdf5_aftermath(), h5py.File(tmp, "w") as out, \
             Progress(total, "convert", unit="demo", every=10.0) as progress:
         for src, keys in plan:
             with _open(src.path) as f:
