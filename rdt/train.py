@@ -344,22 +344,16 @@ class MetricsLog:
         self.path = Path(out) / METRICS
         self.history = Path(out) / METRICS_HISTORY
         self.keep_until, self.last_step = int(keep_until), int(start_step)
-        rows = []
+        rows, fields = [], list(METRIC_COLUMNS)
         if self.path.is_file():
             with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("step", "").isdigit()]
+                reader = csv.DictReader(f)
+                rows = [r for r in reader if r.get("step", "").isdigit()]
+                fields = list(reader.fieldnames or fields)
         kept = [r for r in rows if int(r["step"]) <= start_step]
         self.set_aside = [r for r in rows if int(r["step"]) > start_step]
         if self.set_aside:
-            new_file = not self.history.is_file()
-            with open(self.history, "a", newline="") as f:
-                if new_file:
-                    f.write(",".join(METRIC_COLUMNS + ("set_aside_time",)) + "\n")
-                now = f"{time.time():.0f}"
-                for r in self.set_aside:
-                    f.write(",".join([r.get(c) or "" for c in METRIC_COLUMNS] + [now]) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            self._append_history(fields, self.set_aside)
         write_text(self.path, _metrics_text(kept))
         self.file = open(self.path, "a", newline="")
         self.writer = csv.writer(self.file)
@@ -370,6 +364,24 @@ class MetricsLog:
             self.tb = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=start_step + 1)
         except ImportError:
             pass
+
+    def _append_history(self, fields: list[str], rows: list[dict[str, str]]) -> None:
+        """Append ``rows`` with their own columns (those of the metrics.csv they came from) and the time, fsynced;
+        rows whose columns differ from an existing history file's go to metrics.history.<k>.csv."""
+        header = [*fields, "set_aside_time"]
+        path, k = self.history, 1
+        while path.is_file() and path.open(newline="").readline().rstrip("\r\n") != ",".join(header):
+            k += 1
+            path = self.history.with_name(f"{self.history.stem}.{k}.csv")
+        new_file = not path.is_file()
+        now = f"{time.time():.0f}"
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            if new_file:
+                w.writerow(header)
+            w.writerows([[r.get(c) or "" for c in fields] + [now] for r in rows])
+            f.flush()
+            os.fsync(f.fileno())
 
     def write(self, row: dict[str, Any]) -> None:
         try:

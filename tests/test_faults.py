@@ -358,7 +358,8 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(data, tmp_path, caps
 LAUNCHER = """
 import subprocess, sys, time
 child = subprocess.Popen([sys.executable, "-c", "from rdt.train import stop_with_launcher; stop_with_launcher(); "
-                          "import time; print('ready', flush=True); time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+                          "import time; print('ready', flush=True); time.sleep(120)"],
+                         stdout=subprocess.PIPE, text=True)
 assert child.stdout.readline().strip() == "ready"
 print(child.pid, flush=True)
 time.sleep(120)
@@ -489,3 +490,20 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
                        "--suite", "libero_90", "--tasks", "0", "--episodes", "1", "--out", str(tmp_path / "ev")],
                       capsys)
     assert f"{folder} (ema weights): non-finite values (NaN or inf) in 1 tensor(s): {name}" in line
+
+
+def test_metrics_rows_set_aside_keep_their_own_columns(tmp_path):
+    """Rows set aside keep the columns of the metrics.csv they came from (written by another version, say);
+    a history file with other columns is not mixed with them."""
+    (tmp_path / train.METRICS).write_text("step,loss,old_column\n1,0.5,a\n2,0.4,b\n3,0.3,c\n")
+    train.MetricsLog(tmp_path, start_step=1).close()
+    history = (tmp_path / train.METRICS_HISTORY).read_text().splitlines()
+    assert history[0] == "step,loss,old_column,set_aside_time"
+    assert [ln.rsplit(",", 1)[0] for ln in history[1:]] == ["2,0.4,b", "3,0.3,c"]
+    assert [r["step"] for r in train.read_metrics(tmp_path)] == [1.0]
+    empty = "," * (len(train.METRIC_COLUMNS) - 2)
+    (tmp_path / train.METRICS).write_text(",".join(train.METRIC_COLUMNS) + f"\n1,0.5{empty}\n")
+    train.MetricsLog(tmp_path, start_step=0).close()
+    second = (tmp_path / "metrics.history.2.csv").read_text().splitlines()
+    assert second[0] == ",".join(train.METRIC_COLUMNS) + ",set_aside_time" and second[1].startswith("1,0.5,")
+    assert (tmp_path / train.METRICS_HISTORY).read_text().splitlines() == history
