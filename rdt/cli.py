@@ -8,6 +8,7 @@ starts, and any such OSError later) end in one ``error:`` line naming the path a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -62,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = getattr(args, "out", None)
         if out:      # a full or read-only output location fails here, before any model or data is loaded
-            check_writable(out if name in OUT_IS_FOLDER else (Path(out).parent or Path(".")))
+            folder = Path(out) if name in OUT_IS_FOLDER else Path(out).parent
+            try:
+                check_writable(folder)
+            except OSError as e:
+                if disk_error_line(e) is None:      # e.g. a file where the folder should be
+                    why = ("a file is in the way of the folder" if e.errno in (errno.EEXIST, errno.ENOTDIR)
+                           else e.strerror or str(e))
+                    raise UserError(f"--out {out}: cannot write into {e.filename or folder} ({why})") from None
+                raise
         return int(module.main(args) or 0)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

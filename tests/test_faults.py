@@ -507,3 +507,10 @@ def test_metrics_rows_set_aside_keep_their_own_columns(tmp_path):
     second = (tmp_path / "metrics.history.2.csv").read_text().splitlines()
     assert second[0] == ",".join(train.METRIC_COLUMNS) + ",set_aside_time" and second[1].startswith("1,0.5,")
     assert (tmp_path / train.METRICS_HISTORY).read_text().splitlines() == history
+
+
+def test_a_file_in_the_way_of_the_output_folder_is_one_line(data, tmp_path, capsys):
+    (tmp_path / "taken").write_text("")
+    line = _cli_error(["stats", "--data", data["data"], "--out", str(tmp_path / "taken" / "s.json")], capsys)
+    assert line == (f"error: --out {tmp_path}/taken/s.json: cannot write into {tmp_path}/taken (a file is in the "
+                    "way of the folder)")
