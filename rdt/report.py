@@ -259,7 +259,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
             pts = [(m["step"], m[col]) for m in run.metrics if m[col] is not None]
             if pts:
                 ax.plot(*zip(*pts), marker="." if col == "sample_mse" else None, label=run.name)
-    for ax, title in zip(axes, ("training loss", "learning rate", "sample MSE (held-out episodes)")):
+    for ax, title in zip(axes, ("training loss", "learning rate", "sample MSE, action slots (held-out episodes)")):
         ax.set(title=title, xlabel="step")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
