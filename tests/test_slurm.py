@@ -82,7 +82,7 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
 
     # every job ran in Slurm: the completion log and squeue (MinJobAge 600 s) list them, all COMPLETED
     jobs = slurm_cluster.completed_jobs()
-    remote = 1 + 1 + 1 + 2 + 6 + 1                  # convert, stats, encode, 2 segments, 6 evaluations, report
+    remote = 1 + 1 + 1 + 1 + 2 + 6 + 1      # convert, stats, encode, encode_tasks, 2 segments, 6 evaluations, report
     assert len(jobs) == remote, jobs
     assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}
     queue = slurm_cluster.squeue().splitlines()
@@ -97,8 +97,7 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
     assert_same_hdf5(local / rel, remote_results / rel)
     stats = rel.parent / "dataset_stat.json"
     assert json.loads((local / stats).read_text()) == json.loads((remote_results / stats).read_text())
-    m_local = table(local / "default" / "train" / "metrics.csv")
-    m_slurm = table(remote_results / "default" / "train" / "metrics.csv")
+    [m_local], [m_slurm] = ([table(p) for p in (r / "train").glob("*/metrics.csv")] for r in (local, remote_results))
     assert [r["step"] for r in m_local] == [r["step"] for r in m_slurm] == ["1", "2", "3", "4"]
     for col in ("loss", "lr", "grad_norm"):
         np.testing.assert_allclose([float(r[col]) for r in m_slurm], [float(r[col]) for r in m_local], rtol=1e-5,
@@ -120,11 +119,14 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
     shutil.copytree(tiny_run / "results" / "cache", work / "results" / "cache")   # upstream outputs, mtimes kept
     cfg = variant(work, "gpus", lambda c: c["train"].update(gpus=4, effective_batch_size=8))
     profile = slurm_profile(tmp_path)
+    from rdt.plan import Plan          # the training's folder: results/train/<key of its settings>
+
+    export = f"{Plan(yaml.safe_load(open(cfg))).train_dir('default')}/export/step-2"
     known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
     log = tmp_path / "snakemake.log"
     with open(log, "w") as out_file:
         proc = subprocess.Popen([SNAKEMAKE, "--profile", str(profile), "--configfile", cfg, "--verbose",
-                                 "results/default/train/export/step-2"], cwd=work,
+                                 export], cwd=work,
                                 env=env_for(work) | slurm_cluster.env, stdout=out_file, stderr=subprocess.STDOUT)
     try:
         deadline, seen = time.monotonic() + 180, None

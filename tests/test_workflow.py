@@ -108,8 +108,13 @@ def test_training_launches_accelerate_with_the_configured_gpus(workdir):
 @pytest.mark.slow
 def test_tiny_run_produces_every_output(tiny_run):
     results = tiny_run / "results"
+    settings = json.loads((results / "default" / "settings.json").read_text())
+    train_dir = (results / "default" / settings["train_folder"]).resolve()
+    assert train_dir.parent == (results / "train").resolve() and (train_dir / "metrics.csv").is_file()
     for step in (2, 4):
-        assert (results / "default" / "train" / "export" / f"step-{step}" / "model.safetensors").is_file()
+        export = train_dir / "export" / f"step-{step}"
+        assert (export / "model.safetensors").is_file()
+        assert json.loads((export / "pipeline.json").read_text())["identity"]
         for h in (8, 16, 64):
             assert (results / "default" / "eval" / f"step-{step}" / f"h{h}" / "summary.json").is_file()
     for name in ("success_vs_step.png", "heatmap_last.png", "training.png", "results.csv", "audit.csv"):
@@ -143,11 +148,12 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         train_py.write_text(original_train + "\n# a comment only: the fingerprint strips it\n")
         assert planned_jobs(tiny_run) == {}
         evaluate_py.write_text(original_eval + "\n_EDITED = True\n")
-        assert planned_jobs(tiny_run) == {"evaluate": 6, "report": 1, "all": 1}
+        # (the settings document records the code fingerprints: provenance)
+        assert planned_jobs(tiny_run) == {"evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
         # training code determines the weights: its identity changes, every segment and what follows reruns
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
-        assert planned_jobs(tiny_run) == {"train": 2, "evaluate": 6, "report": 1, "all": 1}
+        assert planned_jobs(tiny_run) == {"train": 2, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
     finally:
         train_py.write_text(original_train)
         evaluate_py.write_text(original_eval)
