@@ -26,7 +26,12 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "unbiased_var":
+        if self.kind == "unbiased_var" and x.dtype == torch.float32:
+            # the same two-pass formula torch.var uses, written out: its CPU kernel (forward + backward) is 3.5x
+            # slower than these four ops (bench/train_throughput.py); results agree to 2e-7 relative
+            centred = x - x.mean(dim=-1, keepdim=True)
+            denom = centred.pow(2).sum(dim=-1, keepdim=True) / (x.shape[-1] - 1)
+        elif self.kind == "unbiased_var":
             denom = torch.var(x, dim=-1, keepdim=True, unbiased=True)
         else:
             denom = x.pow(2).mean(dim=-1, keepdim=True)
