@@ -1,16 +1,21 @@
 # Two commands on a fresh machine:
 #   make run    set up .venv (if missing) and run the embedded default workflow (tiny model, CPU) -> results/report.html
 #   make test   set up .venv (if missing) and run the whole test suite (simulator and Slurm tests included)
+# `make run` needs software rendering only; a local Slurm (slurm-wlm, munge) is needed by `make test` alone.
+# SYSDEPS=skip skips the system-package check; PYTEST_ARGS passes options to pytest, e.g.
+#   make test PYTEST_ARGS='-m "not slow"'     the fast subset (a few minutes)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 CORES ?= all
 PYTEST_ARGS ?=
+SYSDEPS ?= check
+export SYSDEPS
 export MUJOCO_GL ?= egl
 export PYOPENGL_PLATFORM ?= egl
 
-.PHONY: run test venv sysdeps report lint clean bench
+.PHONY: run test venv sysdeps sysdeps-run sysdeps-test report lint clean bench
 
 # The venv is rebuilt when the dependency list or the pins change. constraints.txt pins every package;
 # torch==2.13.0 resolves to the CPU wheel where no CUDA build is wanted (see README).
@@ -23,18 +28,22 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 venv: $(VENV)/.installed
 
-# Debian packages for software EGL rendering (LIBERO) and a local Slurm (tests); installed only when missing.
-sysdeps:
-	@bash scripts/install_sysdeps.sh
+# System packages, installed only when missing (scripts/install_sysdeps.sh): software EGL/OSMesa rendering for the
+# LIBERO simulator (run), plus a local Slurm for the Slurm tests (test).
+sysdeps-run:
+	@bash scripts/install_sysdeps.sh run
 
-run: sysdeps venv
+sysdeps-test sysdeps:
+	@bash scripts/install_sysdeps.sh test
+
+run: sysdeps-run venv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/config.yaml
 	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
 
 report: venv
 	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
 
-test: sysdeps venv
+test: sysdeps-test venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv

@@ -1,6 +1,7 @@
 """The workflow on a real single-node Slurm (tests/slurm_cluster.py) through the Snakemake SLURM executor plugin:
 the tiny configuration runs to the end as Slurm jobs and gives the same outputs as the local run; the training
-job's sbatch request carries the configured GPUs."""
+job's sbatch request carries the configured GPUs; the profile's partition and account come from SLURM_PARTITION and
+SLURM_ACCOUNT, and an unset one is left to Slurm."""
 from __future__ import annotations
 
 import csv
@@ -21,22 +22,41 @@ from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, env_for, variant,
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
+def processed_profile(env: dict[str, str]) -> dict:
+    """The repository's profile as Snakemake reads it (a YTE template) with ``env`` as the environment."""
+    import io
+    import os
+    from unittest import mock
+
+    import yte
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        return yte.process_yaml(io.StringIO((REPO / "slurm" / "config.yaml").read_text()), require_use_yte=True)
+
+
 def test_profile_of_the_repository():
-    profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    profile = processed_profile({"SLURM_PARTITION": "gpu", "SLURM_ACCOUNT": "myproject"})
     assert profile["executor"] == "slurm"
-    assert profile["default-resources"]["slurm_partition"] == "$SLURM_PARTITION"
-    assert profile["default-resources"]["slurm_account"] == "$SLURM_ACCOUNT"
+    assert profile["default-resources"]["slurm_partition"] == "gpu"
+    assert profile["default-resources"]["slurm_account"] == "myproject"
     assert profile["retries"] >= 1 and profile["slurm-requeue"] is True
     assert profile["set-threads"]["evaluate"] > 1 and profile["set-threads"]["train"] > 1
     assert profile["set-resources"]["train"]["runtime"] > profile["set-resources"]["evaluate"]["runtime"] / 2
+    # unset or empty: the resources are left out (the plugin then submits without -p / -A: Slurm's defaults),
+    # never the literal text "$SLURM_ACCOUNT"
+    for env in ({}, {"SLURM_PARTITION": "", "SLURM_ACCOUNT": ""}):
+        resources = processed_profile(env)["default-resources"]
+        assert "slurm_account" not in resources and "slurm_partition" not in resources, resources
+        assert resources["mem_mb"] > 0
 
 
 def slurm_profile(root: Path) -> Path:
-    """The repository's profile for the local cluster: its partition, no account (there is no accounting
-    database to validate one), small memory and thread requests that fit a 2-CPU node, squeue for job status."""
+    """The repository's profile for the local cluster: the template's partition and account entries kept (the
+    partition comes from SLURM_PARTITION, see :func:`cluster_env`; no account), small memory and thread requests
+    that fit a 2-CPU node, squeue for job status."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
-    profile["default-resources"].update(slurm_partition=PARTITION, mem_mb=500, runtime=30)
-    del profile["default-resources"]["slurm_account"]
+    assert profile["__use_yte__"] is True
+    profile["default-resources"].update(mem_mb=500, runtime=30)
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     profile["set-resources"] = {rule: {"mem_mb": 500, "runtime": 30} for rule in profile["set-resources"]}
     profile.update({"jobs": 2, "latency-wait": 5, "slurm-status-command": "squeue",
@@ -46,6 +66,51 @@ def slurm_profile(root: Path) -> Path:
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
+
+
+def cluster_env(cluster, work: Path, **slurm: str) -> dict[str, str]:
+    """Environment of a Snakemake run on the local cluster: SLURM_PARTITION / SLURM_ACCOUNT as given (default: the
+    test partition, no account), any inherited value removed."""
+    env = {k: v for k, v in (env_for(work) | cluster.env).items() if k not in ("SLURM_PARTITION", "SLURM_ACCOUNT")}
+    return env | ({"SLURM_PARTITION": PARTITION} if not slurm else slurm)
+
+
+@pytest.mark.parametrize("account", [None, "rdtproj"], ids=["account-unset", "account-set"])
+def test_profile_account_and_partition_as_submitted(slurm_cluster, tmp_path, account):
+    """The repository's profile with SLURM_ACCOUNT / SLURM_PARTITION unset, and with both set, submitting one small
+    job through the executor plugin. Unset: the sbatch call has no -A (the plugin finds no account to guess in sacct
+    and submits without one) and `-p` names Slurm's default partition (the one sinfo marks with `*`), and Slurm
+    files the job under no account. Set: `-A rdtproj -p debug`, and Slurm records both. The local cluster has no
+    accounting database (slurmdbd), so the plugin's account validation finds no associations and lets any name
+    through, and Slurm does not enforce accounts: that a wrong account is *rejected* cannot be shown here, what is
+    shown is exactly what the plugin submits."""
+    work = tmp_path / "wf"
+    work.mkdir()
+    (work / "Snakefile").write_text('rule hello:\n    output: "hello.txt"\n    shell: "echo hello > {output}"\n')
+    profile = slurm_profile(tmp_path)
+    slurm = {} if account is None else {"SLURM_ACCOUNT": account, "SLURM_PARTITION": PARTITION}
+    env = cluster_env(slurm_cluster, work, **slurm)
+    if account is None:
+        env = {k: v for k, v in env.items() if k != "SLURM_PARTITION"}
+    known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
+    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile), "--verbose"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    assert (work / "hello.txt").read_text() == "hello\n"
+    assert "$SLURM" not in out
+    [sbatch] = [line for line in out.splitlines() if line.lstrip().startswith("sbatch call:")]
+    queue = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Account:24,Partition:16,State:12"],
+                           capture_output=True, text=True, env=slurm_cluster.env, check=True).stdout
+    [job] = [line.split() for line in queue.splitlines() if line.split()[0] not in known]
+    if account is None:
+        assert " -A " not in sbatch and f" -p {PARTITION}" in sbatch, sbatch    # PARTITION is the Default=YES one
+        assert "No SLURM account given" in out
+        assert job[1] == "(null)" and job[2] == PARTITION, job      # Slurm's default partition, no account
+    else:
+        assert f" -A {account}" in sbatch and f" -p {PARTITION}" in sbatch, sbatch
+        assert job[1] == account and job[2] == PARTITION, job
+    assert job[3] == "COMPLETED", job
 
 
 def table(path: Path) -> list[dict[str, str]]:
@@ -76,7 +141,7 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
     # the scripted demos are the one input both runs share (the expert is not part of what is compared)
     shutil.copytree(tiny_run / "results" / "cache" / "demos", work / "results" / "cache" / "demos")
     profile = slurm_profile(tmp_path)
-    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile)], cwd=work, env=env_for(work) | slurm_cluster.env,
+    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile)], cwd=work, env=cluster_env(slurm_cluster, work),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
@@ -127,7 +192,7 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
     with open(log, "w") as out_file:
         proc = subprocess.Popen([SNAKEMAKE, "--profile", str(profile), "--configfile", cfg, "--verbose",
                                  export], cwd=work,
-                                env=env_for(work) | slurm_cluster.env, stdout=out_file, stderr=subprocess.STDOUT)
+                                env=cluster_env(slurm_cluster, work), stdout=out_file, stderr=subprocess.STDOUT)
     try:
         deadline, seen = time.monotonic() + 180, None
         while time.monotonic() < deadline and seen is None:
