@@ -2,10 +2,11 @@
 
 Selects tasks of a suite by name, index or pattern, takes the first N usable demos of each task (in numeric
 demo order), maps state and action into RDT's 128-dim unified vectors (rdt.libero.mapping), turns the frames
-upright and writes the layout of docs/formats.md §2. LIBERO records each observation after its action, so
-observation j is paired with action j+1: a demo of T steps gives T-1 training steps. Demos with fewer than
---min-steps training steps are reported and skipped, never padded. Bad files give an error naming the file,
-the key and what was expected.
+upright and writes the layout of docs/formats.md §2. How a file pairs observations with actions is detected per
+file (:func:`detect_pairing`): official files record each observation after its action (observation j is paired
+with action j+1: a demo of T steps gives T-1 training steps), regenerated files (OpenVLA) before it (T steps).
+No-op steps are dropped when asked (``drop_noops``). Demos with fewer than --min-steps training steps are reported
+and skipped, never padded. Bad files give an error naming the file, the key and what was expected.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from rdt.utils.atomic import atomic_path
 from rdt.utils.progress import Progress
 
 DEMO_SUFFIX = "_demo.hdf5"
+SOURCES = ("official", "lerobot")      # --source: robomimic HDF5 files (official or regenerated), LeRobot v2.x
 DEFAULT_MIN_STEPS = 10              # 0.5 s at 20 Hz; shorter recordings are not usable demonstrations
 IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 _DEMO_KEY = re.compile(r"^demo_(\d+)$")
@@ -52,6 +54,7 @@ class SourceTask:
     path: Path
     instruction: str                 # the benchmark's instruction (what evaluation conditions on)
     source_instruction: str = ""     # the file's problem_info language_instruction (provenance)
+    pairing: str = mapping.OBS_AFTER_ACTION   # the file's observation/action convention (detect_pairing)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Episode:
     action: np.ndarray         # (T,128) float32
     libero_action: np.ndarray  # (T,7) float64
     images: dict[str, np.ndarray]  # slot -> (T,S,S,3) uint8, upright
+    dropped_noops: int = 0     # no-op steps left out (drop_noops)
 
 
 # ------------------------------------------------------------------------------------------------ finding files
@@ -167,13 +171,73 @@ def _read(ds: h5py.Dataset, path: Path) -> np.ndarray:
         raise UserError(f"{path}: cannot read {ds.name} (corrupt file? {e})") from None
 
 
-def demo_length(f: h5py.File, key: str, path: Path) -> int:
-    """Training steps a demo gives: its length minus one (see the observation/action pairing in read_demo)."""
-    return int(_dataset(f["data"][key], "actions", path).shape[0]) - 1
+#: median joint error (rad) below which a pairing convention matches a file; the official files' recorded states
+#: come from the human demonstration and the observations from a replay, which may drift by a few 1e-3
+PAIRING_TOLERANCE = 0.01
+#: the matching convention's median error must be below this fraction of the other's (so a still robot, whose
+#: states fit both, is reported instead of guessed)
+PAIRING_MARGIN = 0.25
 
 
-def read_demo(f: h5py.File, key: str, path: Path) -> Episode:
-    """Read and map one demo; every shape and dtype is checked against the official layout."""
+def detect_pairing(f: h5py.File, keys: list[str], path: Path) -> tuple[str, dict[str, float]]:
+    """The file's observation/action convention, from its recorded joint positions and simulator states.
+
+    ``obs/joint_states[j]`` equals the arm joints of ``states[j+1]`` when observations are recorded after the
+    action (official LIBERO) and of ``states[j]`` when before it (OpenVLA's regenerated files). Steps 1..T-2 of
+    every demo are compared (step 0 skipped: regenerated files copy ``states[0]`` from the original demo, whose
+    start differs); the convention whose median error is below PAIRING_TOLERANCE and clearly below the other's
+    wins. Returns ``(convention, {convention: median error})``; a file matching neither (or both) is a UserError
+    naming it."""
+    before, after = [], []
+    for k in keys:
+        grp = f["data"][k]
+        joints = _read(_dataset(grp, "obs/joint_states", path), path)
+        ds = _dataset(grp, "states", path)
+        if ds.ndim != 2 or ds.shape[0] != joints.shape[0] or ds.shape[1] < mapping.SIM_STATE_ARM_JOINTS.stop:
+            raise UserError(f"{path}: {grp.name}/states has shape {ds.shape}, expected ({joints.shape[0]},D) "
+                            f"flattened MuJoCo states [time, qpos, qvel] with D >= {mapping.SIM_STATE_ARM_JOINTS.stop}")
+        if joints.ndim != 2 or joints.shape[1] != 7:
+            raise UserError(f"{path}: {grp.name}/obs/joint_states has shape {joints.shape}, expected (T,7)")
+        q = _read(ds, path)[:, mapping.SIM_STATE_ARM_JOINTS]
+        if len(q) < 3:
+            continue
+        before.append(np.abs(joints[1:-1] - q[1:-1]).max(axis=1))
+        after.append(np.abs(joints[1:-1] - q[2:]).max(axis=1))
+    if not before:
+        raise UserError(f"{path}: demos too short (< 3 steps) to tell how observations pair with actions")
+    errors = {mapping.OBS_BEFORE_ACTION: float(np.median(np.concatenate(before))),
+              mapping.OBS_AFTER_ACTION: float(np.median(np.concatenate(after)))}
+    best, other = sorted(errors, key=errors.get)
+    described = (f"median |obs/joint_states[j] - states[j][1:8]| = {errors[mapping.OBS_BEFORE_ACTION]:.3g} rad, "
+                 f"|obs/joint_states[j] - states[j+1][1:8]| = {errors[mapping.OBS_AFTER_ACTION]:.3g} rad")
+    if errors[best] > PAIRING_TOLERANCE:
+        raise UserError(f"{path}: the recorded joint positions match neither pairing convention ({described}; "
+                        f"expected one below {PAIRING_TOLERANCE}): obs/joint_states and states do not come from "
+                        "the same simulation, so observations cannot be paired with actions")
+    if errors[best] >= PAIRING_MARGIN * errors[other]:
+        raise UserError(f"{path}: cannot tell whether observations are recorded before or after their actions "
+                        f"({described}; the robot barely moves)")
+    return best, errors
+
+
+def demo_steps(f: h5py.File, key: str, path: Path, pairing: str, drop_noops: bool = False) -> tuple[int, int]:
+    """``(training steps, dropped no-op steps)`` a demo gives under ``pairing`` (see read_demo)."""
+    actions = _paired_actions(_read(_dataset(f["data"][key], "actions", path), path), pairing)
+    dropped = int(mapping.noop_mask(actions).sum()) if drop_noops else 0
+    return len(actions) - dropped, dropped
+
+
+def _paired_actions(actions: np.ndarray, pairing: str) -> np.ndarray:
+    """The actions that observations 0.. are paired with: ``actions[1:]`` when observations follow their action."""
+    return actions[1:] if pairing == mapping.OBS_AFTER_ACTION else actions
+
+
+def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFTER_ACTION,
+              drop_noops: bool = False, image_size: int | None = None) -> Episode:
+    """Read and map one demo; every shape and dtype is checked against the official layout.
+
+    ``pairing``: the file's convention (detect_pairing); ``drop_noops`` leaves out the steps whose action is a
+    no-op (mapping.noop_mask); ``image_size`` resizes the frames (None keeps them)."""
     grp = f["data"][key]
     arrays: dict[str, np.ndarray] = {}
     length = None
@@ -203,14 +267,19 @@ def read_demo(f: h5py.File, key: str, path: Path) -> Episode:
         raise UserError(f"{path}: {grp.name} cameras have different image sizes {sorted(sizes)}")
     state = mapping.state_from_demo_obs(arrays["obs/joint_states"], arrays["obs/gripper_states"],
                                         arrays["obs/ee_pos"], arrays["obs/ee_ori"])
-    # Demo obs[j] is recorded AFTER actions[j] was executed, so it is what the policy saw when it chose
-    # actions[j+1]: pair obs[t] with actions[t+1] (one step fewer than the demo).
-    libero_action = arrays["actions"][1:]
-    state, images = state[:-1], {slot: frames[:-1] for slot, frames in images.items()}
+    # obs[j] recorded AFTER actions[j] (official) is what the policy saw when it chose actions[j+1]: pair obs[t]
+    # with actions[t+1] (one step fewer than the demo); recorded BEFORE it (regenerated), pair obs[t], actions[t]
+    libero_action = _paired_actions(arrays["actions"], pairing)
+    n = len(libero_action)
+    keep = ~mapping.noop_mask(libero_action) if drop_noops else np.ones(n, dtype=bool)
+    libero_action, state = libero_action[keep], state[:n][keep]
+    images = {slot: frames[:n][keep] for slot, frames in images.items()}
+    if image_size is not None:
+        images = {slot: mapping.resize(frames, image_size) for slot, frames in images.items()}
     action = mapping.action_to_unified(libero_action).astype(np.float32)
     if not (np.isfinite(state).all() and np.isfinite(action).all()):
         raise UserError(f"{path}: {grp.name} holds non-finite values in its observations or actions")
-    return Episode(state.astype(np.float32), action, libero_action, images)
+    return Episode(state.astype(np.float32), action, libero_action, images, int(n - keep.sum()))
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -224,20 +293,36 @@ def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask]
     out.attrs["cameras"] = json.dumps({slot: (cam[0].removesuffix("_rgb") if cam else None)
                                        for slot, cam in mapping.CAMERAS.items()})
     out.attrs["mask"] = mapping.MASK.astype(np.float32)
+
+
+def _write_provenance(out: h5py.File, sources: list[SourceTask], suite: str, source_kind: str, drop_noops: bool,
+                      dropped: int, dataset_id: str) -> None:
+    """Root attrs written once every episode is in: what was converted, how, and the data's identity."""
+    out.attrs["source"] = source_kind
+    out.attrs["drop_noops"] = bool(drop_noops)
+    out.attrs["dropped_noops"] = int(dropped)
+    out.attrs["obs_conventions"] = json.dumps({str(s.path): s.pairing for s in sources})
+    out.attrs["dataset_id"] = dataset_id
     out.attrs["created_by"] = json.dumps({"rdt_version": rdt.__version__, "suite": suite,
-                                          "sources": [str(s.path) for s in sources]})
+                                          "tasks": [s.task.name for s in sources], "source": source_kind,
+                                          "sources": [str(s.path) for s in sources], "dataset": dataset_id})
 
 
-def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, demo: str) -> None:
+def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, demo: str, digest=None) -> None:
     grp = out.create_group(f"episodes/{index:06d}")
     grp.attrs.update(task=src.task.name, suite=src.task.suite, instruction=src.instruction,
                      source_instruction=src.source_instruction,
-                     source_file=str(src.path), source_demo=demo, num_steps=ep.state.shape[0])
+                     source_file=str(src.path), source_demo=demo, num_steps=ep.state.shape[0],
+                     obs_convention=src.pairing, dropped_noops=ep.dropped_noops)
     grp.create_dataset("state", data=ep.state)
     grp.create_dataset("action", data=ep.action)
     grp.create_dataset("libero_action", data=ep.libero_action)
     for slot, frames in ep.images.items():
         grp.create_dataset(f"images/{slot}", data=frames, chunks=(1,) + frames.shape[1:], **IMAGE_COMPRESSION)
+    if digest is not None:          # the dataset's identity: what training reads, not the HDF5 bytes
+        digest.update(f"{index}|{src.task.name}|{src.instruction}|".encode())
+        for arr in (ep.state, ep.action, ep.libero_action, *(ep.images[k] for k in sorted(ep.images))):
+            digest.update(np.ascontiguousarray(arr).tobytes())
 
 
 #: set when an HDF5 write failed on a full or read-only disk: HDF5 then holds objects it cannot flush, and the
@@ -287,78 +372,110 @@ def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
 
 
 def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
-            demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS) -> dict:
-    """Convert; returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped"}}, "episodes", "steps"}``."""
+            demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS, drop_noops: bool = False,
+            image_size: int | None = None) -> dict:
+    """Convert; returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}},
+    "episodes", "steps", "noops"}``. ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size``
+    resizes every frame to that size (None keeps the files' size, which must then be the same everywhere)."""
     if demos_per_task is not None and demos_per_task < 1:
         raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
     if min_steps < 1:
         raise UserError(f"--min-steps must be >= 1, got {min_steps}")
+    if image_size is not None and image_size < 1:
+        raise UserError(f"--image-size must be >= 1, got {image_size}")
     files = find_demo_files(inputs)
     sources = select_sources(files, suite, selectors)
     suite_name = sources[0].task.suite
     print(f"{suite_name}: {len(sources)} selected task(s) with a demo file ({len(files)} demo file(s) found)")
     # plan: which demos of which file (first N usable ones, numeric order); short ones are reported and skipped
     plan: list[tuple[SourceTask, list[str]]] = []
-    summary: dict = {"tasks": {}, "episodes": 0, "steps": 0}
+    summary: dict = {"tasks": {}, "episodes": 0, "steps": 0, "noops": 0}
     for src in sources:
         with _open(src.path) as f:
             keys = demo_keys(f, src.path)
             src.source_instruction = read_instruction(f, src.path, src.task.language)
+            src.pairing, errors = detect_pairing(f, keys, src.path)
+            print(f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
+                  f"convention {max(errors.values()):.2g})")
             chosen, skipped = [], []
             for k in keys:
                 if demos_per_task is not None and len(chosen) == demos_per_task:
                     break
-                n = demo_length(f, k, src.path)
+                n, _ = demo_steps(f, k, src.path, src.pairing, drop_noops)
                 (chosen if n >= min_steps else skipped).append(k)
                 if n < min_steps:
                     print(f"skipping {src.path}:data/{k}: {n} training steps < --min-steps {min_steps}")
         if demos_per_task is not None and len(chosen) < demos_per_task:
             print(f"warning: {src.path}: only {len(chosen)} usable demo(s), {demos_per_task} requested")
         plan.append((src, chosen))
-        summary["tasks"][src.task.name] = {"episodes": 0, "steps": 0, "skipped": skipped}
+        summary["tasks"][src.task.name] = {"episodes": 0, "steps": 0, "skipped": skipped, "noops": 0,
+                                           "pairing": src.pairing}
+    return _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, image_size, "official",
+                  lambda src, f, k: read_demo(f, k, src.path, src.pairing, drop_noops, image_size), _open)
+
+
+def _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, image_size, source_kind,
+           read_episode, open_source) -> dict:
+    """Write the planned episodes (``read_episode(src, handle, key) -> Episode``, ``open_source(path)`` a context
+    manager giving the handle) into ``out_path``; fills and returns ``summary``."""
+    import hashlib
+
     total = sum(len(c) for _, c in plan)
     if total == 0:
-        raise UserError(f"no usable demo in the {len(sources)} selected file(s) (all shorter than "
+        raise UserError(f"no usable demo in the {len(sources)} selected source(s) (all shorter than "
                         f"--min-steps {min_steps})")
-    image_size = None
+    size_seen = None
     index = 0
+    digest = hashlib.sha256()
     with atomic_path(out_path) as tmp, _quiet_hdf5_aftermath(), h5py.File(tmp, "w") as out, \
             Progress(total, "convert", unit="demo", every=10.0) as progress:
         for src, keys in plan:
-            with _open(src.path) as f:
+            with open_source(src.path) as f:
                 for k in keys:
-                    ep = read_demo(f, k, src.path)
+                    ep = read_episode(src, f, k)
                     size = next(iter(ep.images.values())).shape[1]
-                    if image_size is None:
-                        image_size = size
+                    if size_seen is None:
+                        size_seen = size
                         _write_root_attrs(out, size, sources, suite_name)
-                    elif size != image_size:
-                        raise UserError(f"{src.path}: data/{k} has {size}x{size} frames, expected {image_size}x"
-                                        f"{image_size} like the demos converted before it")
+                    elif size != size_seen:
+                        raise UserError(f"{src.path}: {k} has {size}x{size} frames, expected {size_seen}x"
+                                        f"{size_seen} like the demos converted before it (set --image-size to "
+                                        "resize every source to one size)")
                     _check_space(tmp, out_path, ep)
-                    _write_episode(out, index, ep, src, k)
+                    _write_episode(out, index, ep, src, k, digest)
                     index += 1
                     n = ep.state.shape[0]
-                    summary["tasks"][src.task.name]["episodes"] += 1
-                    summary["tasks"][src.task.name]["steps"] += n
+                    task = summary["tasks"][src.task.name]
+                    task["episodes"] += 1
+                    task["steps"] += n
+                    task["noops"] += ep.dropped_noops
                     summary["episodes"] += 1
                     summary["steps"] += n
+                    summary["noops"] += ep.dropped_noops
                     progress.update(1, task=src.task.name[:40])
+        summary["dataset_id"] = digest.hexdigest()[:16]
+        _write_provenance(out, sources, suite_name, source_kind, drop_noops, summary["noops"], summary["dataset_id"])
     return summary
 
 
 def print_summary(summary: dict, out_path: str | Path) -> None:
     width = max(len(t) for t in summary["tasks"])
-    print(f"{'task':<{width}}  episodes  steps  skipped")
+    print(f"{'task':<{width}}  episodes  steps  skipped  no-ops dropped  pairing")
     for task, s in summary["tasks"].items():
-        print(f"{task:<{width}}  {s['episodes']:>8}  {s['steps']:>5}  {len(s['skipped']):>7}")
+        print(f"{task:<{width}}  {s['episodes']:>8}  {s['steps']:>5}  {len(s['skipped']):>7}  {s['noops']:>14}  "
+              f"{s['pairing']}")
     print(f"wrote {out_path}: {summary['episodes']} episodes, {summary['steps']} steps, "
-          f"{len(summary['tasks'])} task(s)")
+          f"{len(summary['tasks'])} task(s), {summary['noops']} no-op steps dropped, dataset {summary['dataset_id']}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--demos", nargs="+", required=True, metavar="DIR|FILE",
-                        help="LIBERO demo files '<task>_demo.hdf5' or folders holding them (searched recursively)")
+                        help="LIBERO demo files '<task>_demo.hdf5' or folders holding them (searched recursively); "
+                             "with --source lerobot: the dataset folder (meta/, data/, videos/)")
+    parser.add_argument("--source", choices=SOURCES, default="official",
+                        help="official: robomimic HDF5 demo files, official or regenerated (the observation/action "
+                             "pairing is detected per file); lerobot: a LeRobot v2.x LIBERO dataset (default: "
+                             "official)")
     parser.add_argument("--out", required=True, help="training HDF5 to write (docs/formats.md §2)")
     parser.add_argument("--suite", choices=suites.suite_names(),
                         help="suite the tasks belong to (default: the first suite holding every task found)")
@@ -370,9 +487,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS, metavar="M",
                         help=f"skip (and report) demos giving fewer than M training steps (default: "
                              f"{DEFAULT_MIN_STEPS})")
+    parser.add_argument("--drop-noops", action="store_true",
+                        help="leave out no-op steps (zero motion, unchanged gripper; what OpenVLA/openpi drop), "
+                             "counted in the summary and the training file (default: keep every step)")
+    parser.add_argument("--image-size", type=int, metavar="S",
+                        help="resize every frame to SxS (default: keep the sources' size, e.g. 128 official, "
+                             "256 regenerated)")
 
 
 def main(args: argparse.Namespace) -> int:
-    summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps)
+    if args.source == "lerobot":
+        from rdt.libero import lerobot
+
+        summary = lerobot.convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task,
+                                  args.min_steps, args.drop_noops, args.image_size)
+    else:
+        summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps,
+                          args.drop_noops, args.image_size)
     print_summary(summary, args.out)
     return 0

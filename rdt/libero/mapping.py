@@ -41,6 +41,24 @@ MASK = np.maximum(statevec.mask(STATE_SLOTS), statevec.mask(ACTION_SLOTS))
 # Panda finger joints: q[0] in [0, 0.04], q[1] in [-0.04, 0]; opening = q[0] - q[1].
 GRIPPER_MAX_OPENING_M = 0.08
 
+#: where the arm's 7 joint positions sit in LIBERO's flattened MuJoCo state ``[time, qpos, qvel]`` (demo
+#: ``states``, init states, ``env.get_sim_state()``): robosuite merges the arena, then the robot, then the objects,
+#: so qpos starts with the arm joints (then the 2 finger joints). Checked in the simulator for libero_90,
+#: libero_spatial and libero_10 (``robots[0]._ref_joint_pos_indexes == 0..6``; ``state[1:8] == robot0_joint_pos``).
+SIM_STATE_ARM_JOINTS = slice(1, 8)
+
+#: how a demo file pairs its observations with its actions (recorded per episode in the training file):
+#: ``obs_after_action``: ``obs[j]`` was recorded AFTER ``actions[j]`` (official LIBERO ``create_dataset.py``), so
+#: it is what the policy saw when choosing ``actions[j+1]``; ``obs_before_action``: ``obs[j]`` was recorded BEFORE
+#: ``actions[j]`` (OpenVLA's regenerated files, LeRobot datasets), so it pairs with ``actions[j]``.
+OBS_AFTER_ACTION = "obs_after_action"
+OBS_BEFORE_ACTION = "obs_before_action"
+OBS_CONVENTIONS = (OBS_AFTER_ACTION, OBS_BEFORE_ACTION)
+
+#: a no-op command (OpenVLA's ``is_noop``, what the published LIBERO recipes drop): translation and rotation
+#: together below this norm, gripper command equal to the previous kept command's.
+NOOP_THRESHOLD = 1e-4
+
 
 def upright(frames: np.ndarray) -> np.ndarray:
     """Rotate LIBERO renders by 180 degrees: (..., H, W, C) -> (..., H, W, C), contiguous.
@@ -50,6 +68,35 @@ def upright(frames: np.ndarray) -> np.ndarray:
     if frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"expected image(s) of shape (..., H, W, 3), got {frames.shape}")
     return np.ascontiguousarray(frames[..., ::-1, ::-1, :])
+
+
+def resize(frames: np.ndarray, size: int) -> np.ndarray:
+    """(..., H, W, 3) uint8 frames -> (..., size, size, 3) uint8 (PIL's antialiased bicubic; a no-op at that size).
+
+    Conversion uses it to bring every source to the training file's ``image_size``; evaluation renders at that
+    size instead of resizing."""
+    frames = np.asarray(frames)
+    if frames.shape[-3:-1] == (size, size):
+        return frames
+    from PIL import Image
+
+    flat = frames.reshape((-1,) + frames.shape[-3:])
+    out = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BICUBIC)) for im in flat])
+    return out.reshape(frames.shape[:-3] + (size, size, 3))
+
+
+def noop_mask(actions: np.ndarray) -> np.ndarray:
+    """(T,7) LIBERO commands -> (T,) bool, True where the step is a no-op to drop: OpenVLA's ``is_noop`` applied in
+    order against the previous KEPT command (a gripper change is never a no-op)."""
+    a = np.asarray(actions, dtype=np.float64)
+    drop = np.zeros(len(a), dtype=bool)
+    prev = None
+    for t in range(len(a)):
+        still = np.linalg.norm(a[t, :6]) < NOOP_THRESHOLD
+        drop[t] = still if prev is None else (still and a[t, 6] == prev[6])
+        if not drop[t]:
+            prev = a[t]
+    return drop
 
 
 def gripper_opening(gripper_qpos: np.ndarray) -> np.ndarray:
