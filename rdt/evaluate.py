@@ -424,9 +424,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", required=True, type=int, metavar="H",
                    help="execution horizon: actions executed from each predicted 64-step chunk before re-planning "
                         "(1..64)")
-    p.add_argument("--suite", required=True, metavar="S", help="LIBERO suite: " + ", ".join(suites.suite_names()))
-    p.add_argument("--tasks", nargs="+", default=["all"], metavar="T",
-                   help="task names, indices or shell patterns of the suite, or 'all' (default: all)")
+    p.add_argument("--suite", metavar="S", help="LIBERO suite: " + ", ".join(suites.suite_names())
+                   + " (default: the suite the checkpoint was trained on, from pipeline.json)")
+    p.add_argument("--tasks", nargs="+", metavar="T",
+                   help="task names, indices or shell patterns of the suite, or 'all' (default: the tasks the "
+                        "checkpoint was trained on when --suite is theirs, from pipeline.json; else all)")
     p.add_argument("--episodes", required=True, type=int, metavar="N",
                    help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK})")
     p.add_argument("--max-steps", type=int, metavar="M",
@@ -451,6 +453,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one per checkpoint x horizon)")
 
 
+def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str] | None) -> tuple[str, list[str]]:
+    """``--suite``/``--tasks`` with their defaults: the suite and tasks the checkpoint's pipeline.json says it was
+    trained on (the tasks only when the suite is that one; otherwise all tasks)."""
+    trained: dict = {}
+    path = Path(checkpoint) / "pipeline.json"
+    if path.is_file():
+        try:
+            trained = json.loads(path.read_text())
+        except (OSError, ValueError):
+            trained = {}
+    if suite is None:
+        suite = trained.get("suite")
+        if not suite:
+            raise UserError(f"--suite is not given and {checkpoint} has no pipeline.json naming the suite it was "
+                            "trained on (a checkpoint made elsewhere): pass --suite S [--tasks ...]")
+    if tasks is None:
+        tasks = list(trained.get("tasks") or ["all"]) if suite == trained.get("suite") else ["all"]
+    return suite, tasks
+
+
 def _check_positive(value: int | None, flag: str) -> None:
     if value is not None and value < 1:
         raise UserError(f"{flag} {value}: expected a positive integer")
@@ -466,6 +488,7 @@ def main(args: argparse.Namespace) -> int:
     _check_positive(args.camera_size, "--camera-size")
     if args.videos_per_task < 0:
         raise UserError(f"--videos-per-task {args.videos_per_task}: expected 0 or more")
+    args.suite, args.tasks = trained_suite_and_tasks(args.checkpoint, args.suite, args.tasks)
     tasks = suites.select_tasks(args.suite, args.tasks)
     from rdt.lang import LanguageTable
 

@@ -262,10 +262,10 @@ class Plan:
         """Files and folders named in the config exist (checked at parse time, whatever is in results/)."""
         for run, s in self.runs.items():
             d = s["demos"]
-            if d["source"] == "folder":
+            if d["source"] in ("folder", "lerobot"):
                 if not d["folder"]:
-                    raise UserError(f"runs.{run}: demos.source is 'folder' but demos.folder is not set (expected "
-                                    "a folder of LIBERO *_demo.hdf5 files)")
+                    raise UserError(f"runs.{run}: demos.source is {d['source']!r} but demos.folder is not set "
+                                    "(expected a folder of LIBERO *_demo.hdf5 files, or a LeRobot dataset folder)")
                 if not self._path(d["folder"]).is_dir():
                     raise UserError(f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
                                     f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})")
@@ -291,8 +291,8 @@ class Plan:
     # ------------------------------------------------------------------------------------------------ shared stages
     def demo_settings(self, run: str) -> dict:
         d = self.runs[run]["demos"]
-        if d["source"] == "folder":
-            return {"source": "folder", "folder": str(self._path(d["folder"]).resolve())}
+        if d["source"] in ("folder", "lerobot"):
+            return {"source": d["source"], "folder": str(self._path(d["folder"]).resolve())}
         return {"source": "expert", "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
                 "episodes_per_task": d["episodes_per_task"], "max_attempts": d["max_attempts"], "seed": d["seed"],
                 "first_init_state": d["first_init_state"]}
@@ -300,7 +300,10 @@ class Plan:
     def data_settings(self, run: str) -> dict:
         d, s = self.runs[run]["demos"], self.runs[run]["data"]
         return {"demos": self.demo_settings(run), "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
-                "demos_per_task": s["demos_per_task"], "min_steps": s["min_steps"]}
+                "demos_per_task": s["demos_per_task"], "min_steps": s["min_steps"],
+                # issue 13's settings enter the key only when set, so existing data keys stay as they were
+                **({"drop_noops": True} if s.get("drop_noops") else {}),
+                **({"image_size": s["image_size"]} if s.get("image_size") else {})}
 
     def language_settings(self, run: str) -> dict:
         """Training language: the instructions of the training data, and the text encoder; nothing else."""
@@ -308,7 +311,7 @@ class Plan:
 
     def demos_input(self, settings: dict) -> str:
         """What `convert` reads: the expert's output folder, or the configured folder of demo files."""
-        if settings["source"] == "folder":
+        if settings["source"] in ("folder", "lerobot"):
             return settings["folder"]
         return f"{self.results}/cache/demos/{key_of(settings)}"
 

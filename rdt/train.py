@@ -174,6 +174,7 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
                 "action_space": str(attrs["action_space"]), "step": step, "run": run,
                 "identity": identity or cfg.fingerprint(), "train_code": cfg.training_code(),
                 "suite": created.get("suite"), "tasks": created.get("tasks"), "data": str(cfg.data),
+                "dataset": created.get("dataset"),
                 "dataset_stat": stats_entry(cfg.stats)}
     return save_checkpoint(export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(),
                            pipeline=pipeline)

@@ -34,7 +34,8 @@ def make(change=None, **kwargs) -> Plan:
 def test_defaults_are_filled_and_runs_overlay_the_base():
     p = make(lambda c: c["runs"].update(fast={"train": {"learning_rate": 3e-4}, "eval": {"seed": 2}}))
     assert p.config["report"] == {"videos": 4} and p.config["evaluate_checkpoints"] == []
-    assert p.runs["default"]["data"] == {"demos_per_task": None, "min_steps": 10}
+    assert p.runs["default"]["data"] == {"demos_per_task": None, "min_steps": 10, "drop_noops": False,
+                                           "image_size": None}
     assert p.runs["fast"]["train"]["learning_rate"] == 3e-4 and p.runs["default"]["train"].get("learning_rate") is None
     assert p.runs["fast"]["eval"]["seed"] == 2 and p.runs["fast"]["eval"]["exec_horizons"] == [8, 16]
     # eval.suite / eval.tasks default to the demos'

@@ -160,3 +160,54 @@ def test_training_file_records_suite_tasks_and_dataset_identity(tmp_path):
     assert created["dataset"] == s1["dataset_id"] and created["source"] == "official"
     assert s1["dataset_id"] != s2["dataset_id"]
     assert convert([str(tmp_path / "d")], tmp_path / "c.h5", suite="libero_90")["dataset_id"] == s1["dataset_id"]
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints know their data
+
+def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tmp_path):
+    import torch
+
+    import train_helpers as h
+    from rdt import train
+    from rdt.evaluate import trained_suite_and_tasks
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = h.make_data(tmp_path / "data")
+        out = tmp_path / "run"
+        train.train_segment(h.load_run(data), 1, out)
+    finally:
+        torch.set_num_threads(threads)
+    with h5py.File(data["data"], "r") as f:
+        created = json.loads(f.attrs["created_by"])
+    pipeline = json.loads((train.export_dir(out, 1) / "pipeline.json").read_text())
+    assert pipeline["suite"] == created["suite"] == "libero_90"
+    assert pipeline["tasks"] == created["tasks"] == list(h.TASKS)          # suite order
+    assert pipeline["dataset"] == created["dataset"] and len(pipeline["dataset"]) == 16
+    export = str(train.export_dir(out, 1))
+    assert trained_suite_and_tasks(export, None, None) == (pipeline["suite"], pipeline["tasks"])
+    assert trained_suite_and_tasks(export, pipeline["suite"], ["0"]) == (pipeline["suite"], ["0"])
+    other = "libero_10" if pipeline["suite"] != "libero_10" else "libero_90"
+    assert trained_suite_and_tasks(export, other, None) == (other, ["all"])
+    with pytest.raises(UserError, match="--suite is not given"):
+        trained_suite_and_tasks(str(tmp_path), None, None)
+
+
+def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
+    from rdt.plan import Plan, key_of
+
+    base = {"demos": {"source": "folder", "folder": str(tmp_path), "suite": "libero_90", "tasks": [TASK]},
+            "train": {"max_steps": 2, "model": "tiny", "init_from": None, "text_encoder": "tiny",
+                      "vision_encoder": "tiny", "effective_batch_size": 2, "per_device_batch_size": 2,
+                      "checkpointing_period": 2},
+            "eval": {"exec_horizons": [8], "episodes_per_task": 1, "max_steps": 12},
+            "runs": {"plain": {}, "noops": {"data": {"drop_noops": True, "image_size": 64}},
+                     "lerobot": {"demos": {"source": "lerobot"}}}}
+    p = Plan(base)
+    plain, noops, lerobot = (p.data_settings(r) for r in ("plain", "noops", "lerobot"))
+    assert "drop_noops" not in plain and "image_size" not in plain          # existing data keys unchanged
+    assert noops["drop_noops"] is True and noops["image_size"] == 64
+    assert lerobot["demos"] == {"source": "lerobot", "folder": str(tmp_path.resolve())}
+    assert len({key_of(plain), key_of(noops), key_of(lerobot)}) == 3
+    assert p.demos_input(lerobot["demos"]) == str(tmp_path.resolve())

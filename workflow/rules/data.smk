@@ -13,6 +13,11 @@ rule convert:
             f"--demos-per-task {PLAN.data[w.key]['demos_per_task']}" if PLAN.data[w.key]["demos_per_task"] else ""
         ),
         min_steps=lambda w: PLAN.data[w.key]["min_steps"],
+        options=lambda w: " ".join(
+            (["--source lerobot"] if PLAN.data[w.key]["demos"]["source"] == "lerobot" else [])
+            + (["--drop-noops"] if PLAN.data[w.key].get("drop_noops") else [])
+            + ([f"--image-size {PLAN.data[w.key]['image_size']}"] if PLAN.data[w.key].get("image_size") else [])
+        ),
         code=CODE["convert"],
     log:
         f"{RESULTS}/logs/convert/{{key}}.log",
@@ -26,7 +31,7 @@ rule convert:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt convert --demos {input:q} --suite {params.suite} --tasks {params.tasks:q}"
-        " {params.per_task} --min-steps {params.min_steps} --out {output} > {log} 2>&1"
+        " {params.per_task} --min-steps {params.min_steps} {params.options} --out {output} > {log} 2>&1"
 
 
 rule stats:
