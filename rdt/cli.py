@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import sys
 from pathlib import Path
 
 from rdt.errors import UserError
 from rdt.utils.atomic import check_writable, disk_error_line
+from rdt.utils.logs import quiet_third_party, setup_logging
 
 # command -> (module, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from {', '.join(sorted(COMMANDS))}")
     module_name, desc = COMMANDS[name]
+    quiet_third_party()                      # before any command module imports robosuite
+    setup_logging(logging.WARNING)           # time-stamped records; a command may log more (evaluate: INFO)
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"python -m rdt {name}", description=(module.__doc__ or desc).strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

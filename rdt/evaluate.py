@@ -36,6 +36,7 @@ from rdt.libero import mapping, suites
 from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
                                 WorkerPool, run_jobs)
 from rdt.utils.atomic import write_json, write_text
+from rdt.utils.logs import setup_logging
 from rdt.utils.progress import Progress
 from rdt.utils.versions import package_versions
 
@@ -479,7 +480,7 @@ def _check_positive(value: int | None, flag: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    setup_logging()         # time, level and logger name on each record
     # everything that can be wrong with the request is checked before a model or simulator is loaded
     check_horizon(args.horizon)
     check_episodes(args.episodes)

@@ -22,7 +22,8 @@ augmentation, diffusion noise and timestep) are seeded by (seed, its global samp
 does not depend on the process count or the data-loading workers, and a resumed run continues the same stream.
 
 Outputs in DIR: metrics.csv (step, loss, lr, grad_norm, samples, samples_per_s, step_time_s, sample_mse; one row
-per optimizer step), tensorboard/ (when tensorboard is installed), checkpoints/checkpoint-<step>/ (resumable:
+per optimizer step), tensorboard/ (when tensorboard is installed; ``tensorboard --logdir results``; with
+``report_to: wandb`` the same rows also go to Weights & Biases), checkpoints/checkpoint-<step>/ (resumable:
 weights, EMA, optimizer, LR scheduler, RNG states, data position, step, settings fingerprint), export/step-<S>/.
 SIGTERM or SIGUSR1 (preemption): the current optimizer step is finished, a checkpoint is saved, and the command
 exits with status 128 + signal number. Killing the ``accelerate launch`` that started the trainer does the same
@@ -57,6 +58,7 @@ from rdt import statevec, train_config
 from rdt.errors import UserError
 from rdt.libero.mapping import ACTION_SLOTS
 from rdt.utils.atomic import atomic_dir, write_json, write_text
+from rdt.utils.logs import now
 from rdt.utils.progress import Progress
 
 CHECKPOINTS, EXPORT, METRICS = "checkpoints", "export", "metrics.csv"
@@ -341,7 +343,8 @@ class MetricsLog:
     ``keep_until`` (the newest checkpoint of the same settings, whose trajectory wrote them) go back into
     metrics.csv, so a segment that retrains steps 1-10 of a finished 30-step run leaves 30 rows."""
 
-    def __init__(self, out: Path, start_step: int, keep_until: int = 0):
+    def __init__(self, out: Path, start_step: int, keep_until: int = 0, tracker=None):
+        self.tracker = tracker      # train.report_to: wandb -> accelerator.log(values, step=step)
         self.path = Path(out) / METRICS
         self.history = Path(out) / METRICS_HISTORY
         self.keep_until, self.last_step = int(keep_until), int(start_step)
@@ -395,6 +398,8 @@ class MetricsLog:
             for k, v in row.items():
                 if k != "step" and v is not None:
                     self.tb.add_scalar(f"train/{k}", v, row["step"])
+        if self.tracker is not None:
+            self.tracker({f"train/{k}": v for k, v in row.items() if k != "step" and v is not None}, step=row["step"])
 
     def close(self) -> None:
         self.file.close()
@@ -405,6 +410,25 @@ class MetricsLog:
             write_text(self.path, _metrics_text(rows + back))
         if self.tb is not None:
             self.tb.close()
+
+
+def tracker_kwargs(cfg: train_config.TrainConfig, out: Path) -> dict[str, Any]:
+    """Accelerator arguments for ``train.report_to``: W&B through accelerate's tracker; nothing otherwise (the
+    TensorBoard files are MetricsLog's own)."""
+    return {"log_with": "wandb", "project_dir": str(out)} if cfg.report_to == "wandb" else {}
+
+
+def start_tracker(accelerator, cfg: train_config.TrainConfig, fingerprint: str):
+    """Start the W&B run of ``train.report_to: wandb`` (one per training: each segment continues it; offline with
+    WANDB_MODE=offline) and return the function that logs a row; None without a tracker."""
+    if cfg.report_to != "wandb":
+        return None
+    name = cfg.run or "rdt"
+    accelerator.init_trackers(os.environ.get("WANDB_PROJECT", "rdt-libero"), config=cfg.to_dict(),
+                              init_kwargs={"wandb": {"name": name, "id": f"{name}-{fingerprint}"[:64],
+                                                     "resume": "allow",
+                                                     "dir": os.environ.get("WANDB_DIR") or accelerator.project_dir}})
+    return accelerator.log
 
 
 def _metrics_text(rows: list[dict[str, str]]) -> str:
@@ -458,10 +482,11 @@ class Trainer:
             # plugin's autocast, so accelerate's is off
             handlers = [] if cuda else [InitProcessGroupKwargs(backend="gloo")]
             self.accelerator = acc = Accelerator(mixed_precision="no", deepspeed_plugin=plugin,
-                                                 kwargs_handlers=handlers)
+                                                 kwargs_handlers=handlers, **tracker_kwargs(cfg, self.out))
         else:
             # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
-            self.accelerator = acc = Accelerator(mixed_precision=self.precision, cpu=not cuda)
+            self.accelerator = acc = Accelerator(mixed_precision=self.precision, cpu=not cuda,
+                                                 **tracker_kwargs(cfg, self.out))
         self.num_processes, self.rank = acc.num_processes, acc.process_index
         self.accumulation = cfg.accumulation(self.num_processes)
         self.fingerprint = cfg.fingerprint()
@@ -547,7 +572,7 @@ class Trainer:
 
     def log(self, message: str) -> None:
         if self.is_main:
-            print(f"train: {message}", flush=True)
+            print(f"{now()} train: {message}", flush=True)
 
     # -------------------------------------------------------------------------------------- state
     def _resume(self, folder: Path) -> None:
@@ -725,9 +750,10 @@ class Trainer:
         self.log(f"{len(self.train_set)} training samples ({len(self.train_set.episode_ids)} episodes); sample MSE on "
                  f"{len(self.sample_set.episode_ids)} {self.sample_on} episodes; steps {self.step} -> {until_step}")
         previous = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        tracker = start_tracker(self.accelerator, cfg, self.fingerprint)
         if self.is_main:
             ahead = max((s for s, _ in matching_checkpoints(self.out, self.fingerprint)[0]), default=0)
-            metrics = MetricsLog(self.out, self.step, keep_until=ahead)
+            metrics = MetricsLog(self.out, self.step, keep_until=ahead, tracker=tracker)
         else:
             metrics = None
         try:
@@ -737,6 +763,8 @@ class Trainer:
                 signal.signal(s, h)
             if metrics is not None:
                 metrics.close()
+            if tracker is not None:
+                self.accelerator.end_training()
 
     def _loop(self, until_step: int, metrics: MetricsLog | None) -> None:
         cfg = self.cfg

@@ -126,6 +126,14 @@ class TrainConfig:
     """Batches of per_device_batch_size held-out samples per sample-MSE measurement."""
     log_period: int = 50
     """Optimizer steps between plain log lines (metrics.csv gets every step)."""
+    report_to: str = "none"
+    """Experiment tracker, never required and not part of the identity. metrics.csv and TensorBoard event files
+    (DIR/tensorboard/, ``tensorboard --logdir results``) are written whatever this says. ``none`` (default):
+    nothing else; ``tensorboard``: the same, but a missing tensorboard package is an error instead of no event
+    files; ``wandb``: also log every row to Weights & Biases through accelerate's tracker (needs ``pip install
+    wandb`` and a login, or ``WANDB_MODE=offline``; project ``$WANDB_PROJECT`` or ``rdt-libero``, one W&B run per
+    training, continued by each segment). Asking for a tracker that is not installed is an error when the
+    configuration is read."""
 
     # ---- identity
     code_fingerprint: str | None = None
@@ -207,7 +215,7 @@ def code_fingerprint() -> str:
 # settings that do not change the trained weights (the process count does not either: the accumulation keeps the
 # effective batch and the per-sample seeds keep the draws)
 _NOT_IN_FINGERPRINT = ("checkpointing_period", "checkpoints_total_limit", "sample_period", "sample_batches",
-                       "log_period", "dataloader_num_workers", "run", "max_nonfinite_steps")
+                       "log_period", "dataloader_num_workers", "run", "max_nonfinite_steps", "report_to")
 NOT_IN_FINGERPRINT = _NOT_IN_FINGERPRINT
 
 
@@ -231,7 +239,9 @@ def _file_identity(path: str | None) -> str | None:
     return h.hexdigest()
 
 
-_CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED}
+REPORT_TO = ("none", "tensorboard", "wandb")
+_CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED,
+            "report_to": REPORT_TO}
 _POSITIVE = ("effective_batch_size", "per_device_batch_size", "checkpointing_period", "checkpoints_total_limit",
              "log_period", "learning_rate", "adam_eps", "max_grad_norm", "ema_inv_gamma")
 _NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "ema_update_after_step", "sample_period", "sample_batches",
@@ -297,6 +307,13 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
                         "at every draw, so their features cannot be computed once)")
     if cfg.ema_min > cfg.ema_max:
         raise UserError(f"{source}: ema_min={cfg.ema_min} > ema_max={cfg.ema_max}")
+    if cfg.report_to != "none":
+        import importlib.util
+
+        if importlib.util.find_spec(cfg.report_to) is None:
+            raise UserError(f"{source}: key 'report_to' = {cfg.report_to!r}, but the {cfg.report_to} package is not "
+                            f"installed in this environment (pip install {cfg.report_to}); or set report_to: none "
+                            "(metrics.csv and the TensorBoard files are written anyway)")
     for key in _REQUIRED:
         if getattr(cfg, key) is None:
             raise UserError(f"{source}: key {key!r} is required (path to the {_REQUIRED_WHAT[key]})")

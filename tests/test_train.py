@@ -50,7 +50,8 @@ def test_log_states_the_batch_formula_and_lr_follows_warmup(data, short_run, cap
     assert all(np.isfinite(r["sample_mse"]) and r["sample_mse"] > 0 for r in rows if "sample_mse" in r)
     # the first lines of a run state the batch arithmetic
     train.train_segment(h.load_run(data, effective_batch_size=16), 1, tmp_path / "formula")
-    first = capsys.readouterr().out.splitlines()[0]
+    day, clock, first = capsys.readouterr().out.splitlines()[0].split(" ", 2)     # each line starts with the time
+    time.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M:%S")
     assert first == "train: effective batch 16 = 4 per device x 4 accumulation x 1 processes"
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from rdt.errors import UserError
 from rdt.libero.suites import NOOP_ACTION, SETTLE_STEPS, Task
 from rdt.utils.atomic import write_text
+from rdt.utils.logs import quiet_third_party, swallow_stdout
 
 CONFIG_KEYS = ("assets", "bddl_files", "benchmark_root", "datasets", "init_states")
 CAMERAS = ("agentview", "robot0_eye_in_hand")   # obs keys: agentview_image, robot0_eye_in_hand_image
@@ -131,6 +132,7 @@ def import_libero() -> SimpleNamespace:
     ensure_assets_link()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    quiet_third_party()          # robosuite's "No private macro file found" warnings
     from libero.libero import benchmark, get_libero_path
     from libero.libero.envs import OffScreenRenderEnv, bddl_utils
     from libero.libero.envs.env_wrapper import ControlEnv
@@ -142,7 +144,8 @@ def import_libero() -> SimpleNamespace:
 def _benchmark_task(task: Task):
     """The installed benchmark's task record (name, language, problem_folder, bddl_file, ...) for ``task``."""
     lib = import_libero()
-    bench = lib.benchmark.get_benchmark_dict()[task.suite]()
+    with swallow_stdout():       # LIBERO prints "[info] using task orders [...]" for each benchmark object
+        bench = lib.benchmark.get_benchmark_dict()[task.suite]()
     record = bench.get_task(task.index)
     if record.name != task.name:
         raise UserError(f"task {task.suite}[{task.index}] is {record.name!r} in the installed LIBERO, "

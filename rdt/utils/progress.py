@@ -5,20 +5,26 @@ import sys
 import time
 from typing import Iterable, Iterator, TypeVar
 
+from rdt.utils.logs import now
+
 T = TypeVar("T")
 
 
 class Progress:
     """``with Progress(total, "train") as p: p.update(1, loss=0.3)``.
 
-    In a TTY this is a tqdm bar; otherwise a line ``desc: n/total (pct) rate/s key=value`` is printed to stderr
-    at most every ``every`` seconds, and once at the end.
+    In a TTY this is a tqdm bar; otherwise a line
+    ``2026-12-01 15:40:06 desc: n/total (pct) elapsed 1m02s, ETA 3m10s, rate unit/s key=value`` is printed to stderr
+    at most every ``every`` seconds, and once at the end unless the last line already shows the final count. The
+    rate and the ETA count only this process's work (a resumed run starting at ``initial`` is not credited with
+    the steps done before it).
     """
 
     def __init__(self, total: int | None, desc: str, unit: str = "it", every: float = 30.0, initial: int = 0,
                  stream=None):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
-        self.n = initial
+        self.n = self.initial = initial
+        self._printed: int | None = None     # the count shown by the last plain line
         self.stream = stream or sys.stderr
         self.postfix: dict[str, object] = {}
         self._start = time.monotonic()
@@ -44,16 +50,21 @@ class Progress:
 
     def _line(self) -> None:
         elapsed = max(time.monotonic() - self._start, 1e-9)
+        rate = (self.n - self.initial) / elapsed
         total = f"/{self.total}" if self.total else ""
         pct = f" ({100.0 * self.n / self.total:.0f}%)" if self.total else ""
+        eta = ""
+        if self.total and self.n < self.total:
+            eta = f", ETA {_duration((self.total - self.n) / rate)}" if rate > 0 else ", ETA ?"
         extras = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
-        print(f"{self.desc}: {self.n}{total}{pct} {self.n / elapsed:.2f} {self.unit}/s {extras}".rstrip(),
-              file=self.stream, flush=True)
+        print(f"{now()} {self.desc}: {self.n}{total}{pct} elapsed {_duration(elapsed)}{eta}, {rate:.3g} "
+              f"{self.unit}/s {extras}".rstrip(), file=self.stream, flush=True)
+        self._printed = self.n
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        else:
+        elif self._printed != self.n:      # the final count, unless the last periodic line already showed it
             self._line()
 
     def __enter__(self) -> "Progress":
@@ -61,6 +72,18 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``, ``3d04h``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def _fmt(v: object) -> str:
