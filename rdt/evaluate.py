@@ -269,9 +269,11 @@ class StateRangeCheck:
 
 
 # ------------------------------------------------------------------------------------------------ policy inputs
-def policy_inputs(observations: Sequence[Observation]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def policy_inputs(observations: Sequence[Observation], mask: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Observations -> (images (B,2,3,S,S,3) uint8, image_mask (B,2,3) bool, states (B,128) f32,
-    state_mask (B,128) f32). History index 0 = t-1, 1 = t; the left-wrist slot is absent."""
+    state_mask (B,128) f32). History index 0 = t-1, 1 = t; the left-wrist slot is absent. ``mask``: the
+    availability mask the checkpoint was trained with (default mapping.MASK); state slots outside it are 0."""
     b = len(observations)
     size = observations[0].images.shape[1]
     images = np.zeros((b, 2, len(mapping.CAMERA_SLOTS), size, size, 3), dtype=np.uint8)
@@ -284,18 +286,21 @@ def policy_inputs(observations: Sequence[Observation]) -> tuple[np.ndarray, np.n
             if obs.prev_images is not None:
                 images[row, 0, j] = obs.prev_images[k]
                 valid[row, 0, j] = True
-    states = np.stack([obs.state for obs in observations]).astype(np.float32)
-    state_mask = np.broadcast_to(mapping.MASK, states.shape).astype(np.float32)
+    mask = mapping.MASK if mask is None else np.asarray(mask, dtype=np.float32)
+    states = np.stack([obs.state for obs in observations]).astype(np.float32) * mask
+    state_mask = np.broadcast_to(mask, states.shape).astype(np.float32)
     return images, valid, states, state_mask
 
 
 def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRangeCheck | None,
                  timing: dict[str, float]):
     """The scheduler's planning callback: ONE policy call for all ready episodes -> LIBERO commands (B, chunk, 7)."""
+    # the state slots the checkpoint was trained with (pipeline.json state_slots; e.g. no joints from LeRobot data)
+    mask = mapping.availability_mask((getattr(policy, "pipeline", None) or {}).get("state_slots"))
 
     def plan(ready: list[tuple[Job, Observation]]) -> list[np.ndarray]:
         observations = [obs for _, obs in ready]
-        images, valid, states, state_mask = policy_inputs(observations)
+        images, valid, states, state_mask = policy_inputs(observations, mask)
         if state_check is not None:
             state_check.update(states)
         t0 = time.perf_counter()

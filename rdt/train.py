@@ -167,6 +167,7 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
     ema, _ = load_runner(source, weights="ema")
     with open_training_file(cfg.data) as f:
         attrs = {k: f.attrs[k] for k in ("image_size", "control_frequency", "action_space")}
+        state_slots = json.loads(f.attrs.get("state_slots", "null"))   # None: a file from before issue 13
         try:
             created = json.loads(f.attrs.get("created_by", "{}"))
         except (TypeError, ValueError):
@@ -176,7 +177,7 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
                 "action_space": str(attrs["action_space"]), "step": step, "run": run,
                 "identity": identity or cfg.fingerprint(), "train_code": cfg.training_code(),
                 "suite": created.get("suite"), "tasks": created.get("tasks"), "data": str(cfg.data),
-                "dataset": created.get("dataset"),
+                "dataset": created.get("dataset"), "state_slots": state_slots,
                 "dataset_stat": stats_entry(cfg.stats)}
     return save_checkpoint(export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(),
                            pipeline=pipeline)

@@ -185,6 +185,7 @@ def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tm
     assert pipeline["suite"] == created["suite"] == "libero_90"
     assert pipeline["tasks"] == created["tasks"] == list(h.TASKS)          # suite order
     assert pipeline["dataset"] == created["dataset"] and len(pipeline["dataset"]) == 16
+    assert pipeline["state_slots"] == list(mapping.STATE_SLOTS)
     export = str(train.export_dir(out, 1))
     assert trained_suite_and_tasks(export, None, None) == (pipeline["suite"], pipeline["tasks"])
     assert trained_suite_and_tasks(export, pipeline["suite"], ["0"]) == (pipeline["suite"], ["0"])
@@ -211,3 +212,119 @@ def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
     assert lerobot["demos"] == {"source": "lerobot", "folder": str(tmp_path.resolve())}
     assert len({key_of(plain), key_of(noops), key_of(lerobot)}) == 3
     assert p.demos_input(lerobot["demos"]) == str(tmp_path.resolve())
+
+
+# ------------------------------------------------------------------------------------------------ LeRobot datasets
+
+def _demo_arrays(path, key="demo_0"):
+    with h5py.File(path, "r") as f:
+        g = f[f"data/{key}"]
+        return {k: g[k][()] for k in ("actions", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states",
+                                      "obs/agentview_rgb", "obs/eye_in_hand_rgb")}
+
+
+@pytest.fixture(scope="module")
+def same_demos(tmp_path_factory):
+    """Two tasks' demos written three ways by independent writers: official (after-action) and regenerated
+    (before-action) HDF5 files, and the regenerated ones as the LeRobot builders store them."""
+    root = tmp_path_factory.mktemp("same")
+    files = {}
+    for recorded in ("after", "before"):
+        for task, seed in ((TASK, 11), (OTHER, 12)):
+            files[recorded, task] = _demo_file(root / recorded, recorded, task=task, steps=(15, 13), seed=seed)
+    return root, files
+
+
+def _lerobot_episodes(files):
+    from rdt.libero import suites
+
+    language = {t.name: t.language for t in suites.tasks("libero_90")}
+    return [(language[task] + ("." if task == OTHER else ""), _demo_arrays(files["before", task], k))
+            for task in (TASK, OTHER) for k in ("demo_0", "demo_1")]
+
+
+@pytest.mark.parametrize("layout, dtype", [("lerobot", "video"), ("openpi", "image")])
+def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_demos, tmp_path, layout, dtype):
+    from lerobot_layout import write_dataset
+
+    root, files = same_demos
+    dataset = write_dataset(tmp_path / "ds", _lerobot_episodes(files), layout=layout, dtype=dtype)
+    out = tmp_path / "lerobot.h5"
+    assert cli.main(["convert", "--source", "lerobot", "--demos", str(dataset), "--out", str(out)]) == 0
+    convert([str(root / "before")], tmp_path / "regen.h5", suite="libero_90")
+    convert([str(root / "after")], tmp_path / "official.h5", suite="libero_90")
+    attrs, eps = _read_episodes(out)
+    _, regen = _read_episodes(tmp_path / "regen.h5")
+    _, official = _read_episodes(tmp_path / "official.h5")
+    assert attrs["source"] == f"lerobot:{layout}" and attrs["image_size"] == SIZE
+    np.testing.assert_array_equal(attrs["mask"], mapping.EEF_MASK)           # no joint positions in the source
+    assert [(e["attrs"]["task"], e["attrs"]["source_demo"]) for e in eps] == [
+        (TASK, "episode_000000"), (TASK, "episode_000001"), (OTHER, "episode_000002"), (OTHER, "episode_000003")]
+    assert all(e["attrs"]["obs_convention"] == mapping.OBS_BEFORE_ACTION for e in eps)
+    eef = mapping.EEF_MASK[:] > 0
+    for lr, rg, of in zip(eps, regen, official):
+        # frames: exactly equal (lossless video / PNG), and to the official conversion from its second step on
+        for slot in ("exterior", "right_wrist"):
+            np.testing.assert_array_equal(lr[f"images/{slot}"], rg[f"images/{slot}"])
+            np.testing.assert_array_equal(lr[f"images/{slot}"][1:], of[f"images/{slot}"])
+        np.testing.assert_array_equal(lr["action"], rg["action"])           # float32 storage of the command
+        np.testing.assert_array_equal(lr["action"][1:], of["action"])
+        np.testing.assert_allclose(lr["libero_action"], rg["libero_action"], rtol=0, atol=1e-7)
+        # state: eef position, rotation and gripper agree (the parquet stores float32); joint slots absent (0)
+        np.testing.assert_allclose(lr["state"][:, eef], rg["state"][:, eef], rtol=0, atol=2e-6)
+        np.testing.assert_allclose(lr["state"][1:, eef], of["state"][:, eef], rtol=0, atol=2e-6)
+        assert not lr["state"][:, ~eef].any() and rg["state"][:, :7].any()
+
+
+def test_lerobot_frames_convention_suite_and_selection(same_demos, tmp_path):
+    from lerobot_layout import write_dataset
+    from rdt.libero import lerobot
+
+    root, files = same_demos
+    raw = write_dataset(tmp_path / "raw", _lerobot_episodes(files)[:2], dtype="image", upright=False)
+    convert([str(root / "before")], tmp_path / "regen.h5", suite="libero_90", selectors=[TASK])
+    _, regen = _read_episodes(tmp_path / "regen.h5")
+    # a dataset of raw renders declares it (--frames rotated) and gets the one flip; without it, frames stay as stored
+    lerobot.convert([str(raw)], tmp_path / "r.h5", frames="rotated", demos_per_task=1, image_size=16)
+    _, eps = _read_episodes(tmp_path / "r.h5")
+    assert len(eps) == 1
+    np.testing.assert_array_equal(eps[0]["images/exterior"], mapping.resize(regen[0]["images/exterior"], 16))
+    lerobot.convert([str(raw)], tmp_path / "u.h5")
+    _, eps = _read_episodes(tmp_path / "u.h5")
+    np.testing.assert_array_equal(np.rot90(eps[0]["images/exterior"], 2, axes=(1, 2)), regen[0]["images/exterior"])
+    # instructions select the tasks; a suite without them is an error naming the dataset
+    with pytest.raises(UserError, match="none of the"):
+        lerobot.convert([str(raw)], tmp_path / "x.h5", suite="libero_object")
+    with pytest.raises(UserError, match="match no known LIBERO layout"):
+        info = json.loads((raw / "meta/info.json").read_text())
+        info["features"].pop("observation.state")
+        (raw / "meta/info.json").write_text(json.dumps(info))
+        lerobot.convert([str(raw)], tmp_path / "x.h5")
+
+
+def test_evaluation_feeds_only_the_state_slots_the_checkpoint_was_trained_with():
+    from types import SimpleNamespace
+
+    from rdt.evaluate import make_planner, policy_inputs
+
+    state = np.arange(1, 129, dtype=np.float32) * mapping.MASK
+    obs = SimpleNamespace(images=np.zeros((2, 8, 8, 3), np.uint8), prev_images=None, state=state)
+    _, _, states, state_mask = policy_inputs([obs])
+    np.testing.assert_array_equal(states[0], state)                      # default: every LIBERO slot
+    np.testing.assert_array_equal(state_mask[0], mapping.MASK)
+    _, _, states, state_mask = policy_inputs([obs], mapping.EEF_MASK)
+    np.testing.assert_array_equal(state_mask[0], mapping.EEF_MASK)
+    assert not states[0][:7].any() and np.array_equal(states[0][mapping.EEF_MASK > 0], state[mapping.EEF_MASK > 0])
+
+    seen = {}
+
+    class Fake:
+        pipeline = {"state_slots": list(mapping.EEF_STATE_SLOTS)}
+
+        def act(self, lang, images, valid, states, state_mask):
+            seen["mask"] = state_mask
+            return np.zeros((len(states), 64, 128), np.float32)
+
+    job = SimpleNamespace(task=SimpleNamespace(name=TASK))
+    make_planner(Fake(), {TASK: None}, None, {"policy_s": 0.0, "policy_calls": 0})([(job, obs)])
+    np.testing.assert_array_equal(seen["mask"][0], mapping.EEF_MASK)

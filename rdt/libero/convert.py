@@ -284,7 +284,8 @@ def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFT
 
 # ------------------------------------------------------------------------------------------------ writing
 
-def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask], suite: str) -> None:
+def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask], suite: str,
+                      state_slots=mapping.STATE_SLOTS) -> None:
     out.attrs["format"] = TRAIN_FORMAT
     out.attrs["action_space"] = mapping.ACTION_SPACE
     out.attrs["control_frequency"] = suites.CONTROL_FREQUENCY_HZ
@@ -292,7 +293,8 @@ def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask]
     out.attrs["image_size"] = image_size
     out.attrs["cameras"] = json.dumps({slot: (cam[0].removesuffix("_rgb") if cam else None)
                                        for slot, cam in mapping.CAMERAS.items()})
-    out.attrs["mask"] = mapping.MASK.astype(np.float32)
+    out.attrs["mask"] = mapping.availability_mask(state_slots).astype(np.float32)
+    out.attrs["state_slots"] = json.dumps(list(state_slots))
 
 
 def _write_provenance(out: h5py.File, sources: list[SourceTask], suite: str, source_kind: str, drop_noops: bool,
@@ -415,7 +417,7 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
 
 
 def _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, image_size, source_kind,
-           read_episode, open_source) -> dict:
+           read_episode, open_source, state_slots=mapping.STATE_SLOTS) -> dict:
     """Write the planned episodes (``read_episode(src, handle, key) -> Episode``, ``open_source(path)`` a context
     manager giving the handle) into ``out_path``; fills and returns ``summary``."""
     import hashlib
@@ -436,7 +438,7 @@ def _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, 
                     size = next(iter(ep.images.values())).shape[1]
                     if size_seen is None:
                         size_seen = size
-                        _write_root_attrs(out, size, sources, suite_name)
+                        _write_root_attrs(out, size, sources, suite_name, state_slots)
                     elif size != size_seen:
                         raise UserError(f"{src.path}: {k} has {size}x{size} frames, expected {size_seen}x"
                                         f"{size_seen} like the demos converted before it (set --image-size to "
@@ -490,6 +492,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--drop-noops", action="store_true",
                         help="leave out no-op steps (zero motion, unchanged gripper; what OpenVLA/openpi drop), "
                              "counted in the summary and the training file (default: keep every step)")
+    parser.add_argument("--frames", choices=mapping.FRAME_CONVENTIONS,
+                        help="--source lerobot: how the dataset stores its frames (default: what its layout "
+                             "declares, upright for the published LIBERO datasets); HDF5 demo files are always "
+                             "raw renders (rotated)")
     parser.add_argument("--image-size", type=int, metavar="S",
                         help="resize every frame to SxS (default: keep the sources' size, e.g. 128 official, "
                              "256 regenerated)")
@@ -500,8 +506,10 @@ def main(args: argparse.Namespace) -> int:
         from rdt.libero import lerobot
 
         summary = lerobot.convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task,
-                                  args.min_steps, args.drop_noops, args.image_size)
+                                  args.min_steps, args.drop_noops, args.image_size, args.frames)
     else:
+        if args.frames is not None:
+            raise UserError("--frames is for --source lerobot; LIBERO HDF5 demo files hold raw (rotated) renders")
         summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps,
                           args.drop_noops, args.image_size)
     print_summary(summary, args.out)

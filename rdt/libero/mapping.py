@@ -38,6 +38,31 @@ ACTION_SLOTS = (
 #: availability mask (128,): the union of the state and action slots.
 MASK = np.maximum(statevec.mask(STATE_SLOTS), statevec.mask(ACTION_SLOTS))
 
+#: LeRobot-format LIBERO datasets (openpi ``physical-intelligence/libero`` "state", LeRobot ``lerobot/libero_*``
+#: "observation.state") hold an 8-dim state: end-effector position (3, m), end-effector rotation as axis-angle (3),
+#: finger joint positions (2, robot0_gripper_qpos). No joint positions: the joint slots are absent.
+LEROBOT_STATE_DIM = 8
+EEF_STATE_SLOTS = STATE_SLOTS[7:]          # gripper opening, eef position, eef rotation 6D
+
+
+def availability_mask(state_slots=None) -> np.ndarray:
+    """(128,) mask of data whose state fills ``state_slots`` (None: STATE_SLOTS, i.e. :data:`MASK`) plus the
+    action slots. Training files record their ``state_slots``, exports carry them into pipeline.json and
+    evaluation feeds the policy only those (so a model trained without joint positions never sees them)."""
+    return np.maximum(statevec.mask(STATE_SLOTS if state_slots is None else state_slots),
+                      statevec.mask(ACTION_SLOTS))
+
+
+#: availability mask of a training file made from an 8-dim LeRobot state (no joint slots)
+EEF_MASK = availability_mask(EEF_STATE_SLOTS)
+
+#: how a source stores its frames: ``rotated`` = LIBERO's raw render (180 degrees, official and regenerated HDF5
+#: files), ``upright`` = already turned (the published LeRobot LIBERO datasets). :func:`to_upright` applies
+#: :func:`upright` only to the former.
+FRAMES_ROTATED = "rotated"
+FRAMES_UPRIGHT = "upright"
+FRAME_CONVENTIONS = (FRAMES_ROTATED, FRAMES_UPRIGHT)
+
 # Panda finger joints: q[0] in [0, 0.04], q[1] in [-0.04, 0]; opening = q[0] - q[1].
 GRIPPER_MAX_OPENING_M = 0.08
 
@@ -68,6 +93,15 @@ def upright(frames: np.ndarray) -> np.ndarray:
     if frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"expected image(s) of shape (..., H, W, 3), got {frames.shape}")
     return np.ascontiguousarray(frames[..., ::-1, ::-1, :])
+
+
+def to_upright(frames: np.ndarray, convention: str) -> np.ndarray:
+    """Frames stored in ``convention`` (FRAME_CONVENTIONS) -> upright frames; the flip is :func:`upright`'s."""
+    if convention == FRAMES_ROTATED:
+        return upright(frames)
+    if convention == FRAMES_UPRIGHT:
+        return np.ascontiguousarray(frames)
+    raise ValueError(f"unknown frame convention {convention!r}; expected one of {FRAME_CONVENTIONS}")
 
 
 def resize(frames: np.ndarray, size: int) -> np.ndarray:
@@ -130,6 +164,17 @@ def state_from_demo_obs(joint_states: np.ndarray, gripper_states: np.ndarray, ee
     """Demo-file observations (``obs/joint_states``, ``gripper_states``, ``ee_pos``, ``ee_ori`` = axis-angle)
     -> (T, 128) unified states."""
     return unified_state(joint_states, gripper_states, ee_pos, statevec.axisangle_to_matrix(ee_ori))
+
+
+def state_from_lerobot(state: np.ndarray) -> np.ndarray:
+    """LeRobot LIBERO states (T, 8) = eef position (3), axis-angle (3), gripper qpos (2) -> (T, 128) unified
+    states; the same values as :func:`state_from_demo_obs` in the EEF_STATE_SLOTS, joint slots 0 (absent)."""
+    s = np.asarray(state, dtype=np.float64)
+    if s.shape[-1] != LEROBOT_STATE_DIM:
+        raise ValueError(f"expected LeRobot LIBERO states with last dim {LEROBOT_STATE_DIM}, got shape {s.shape}")
+    full = unified_state(np.zeros(s.shape[:-1] + (7,)), s[..., 6:8], s[..., 0:3],
+                         statevec.axisangle_to_matrix(s[..., 3:6]))
+    return (full * statevec.mask(EEF_STATE_SLOTS)).astype(np.float32)
 
 
 def action_to_unified(action: np.ndarray) -> np.ndarray:
