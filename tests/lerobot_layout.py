@@ -27,6 +27,8 @@ COLUMNS = {
     "openpi": {"state": "state", "action": "actions", "exterior": "image", "right_wrist": "wrist_image"},
     "lerobot": {"state": "observation.state", "action": "action", "exterior": "observation.images.image",
                 "right_wrist": "observation.images.image2"},
+    "any4lerobot": {"state": "observation.state", "action": "action", "exterior": "observation.images.image",
+                    "right_wrist": "observation.images.wrist_image", "joints": "observation.states.joint_state"},
 }
 
 
@@ -74,6 +76,9 @@ def write_dataset(root: str | Path, episodes: list[tuple[str, dict]], *, layout:
             "index": pa.array(np.arange(total, total + n, dtype=np.int64)),
             "task_index": pa.array(np.full(n, tasks.index(instruction), dtype=np.int64)),
         }
+        if "joints" in cols:
+            table[cols["joints"]] = pa.array(list(demo["obs/joint_states"].astype(np.float32)),
+                                             type=pa.list_(pa.float32()))
         for slot in ("exterior", "right_wrist"):
             if dtype == "image":
                 table[cols[slot]] = pa.array([{"bytes": _png(f), "path": None} for f in frames[slot]],
@@ -103,6 +108,8 @@ def write_dataset(root: str | Path, episodes: list[tuple[str, dict]], *, layout:
             "task_index": {"dtype": "int64", "shape": [1], "names": None},
         },
     }
+    if "joints" in cols:
+        info["features"][cols["joints"]] = {"dtype": "float32", "shape": [7], "names": None}
     (root / "meta").mkdir(parents=True, exist_ok=True)
     (root / "meta/info.json").write_text(json.dumps(info, indent=2))
     (root / "meta/episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in meta_eps))

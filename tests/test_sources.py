@@ -219,7 +219,7 @@ def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
 def _demo_arrays(path, key="demo_0"):
     with h5py.File(path, "r") as f:
         g = f[f"data/{key}"]
-        return {k: g[k][()] for k in ("actions", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states",
+        return {k: g[k][()] for k in ("actions", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states", "obs/joint_states",
                                       "obs/agentview_rgb", "obs/eye_in_hand_rgb")}
 
 
@@ -243,7 +243,7 @@ def _lerobot_episodes(files):
             for task in (TASK, OTHER) for k in ("demo_0", "demo_1")]
 
 
-@pytest.mark.parametrize("layout, dtype", [("lerobot", "video"), ("openpi", "image")])
+@pytest.mark.parametrize("layout, dtype", [("lerobot", "video"), ("openpi", "image"), ("any4lerobot", "video")])
 def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_demos, tmp_path, layout, dtype):
     from lerobot_layout import write_dataset
 
@@ -257,11 +257,13 @@ def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_
     _, regen = _read_episodes(tmp_path / "regen.h5")
     _, official = _read_episodes(tmp_path / "official.h5")
     assert attrs["source"] == f"lerobot:{layout}" and attrs["image_size"] == SIZE
-    np.testing.assert_array_equal(attrs["mask"], mapping.EEF_MASK)           # no joint positions in the source
+    with_joints = layout == "any4lerobot"                                  # the one layout keeping joint positions
+    np.testing.assert_array_equal(attrs["mask"], mapping.MASK if with_joints else mapping.EEF_MASK)
+    assert json.loads(attrs["state_slots"]) == list(mapping.STATE_SLOTS if with_joints else mapping.EEF_STATE_SLOTS)
     assert [(e["attrs"]["task"], e["attrs"]["source_demo"]) for e in eps] == [
         (TASK, "episode_000000"), (TASK, "episode_000001"), (OTHER, "episode_000002"), (OTHER, "episode_000003")]
     assert all(e["attrs"]["obs_convention"] == mapping.OBS_BEFORE_ACTION for e in eps)
-    eef = mapping.EEF_MASK[:] > 0
+    eef = (mapping.MASK if with_joints else mapping.EEF_MASK) > 0
     for lr, rg, of in zip(eps, regen, official):
         # frames: exactly equal (lossless video / PNG), and to the official conversion from its second step on
         for slot in ("exterior", "right_wrist"):
@@ -273,7 +275,7 @@ def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_
         # state: eef position, rotation and gripper agree (the parquet stores float32); joint slots absent (0)
         np.testing.assert_allclose(lr["state"][:, eef], rg["state"][:, eef], rtol=0, atol=2e-6)
         np.testing.assert_allclose(lr["state"][1:, eef], of["state"][:, eef], rtol=0, atol=2e-6)
-        assert not lr["state"][:, ~eef].any() and rg["state"][:, :7].any()
+        assert not lr["state"][:, ~eef].any() and rg["state"][:, :7].any() and lr["state"][:, :7].any() == with_joints
 
 
 def test_lerobot_frames_convention_suite_and_selection(same_demos, tmp_path):

@@ -10,9 +10,10 @@ The layout (LeRobot ``codebase_version`` v2.0 / v2.1)::
     videos/chunk-000/<camera key>/episode_000000.mp4    (features of dtype "video"; dtype "image" features are
                                                           PNG/JPEG bytes in the parquet table instead)
 
-Two published column layouts are recognised (:data:`LAYOUTS`): openpi's ``physical-intelligence/libero``
-(``image``, ``wrist_image``, ``state``, ``actions``) and LeRobot's ``lerobot/libero_*`` / ``HuggingFaceVLA/libero``
-(``observation.images.image``, ``observation.images.image2``, ``observation.state``, ``action``). Both hold the
+Three column layouts are recognised (:data:`LAYOUTS`): openpi's ``physical-intelligence/libero``
+(``image``, ``wrist_image``, ``state``, ``actions``), LeRobot's ``lerobot/libero_*`` / ``HuggingFaceVLA/libero``
+(``observation.images.image``, ``observation.images.image2``, ``observation.state``, ``action``) and any4lerobot's
+conversions (``observation.images.wrist_image``, plus ``observation.states.joint_state``). All hold the
 8-dim state (eef position 3, axis-angle 3, gripper qpos 2; mapping.state_from_lerobot) and LIBERO's 7-dim command
 (mapping.action_to_unified), recorded BEFORE the action at the same row (obs_before_action), and upright frames
 (their builders flipped the renders; a layout declares its frame convention and mapping.to_upright flips only
@@ -43,6 +44,12 @@ LAYOUTS: dict[str, dict] = {
                 "action": "action",
                 "cameras": {"exterior": "observation.images.image", "right_wrist": "observation.images.image2"},
                 "frames": mapping.FRAMES_UPRIGHT},
+    # any4lerobot's robomimic2lerobot / World-In-Your-Hands builders: also keep the joint positions
+    "any4lerobot": {"dataset": "any4lerobot libero conversions (observation.states.joint_state)",
+                    "state": "observation.state", "action": "action", "joints": "observation.states.joint_state",
+                    "cameras": {"exterior": "observation.images.image",
+                                "right_wrist": "observation.images.wrist_image"},
+                    "frames": mapping.FRAMES_UPRIGHT},
 }
 DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
@@ -65,6 +72,16 @@ class LeRobotDataset:
     @property
     def columns(self) -> dict:
         return LAYOUTS[self.layout]
+
+    @property
+    def joints(self) -> str | None:
+        """The joint-position column when the dataset has one (then the state is complete)."""
+        key = self.columns.get("joints")
+        return key if key and key in self.info["features"] else None
+
+    @property
+    def state_slots(self) -> list[str]:
+        return mapping.STATE_SLOTS if self.joints else mapping.EEF_STATE_SLOTS
 
     def chunk(self, index: int) -> int:
         return index // int(self.info.get("chunks_size") or 1000)
@@ -236,7 +253,8 @@ def read_episode(ds: LeRobotDataset, index: int, drop_noops: bool = False, image
     sizes = {f.shape[1] for f in images.values()}
     if len(sizes) != 1:
         raise UserError(f"{path}: cameras have different image sizes {sorted(sizes)}; set --image-size")
-    unified_state = mapping.state_from_lerobot(state[keep])
+    joints = _column(table, ds.joints, 7, path)[keep] if ds.joints else None
+    unified_state = mapping.state_from_lerobot(state[keep], joints)
     action = mapping.action_to_unified(actions[keep]).astype(np.float32)
     if not (np.isfinite(unified_state).all() and np.isfinite(action).all()):
         raise UserError(f"{path}: non-finite values in {cols['state']!r} or {cols['action']!r}")
@@ -292,4 +310,4 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
     return _write(plan, sources, suite, summary, out_path, min_steps, drop_noops, image_size,
                   f"lerobot:{ds.layout}",
                   lambda src, d, key: read_episode(d, int(key.removeprefix("episode_")), drop_noops, image_size),
-                  lambda path: contextlib.nullcontext(ds), state_slots=mapping.EEF_STATE_SLOTS)
+                  lambda path: contextlib.nullcontext(ds), state_slots=ds.state_slots)

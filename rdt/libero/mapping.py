@@ -166,15 +166,16 @@ def state_from_demo_obs(joint_states: np.ndarray, gripper_states: np.ndarray, ee
     return unified_state(joint_states, gripper_states, ee_pos, statevec.axisangle_to_matrix(ee_ori))
 
 
-def state_from_lerobot(state: np.ndarray) -> np.ndarray:
+def state_from_lerobot(state: np.ndarray, joint_pos: np.ndarray | None = None) -> np.ndarray:
     """LeRobot LIBERO states (T, 8) = eef position (3), axis-angle (3), gripper qpos (2) -> (T, 128) unified
-    states; the same values as :func:`state_from_demo_obs` in the EEF_STATE_SLOTS, joint slots 0 (absent)."""
+    states: the same values as :func:`state_from_demo_obs`. Without ``joint_pos`` (T, 7) (most published datasets
+    have none) the joint slots are 0 and absent (EEF_STATE_SLOTS)."""
     s = np.asarray(state, dtype=np.float64)
     if s.shape[-1] != LEROBOT_STATE_DIM:
         raise ValueError(f"expected LeRobot LIBERO states with last dim {LEROBOT_STATE_DIM}, got shape {s.shape}")
-    full = unified_state(np.zeros(s.shape[:-1] + (7,)), s[..., 6:8], s[..., 0:3],
-                         statevec.axisangle_to_matrix(s[..., 3:6]))
-    return (full * statevec.mask(EEF_STATE_SLOTS)).astype(np.float32)
+    joints = np.zeros(s.shape[:-1] + (7,)) if joint_pos is None else np.asarray(joint_pos, dtype=np.float64)
+    full = unified_state(joints, s[..., 6:8], s[..., 0:3], statevec.axisangle_to_matrix(s[..., 3:6]))
+    return full if joint_pos is not None else (full * statevec.mask(EEF_STATE_SLOTS)).astype(np.float32)
 
 
 def action_to_unified(action: np.ndarray) -> np.ndarray:
