@@ -92,6 +92,11 @@ def test_a_still_robot_cannot_be_told_apart_and_is_reported(tmp_path):
                           [np.zeros((14, 1)), still, np.zeros((14, 20))], axis=1)})
     with pytest.raises(UserError, match="cannot tell whether observations are recorded before or after"):
         convert([str(path)], tmp_path / "x.h5")
+    # the user who knows says so
+    assert cli.main(["convert", "--demos", str(path), "--out", str(tmp_path / "x.h5"),
+                     "--pairing", mapping.OBS_BEFORE_ACTION]) == 0
+    attrs, eps = _read_episodes(tmp_path / "x.h5")
+    assert eps[0]["attrs"]["obs_convention"] == mapping.OBS_BEFORE_ACTION and eps[0]["attrs"]["num_steps"] == 14
 
 
 # ------------------------------------------------------------------------------------------------ no-ops

@@ -216,7 +216,7 @@ def detect_pairing(f: h5py.File, keys: list[str], path: Path) -> tuple[str, dict
                         "the same simulation, so observations cannot be paired with actions")
     if errors[best] >= PAIRING_MARGIN * errors[other]:
         raise UserError(f"{path}: cannot tell whether observations are recorded before or after their actions "
-                        f"({described}; the robot barely moves)")
+                        f"({described}; the robot barely moves); if you know, pass --pairing")
     return best, errors
 
 
@@ -375,8 +375,8 @@ def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
 
 def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
             demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS, drop_noops: bool = False,
-            image_size: int | None = None) -> dict:
-    """Convert; returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}},
+            image_size: int | None = None, pairing: str | None = None) -> dict:
+    """Convert; ``pairing`` (mapping.OBS_CONVENTIONS) overrides the per-file detection. Returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}},
     "episodes", "steps", "noops"}``. ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size``
     resizes every frame to that size (None keeps the files' size, which must then be the same everywhere)."""
     if demos_per_task is not None and demos_per_task < 1:
@@ -396,9 +396,13 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
         with _open(src.path) as f:
             keys = demo_keys(f, src.path)
             src.source_instruction = read_instruction(f, src.path, src.task.language)
-            src.pairing, errors = detect_pairing(f, keys, src.path)
-            print(f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
-                  f"convention {max(errors.values()):.2g})")
+            if pairing is None:
+                src.pairing, errors = detect_pairing(f, keys, src.path)
+                print(f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
+                      f"convention {max(errors.values()):.2g})")
+            else:
+                src.pairing = pairing
+                print(f"{src.path}: {pairing} (as given by --pairing, not detected)")
             chosen, skipped = [], []
             for k in keys:
                 if demos_per_task is not None and len(chosen) == demos_per_task:
@@ -489,6 +493,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS, metavar="M",
                         help=f"skip (and report) demos giving fewer than M training steps (default: "
                              f"{DEFAULT_MIN_STEPS})")
+    parser.add_argument("--pairing", choices=mapping.OBS_CONVENTIONS,
+                        help="how the HDF5 files pair observations with actions, for files whose convention cannot "
+                             "be detected (default: detected per file from obs/joint_states and states)")
     parser.add_argument("--drop-noops", action="store_true",
                         help="leave out no-op steps (zero motion, unchanged gripper; what OpenVLA/openpi drop), "
                              "counted in the summary and the training file (default: keep every step)")
@@ -511,6 +518,6 @@ def main(args: argparse.Namespace) -> int:
         if args.frames is not None:
             raise UserError("--frames is for --source lerobot; LIBERO HDF5 demo files hold raw (rotated) renders")
         summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps,
-                          args.drop_noops, args.image_size)
+                          args.drop_noops, args.image_size, args.pairing)
     print_summary(summary, args.out)
     return 0
