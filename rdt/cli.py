@@ -31,6 +31,37 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
 }
 
+#: what `python -m rdt COMMAND --help` shows first: one sentence for the user and a complete example. The examples
+#: form one walk-through in a scratch folder work/ (README, "Command line"): each reads only files of the repository
+#: or what an earlier example wrote (tests/test_cli_help.py checks this). The module's docstring follows the options.
+HELP: dict[str, tuple[str, str]] = {
+    "expert": ("Generate demonstrations of LIBERO pick-and-place tasks with a scripted expert in the simulator, "
+               "written as official LIBERO demo files.",
+               "python -m rdt expert --suite libero_object --tasks pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+               " --episodes 1 --out work/demos"),
+    "convert": ("Convert LIBERO demo files (official, regenerated, or expert-made) into one training HDF5.",
+                "python -m rdt convert --demos work/demos --suite libero_object --out work/data.h5"),
+    "stats": ("Compute the dataset statistics (RDT's dataset_stat.json) of a training HDF5.",
+              "python -m rdt stats --data work/data.h5 --out work/dataset_stat.json"),
+    "encode": ("Encode every instruction of a training HDF5 (or of LIBERO tasks) once with the T5 text encoder.",
+               "python -m rdt encode --data work/data.h5 --text-encoder tiny --out work/lang.safetensors"),
+    "train": ("Fine-tune RDT on a training HDF5 up to a given optimizer step, resuming the run folder's newest "
+              "checkpoint (several GPUs: `accelerate launch --num_processes N -m rdt train ...`).",
+              "python -m rdt train --config docs/examples/tiny_run.yaml --until-step 20 --out work/train"),
+    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one execution horizon and write per-episode "
+                 "results, a summary and videos.",
+                 "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
+                 "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8"),
+    "report": ("Build the figures and tables of the report from evaluation (and training) results.",
+               "python -m rdt report --results work/run --out work/report"),
+    "verify-checkpoint": ("Load a checkpoint folder with strict key checking (and check its parity vectors when it "
+                          "has them).",
+                          "python -m rdt verify-checkpoint work/train/export/step-20"),
+    "fingerprint": ("Print the code fingerprint of an rdt module and the rdt modules it imports (what the workflow "
+                    "uses to rerun a stage whose code changed).",
+                    "python -m rdt fingerprint rdt.train"),
+}
+
 #: commands whose --out is a folder (for the others it is a file, and its folder is checked)
 OUT_IS_FOLDER = {"expert", "train", "evaluate", "report"}
 
@@ -47,6 +78,17 @@ def _top_parser() -> argparse.ArgumentParser:
     return p
 
 
+def command_parser(name: str, module) -> argparse.ArgumentParser:
+    """The command's parser: its sentence and example (HELP) on top, the module's own notes after the options."""
+    sentence, example = HELP[name]
+    notes = (module.__doc__ or "").strip()
+    parser = argparse.ArgumentParser(prog=f"python -m rdt {name}", description=f"{sentence}\n\nexample:\n  {example}",
+                                     epilog=f"details:\n{notes}" if notes else None,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -56,13 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from {', '.join(sorted(COMMANDS))}")
-    module_name, desc = COMMANDS[name]
+    module_name, _ = COMMANDS[name]
     quiet_third_party()                      # before any command module imports robosuite
     setup_logging(logging.WARNING)           # time-stamped records; a command may log more (evaluate: INFO)
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"python -m rdt {name}", description=(module.__doc__ or desc).strip(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    module.add_arguments(parser)
+    parser = command_parser(name, module)
     args = parser.parse_args(rest)
     try:
         out = getattr(args, "out", None)

@@ -338,7 +338,7 @@ def _missing_model(name: str, kind: str, err: Exception) -> UserError:
     return UserError(
         f"{kind} encoder {name!r} is not available locally: not in the Hugging Face cache ({cache}) and not a "
         f"folder; nothing is downloaded. Fetch it on a machine with network access with "
-        f"`huggingface-cli download {name}` (same HF_HOME), or pass the path of a folder holding it, or use 'tiny'")
+        f"`hf download {name}` (same HF_HOME), or pass the path of a folder holding it, or use 'tiny'")
 
 
 def _processor_mean_std(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,9 +8,8 @@ for evaluation-only runs). The empty instruction "" is always added: it is RDT's
 ``hidden_size``, ``instructions`` (JSON list, index i -> ``emb_<i>``). Training and evaluation read it with
 ``LanguageTable.load``.
 
-example:
-  python -m rdt encode --data results/data/train.h5 --text-encoder tiny --out results/lang.safetensors
-  python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl --out lang.safetensors
+Evaluation-only example (a released checkpoint on LIBERO-10, with T5-XXL in the local Hugging Face cache):
+  python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl --out work/lang10.safetensors
 """
 from __future__ import annotations
 

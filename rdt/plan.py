@@ -273,7 +273,7 @@ class Plan:
             if init and not self._exists(init):
                 raise UserError(f"runs.{run}: train.init_from {init!r} is neither a local checkpoint folder nor in "
                                 "the local Hugging Face cache (expected a folder with config.json and weights, or "
-                                "an id fetched with `huggingface-cli download ID`; null = random initialisation)")
+                                "an id fetched with `hf download ID`; null = random initialisation)")
         for name, c in self.checkpoints.items():
             if not self._exists(c["path"]):
                 raise UserError(f"evaluate_checkpoints.{name}: path {c['path']!r} does not exist (expected a "

@@ -79,7 +79,7 @@ def test_key_mismatches_are_listed(tmp_path):
 
 
 def test_missing_files_are_clear(tmp_path, monkeypatch):
-    with pytest.raises(UserError, match="does not exist.*huggingface-cli download"):
+    with pytest.raises(UserError, match="does not exist.*hf download"):
         load_runner(tmp_path / "nowhere")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="config.json not found"):
@@ -89,7 +89,7 @@ def test_missing_files_are_clear(tmp_path, monkeypatch):
         load_runner(tmp_path / "empty")
     import huggingface_hub.constants as hf_constants
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(UserError, match="nor in the local Hugging Face cache.*huggingface-cli download "
+    with pytest.raises(UserError, match="nor in the local Hugging Face cache.*hf download "
                                         "robotics-diffusion-transformer/rdt-1b"):
         load_runner("robotics-diffusion-transformer/rdt-1b")
 

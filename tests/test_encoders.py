@@ -170,7 +170,7 @@ def test_missing_real_model_is_one_clear_error_without_network(loader, name, tmp
     with pytest.raises(UserError) as e:
         loader(name)
     assert time.monotonic() - start < 10
-    assert name in str(e.value) and f"huggingface-cli download {name}" in str(e.value)
+    assert name in str(e.value) and f"hf download {name}" in str(e.value)
     with pytest.raises(UserError, match="does not exist"):
         loader(str(tmp_path / "no-such-folder"))
     (tmp_path / "empty").mkdir()

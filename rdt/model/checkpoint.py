@@ -32,7 +32,7 @@ WEIGHT_KINDS = ("model", "ema")
 
 def _fetch_hint(name: str) -> str:
     repo = name if "/" in name and not Path(name).is_absolute() else "robotics-diffusion-transformer/rdt-1b"
-    return (f"fetch a released checkpoint with `huggingface-cli download {repo} --local-dir DIR` "
+    return (f"fetch a released checkpoint with `hf download {repo} --local-dir DIR` "
             "and pass DIR, or pass a folder written by `python -m rdt train`")
 
 
