@@ -3,7 +3,7 @@
 #   make test   set up .venv (if missing) and run the whole test suite (simulator and Slurm tests included)
 # `make run` needs software rendering only; a local Slurm (slurm-wlm, munge) is needed by `make test` alone.
 # SYSDEPS=skip skips the system-package check; PYTEST_ARGS passes options to pytest, e.g.
-#   make test PYTEST_ARGS='-m "not slow"'     the fast subset (a few minutes)
+#   make test PYTEST_ARGS='-m "not slow"'     without the tests marked slow (workflow and Slurm runs)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
