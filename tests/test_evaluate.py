@@ -198,7 +198,8 @@ def test_clear_errors_before_any_simulator_starts(base_files, tmp_path, capsys):
     assert "unknown LIBERO suite 'libero_99'" in error(suite="libero_99")
     assert f"no task of suite '{SUITE}' matches 'open_the_fridge'" in error(tasks=["open_the_fridge"])
     assert "no embedding for instruction 'pick up the milk" in error(tasks=["pick_up_the_milk_and_place_it_in_the_basket"])
-    assert "made with text encoder 'tiny'" in error(text_encoder="other-t5")
+    # a flag that contradicts the checkpoint's pipeline.json is refused before the language table is read
+    assert "trained with text_encoder 'tiny' (pipeline.json), not 'other-t5'" in error(text_encoder="other-t5")
     tiny = RDTConfig.preset("tiny")
     bad_img = _save_tiny(tmp_path / "bad_img", tiny.replace(img_cond_len=48, img_pos_embed_config=[("image", (2, 3, -8))]))
     assert "48 image tokens" in error(checkpoint=str(bad_img))
