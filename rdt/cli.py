@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rdt.report", "figures and tables from evaluation and training results"),
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
+    "plan": ("rdt.plan", "print what a workflow configuration's evaluations will cost, before anything runs"),
 }
 
 #: what `python -m rdt COMMAND --help` shows first: one sentence for the user and a complete example. The examples
@@ -60,6 +61,9 @@ HELP: dict[str, tuple[str, str]] = {
     "fingerprint": ("Print the code fingerprint of an rdt module and the rdt modules it imports (what the workflow "
                     "uses to rerun a stage whose code changed).",
                     "python -m rdt fingerprint rdt.train"),
+    "plan": ("Print what the evaluations of a workflow configuration will cost (episodes, simulator steps, policy "
+             "calls and hours) before anything runs.",
+             "python -m rdt plan --configfile config/rdt1b_libero90.yaml"),
 }
 
 #: commands whose --out is a folder (for the others it is a file, and its folder is checked)

@@ -414,24 +414,58 @@ class Plan:
     def targets(self) -> list[str]:
         return list(self.runs) + list(self.checkpoints)
 
-    def eval_settings(self, target: str) -> dict:
+    def eval_settings(self, target: str, step: int | None = None) -> dict:
+        """The evaluation settings the evaluate rule passes on; with ``step``, its episodes per task are that
+        checkpoint's (the budget's intermediate count for every evaluated step but the final one)."""
         e = self.settings(target)["eval"]
-        return {k: e[k] for k in EVAL_KEYS} | {"tasks": [str(t) for t in e["tasks"]]}
+        out = {k: e[k] for k in EVAL_KEYS} | {"tasks": [str(t) for t in e["tasks"]]}
+        if step is not None:
+            out["episodes_per_task"] = self.eval_episodes(target, step)
+        return out
 
     def eval_gpus(self, target: str) -> int:
         return self.settings(target)["eval"]["gpus"]
 
-    def horizons(self, target: str) -> list[int]:
-        return list(self.settings(target)["eval"]["exec_horizons"])
+    def horizons(self, target: str, step: int | None = None) -> list[int]:
+        """Execution horizons of a target; with ``step``, those evaluated at that checkpoint (the budget's
+        intermediate horizons at every evaluated step but the final one)."""
+        e = self.settings(target)["eval"]
+        if step is not None and step != self.eval_steps(target)[-1] and e.get("intermediate_horizons"):
+            return list(e["intermediate_horizons"])
+        return list(e["exec_horizons"])
 
     def eval_steps(self, target: str) -> list[int]:
-        return self.segment_steps(target) if target in self.runs else [self.checkpoints[target]["step"]]
+        """The evaluated checkpoints (the evaluation budget, eval.checkpoints): the final segment end always, every
+        k-th segment end, the last N and the listed steps; an evaluation-only checkpoint: its step."""
+        if target not in self.runs:
+            return [self.checkpoints[target]["step"]]
+        ends = self.segment_steps(target)
+        c = self.runs[target]["eval"].get("checkpoints") or {}
+        every, last, listed = c.get("every", 1), c.get("last", 0), c.get("steps", [])
+        bad = sorted(set(listed) - set(ends))
+        if bad:
+            shown = ", ".join(map(str, ends[:6])) + (", ..." if len(ends) > 6 else "")
+            raise UserError(f"runs.{target}.eval.checkpoints.steps: {bad} are not segment ends of the training "
+                            f"(expected steps from {shown}, {ends[-1]}: multiples of checkpointing_period and "
+                            "max_steps)")
+        chosen = {ends[-1]} | set(listed) | set(ends[len(ends) - last:] if last else [])
+        if every:
+            chosen |= {s for i, s in enumerate(ends, 1) if i % every == 0}
+        return sorted(chosen)
+
+    def eval_episodes(self, target: str, step: int) -> int:
+        """Episodes per task at a checkpoint: eval.episodes_per_task at the final one, the intermediate count at the
+        others (when set)."""
+        e = self.settings(target)["eval"]
+        if step != self.eval_steps(target)[-1] and e.get("intermediate_episodes_per_task"):
+            return min(e["intermediate_episodes_per_task"], e["episodes_per_task"])
+        return e["episodes_per_task"]
 
     def summary_path(self, target: str, step: int, horizon: int) -> str:
         return f"{self.results}/{target}/eval/step-{step}/h{horizon}/summary.json"
 
     def summaries(self, target: str) -> list[str]:
-        return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target)]
+        return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target, s)]
 
     def all_summaries(self) -> list[str]:
         return [s for t in self.targets for s in self.summaries(t)]
@@ -481,7 +515,8 @@ class Plan:
     def settings_document(self, target: str) -> dict:
         """``results/<target>/settings.json``: what the report audits and records as provenance."""
         doc = {"format": SETTINGS_FORMAT, "target": target, "exec_horizons": self.horizons(target),
-               "eval": self.eval_settings(target), "code": {"evaluate": code_fingerprint("evaluate")}}
+               "eval": self.eval_settings(target), "code": {"evaluate": code_fingerprint("evaluate")},
+               "eval_plan": json.loads(json.dumps(self.eval_cost(target)))}
         if target in self.runs:
             identity = self.train_identity(target)
             doc.update(kind="run", gpus=self.runs[target]["train"]["gpus"], train=self.train_settings(target),
@@ -494,6 +529,57 @@ class Plan:
 
     def report_folders(self) -> list[str]:
         return [f"{self.results}/{t}" for t in self.targets]
+
+    # ------------------------------------------------------------------------------------------------ the budget
+    def eval_cost(self, target: str) -> dict:
+        """What a target's evaluations cost, before anything runs: per horizon the jobs, episodes, the upper bounds
+        of simulator steps (every episode to the step limit, settle steps included) and of policy calls (one per
+        ``H`` steps), and hours from ``eval.rates``; with the training's samples for a run."""
+        from rdt.libero import suites
+
+        e = self.settings(target)["eval"]
+        rates = e.get("rates") or {}
+        n_tasks = len(suites.select_tasks(e["suite"], [str(t) for t in e["tasks"]]))
+        max_steps = e["max_steps"] or suites.MAX_STEPS[e["suite"]]
+        per_h: dict[int, dict] = {}
+        for step in self.eval_steps(target):
+            episodes = n_tasks * self.eval_episodes(target, step)
+            for h in self.horizons(target, step):
+                c = per_h.setdefault(h, {"jobs": 0, "episodes": 0, "sim_steps_max": 0, "policy_calls_max": 0})
+                c["jobs"] += 1
+                c["episodes"] += episodes
+                c["sim_steps_max"] += episodes * (max_steps + suites.SETTLE_STEPS)
+                c["policy_calls_max"] += episodes * -(-max_steps // h)
+        for c in per_h.values():
+            sim = c["episodes"] * rates.get("episode_overhead_s", 0.0) + c["sim_steps_max"] * rates["sim_step_s"]
+            policy = (c["policy_calls_max"] * rates["policy_call_s"] if rates.get("policy_call_s") is not None
+                      else None)
+            c["hours_max"] = round((sim + (policy or 0.0)) / 3600, 2)
+            c["policy_hours_max"] = None if policy is None else round(policy / 3600, 2)
+        total = {k: sum(c[k] for c in per_h.values()) for k in ("jobs", "episodes", "sim_steps_max",
+                                                                  "policy_calls_max")}
+        total["hours_max"] = round(sum(c["hours_max"] for c in per_h.values()), 2)
+        gpus = e.get("gpus") or 0
+        total["gpu_hours_max"] = round(total["hours_max"] * gpus, 2)
+        out = {"steps": self.eval_steps(target),
+               "episodes_per_task": {s: self.eval_episodes(target, s) for s in self.eval_steps(target)},
+               "horizons": {s: self.horizons(target, s) for s in self.eval_steps(target)},
+               "tasks": n_tasks, "max_steps": max_steps, "per_horizon": per_h, "total": total,
+               "rates": dict(rates), "policy_calls_unknown": rates.get("policy_call_s") is None}
+        if target in self.runs:
+            t = self.runs[target]["train"]
+            train = self.resolved_train(target)
+            samples = t["max_steps"] * train["effective_batch_size"]
+            # model work: a training sample costs one forward and one backward pass (about 3 forward passes) of the
+            # transformer; a policy call 5 forward passes (the denoising steps); both one vision-encoder pass. So
+            # evaluation / training model work <= (5 x calls) / (3 x samples), whatever the encoder costs.
+            out["train"] = {"max_steps": t["max_steps"], "samples": samples, "gpus": t["gpus"],
+                            "model_work_ratio_max": round(5 * total["policy_calls_max"] / (3 * samples), 4)}
+            if rates.get("train_step_s"):
+                hours = t["max_steps"] * rates["train_step_s"] / 3600
+                out["train"]["hours"] = round(hours, 2)
+                out["train"]["gpu_hours"] = round(hours * max(t["gpus"], 1), 2)
+        return out
 
 
 def _json_or_empty(path: Path) -> dict:
@@ -541,3 +627,79 @@ def train_folder(folder: str | os.PathLike, document: dict | None) -> Path:
     if document and document.get("train_folder"):
         return Path(document["train_folder"])
     return Path(folder) / "train"
+
+
+# ============================================================================================ `python -m rdt plan`
+def _n(x: float | int | None) -> str:
+    if x is None:
+        return "unknown"
+    return f"{x:,}" if isinstance(x, int) else f"{x:,.1f}"
+
+
+def _steps_text(steps: list[int]) -> str:
+    return ", ".join(map(str, steps)) if len(steps) <= 8 else \
+        f"{', '.join(map(str, steps[:4]))}, ..., {', '.join(map(str, steps[-2:]))}"
+
+
+def cost_lines(plan: "Plan", target: str, cost: dict | None = None) -> list[str]:
+    """The cost table of one target, as `python -m rdt plan` prints it (the report shows the same numbers)."""
+    c = cost or plan.eval_cost(target)
+    steps = c["steps"]
+    eps = {int(k): v for k, v in c["episodes_per_task"].items()}
+    final = steps[-1]
+    inter = sorted({v for s, v in eps.items() if s != final})
+    kind = "run" if target in plan.runs else "checkpoint"
+    head = f"{kind} {target}: {len(steps)} checkpoint(s) evaluated"
+    if target in plan.runs:
+        head += f" of {len(plan.segment_steps(target))} segment ends"
+    head += f" (steps {_steps_text(steps)}); {c['tasks']} task(s) x {eps[final]} episodes at the final step"
+    if inter:
+        head += f", x {'/'.join(map(str, inter))} at the others"
+    head += f"; at most {c['max_steps']} policy steps per episode"
+    lines = [head,
+             f"  {'H':>4} {'jobs':>6} {'episodes':>10} {'sim steps (max)':>17} {'policy calls (max)':>19} "
+             f"{'hours (max)':>12}"]
+    for h, r in sorted(c["per_horizon"].items(), key=lambda kv: int(kv[0])):
+        lines.append(f"  {int(h):>4} {r['jobs']:>6,} {r['episodes']:>10,} {r['sim_steps_max']:>17,} "
+                     f"{r['policy_calls_max']:>19,} {_n(r['hours_max']):>12}")
+    t = c["total"]
+    lines.append(f"  {'all':>4} {t['jobs']:>6,} {t['episodes']:>10,} {t['sim_steps_max']:>17,} "
+                 f"{t['policy_calls_max']:>19,} {_n(t['hours_max']):>12}")
+    if c.get("policy_calls_unknown"):
+        lines.append("  hours leave out the policy (eval.rates.policy_call_s is null)")
+    if "train" in c:
+        tr = c["train"]
+        ratio = tr["model_work_ratio_max"]
+        lines.append(f"  training: {tr['max_steps']:,} steps x effective batch = {tr['samples']:,} samples; "
+                     f"evaluation model work <= {100 * ratio:.1f}% of training's (5 x policy calls / 3 x samples)"
+                     + ("" if ratio <= 1 else "  ** evaluation costs more model work than training **"))
+        train_gpu = tr.get("gpu_hours")
+        lines.append(f"  GPU-hours (max): evaluation {_n(t['gpu_hours_max'])}, training "
+                     + (_n(train_gpu) if train_gpu is not None else "unknown (set eval.rates.train_step_s)"))
+    return lines
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--configfile", required=True, metavar="FILE",
+                   help="workflow configuration (as given to snakemake --configfile)")
+    p.add_argument("--target", nargs="+", metavar="NAME", help="runs or evaluation-only checkpoints to show "
+                   "(default: all)")
+
+
+def main(args) -> int:
+    from rdt.utils.files import read_yaml
+
+    config = read_yaml(args.configfile)
+    p = Plan(config, check_files=False)
+    targets = args.target or p.targets
+    unknown = sorted(set(targets) - set(p.targets))
+    if unknown:
+        raise UserError(f"--target {unknown}: not a run or checkpoint of {args.configfile} ({', '.join(p.targets)})")
+    first = p.settings(targets[0])["eval"].get("rates") or {}
+    print(f"evaluation plan of {args.configfile} (upper bounds: every episode runs to the step limit); rates: "
+          f"simulator {first.get('sim_step_s')} s/step + {first.get('episode_overhead_s')} s/episode, policy "
+          f"{first.get('policy_call_s') or 'unknown'} s/call, from: {first.get('source')}")
+    for target in targets:
+        print()
+        print("\n".join(cost_lines(p, target)))
+    return 0

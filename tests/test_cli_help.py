@@ -14,7 +14,8 @@ import pytest
 from rdt import cli
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ["expert", "convert", "stats", "encode", "train", "evaluate", "report", "verify-checkpoint", "fingerprint"]
+ORDER = ["expert", "convert", "stats", "encode", "train", "evaluate", "report", "verify-checkpoint", "fingerprint",
+         "plan"]
 
 
 def printed_help(name: str, capsys) -> str:

@@ -16,7 +16,7 @@ rule evaluate:
         summary=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/summary.json",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
-        settings=lambda w: PLAN.eval_settings(w.target),
+        settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
         stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
         tasks=lambda w: PLAN.eval_settings(w.target)["tasks"],
         max_steps=lambda w: (

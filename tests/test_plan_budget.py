@@ -1,0 +1,102 @@
+"""The evaluation budget of rdt/plan.py: which checkpoints are evaluated with how many episodes and horizons, the
+cost printed before anything runs (`python -m rdt plan`), and defaults that keep every evaluation of the shipped
+small configs. Every test runs in milliseconds (no simulator, no model)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rdt.cli import main as cli
+from rdt.errors import UserError
+from rdt.plan import Plan
+
+ROOT = Path(__file__).resolve().parents[1]
+TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+BASE = {
+    "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1},
+    "train": {"max_steps": 20, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
+              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "eval": {"exec_horizons": [8, 16, 64], "episodes_per_task": 6, "max_steps": 40},
+    "runs": {"default": {}},
+}
+
+
+def make(**eval_keys) -> Plan:
+    cfg = copy.deepcopy(BASE)
+    cfg["eval"].update(eval_keys)
+    return Plan(cfg)
+
+
+def test_default_budget_evaluates_every_segment_end_fully():
+    p = make()
+    assert p.eval_steps("default") == list(range(2, 21, 2))
+    assert all(p.eval_episodes("default", s) == 6 and p.horizons("default", s) == [8, 16, 64]
+               for s in p.eval_steps("default"))
+    assert p.eval_settings("default", 2) == p.eval_settings("default")   # evaluate rule params unchanged
+
+
+def test_every_last_and_explicit_steps_union_with_the_final_checkpoint():
+    assert make(checkpoints={"every": 3}).eval_steps("default") == [6, 12, 18, 20]
+    assert make(checkpoints={"every": None, "last": 2}).eval_steps("default") == [18, 20]
+    assert make(checkpoints={"every": None, "steps": [4, 10]}).eval_steps("default") == [4, 10, 20]
+    assert make(checkpoints={"every": 5, "last": 1, "steps": [2]}).eval_steps("default") == [2, 10, 20]
+    with pytest.raises(UserError, match=r"checkpoints.steps: \[5\] are not segment ends"):
+        make(checkpoints={"steps": [5]}).eval_steps("default")
+
+
+def test_intermediate_checkpoints_get_fewer_episodes_and_horizons():
+    p = make(checkpoints={"every": 5}, intermediate_episodes_per_task=2, intermediate_horizons=[8])
+    assert p.eval_steps("default") == [10, 20]
+    assert (p.eval_episodes("default", 10), p.eval_episodes("default", 20)) == (2, 6)
+    assert p.horizons("default", 10) == [8] and p.horizons("default", 20) == [8, 16, 64]
+    assert p.eval_settings("default", 10)["episodes_per_task"] == 2
+    assert p.summaries("default") == [p.summary_path("default", 10, 8)] + [
+        p.summary_path("default", 20, h) for h in (8, 16, 64)]
+
+
+def test_cost_counts_episodes_steps_and_policy_calls_with_known_answers():
+    p = make(checkpoints={"every": 5}, intermediate_episodes_per_task=2, intermediate_horizons=[8],
+             rates={"sim_step_s": 0.1, "episode_overhead_s": 10.0, "policy_call_s": 0.5, "train_step_s": 3.6})
+    c = p.eval_cost("default")
+    # step 10: 1 task x 2 episodes at H=8; step 20: 1 x 6 at 8, 16, 64; each episode <= 40 + 10 settle steps
+    h8, h64 = c["per_horizon"][8], c["per_horizon"][64]
+    assert (h8["jobs"], h8["episodes"], h8["sim_steps_max"], h8["policy_calls_max"]) == (2, 8, 400, 8 * 5)
+    assert (h64["jobs"], h64["episodes"], h64["policy_calls_max"]) == (1, 6, 6)
+    assert h8["hours_max"] == pytest.approx((8 * 10 + 400 * 0.1 + 40 * 0.5) / 3600, abs=0.01)
+    assert c["total"]["episodes"] == 8 + 6 + 6
+    assert c["train"]["samples"] == 20 * 4 and c["train"]["hours"] == pytest.approx(0.02)
+    assert c["train"]["model_work_ratio_max"] == pytest.approx(5 * c["total"]["policy_calls_max"] / (3 * 80),
+                                                               abs=1e-4)
+
+
+def test_shipped_small_configs_keep_todays_evaluations():
+    for name in ("config.yaml", "learning_check.yaml", "study.yaml"):
+        p = Plan(yaml.safe_load((ROOT / "config" / name).read_text()))
+        for run in p.runs:
+            assert p.eval_steps(run) == p.segment_steps(run), name
+            e = p.runs[run]["eval"]
+            assert all(p.eval_episodes(run, s) == e["episodes_per_task"] and p.horizons(run, s) == e["exec_horizons"]
+                       for s in p.eval_steps(run)), name
+
+
+def test_paper_config_keeps_evaluation_below_training(capsys):
+    p = Plan(yaml.safe_load((ROOT / "config" / "rdt1b_libero90.yaml").read_text()), check_files=False)
+    c = p.eval_cost("rdt1b")
+    assert c["steps"] == list(range(10000, 100001, 10000))
+    assert c["total"]["episodes"] == 9 * 2 * 90 * 10 + 3 * 90 * 50
+    assert c["train"]["model_work_ratio_max"] < 1
+    assert cli(["plan", "--configfile", str(ROOT / "config" / "rdt1b_libero90.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "10 checkpoint(s) evaluated of 50 segment ends" in out
+    assert "29,700" in out and "policy calls (max)" in out and "rates:" in out and "from:" in out
+    assert "of training's" in out
+
+
+def test_plan_command_names_an_unknown_target(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(BASE))
+    assert cli(["plan", "--configfile", str(cfg), "--target", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
