@@ -10,7 +10,12 @@ Wilson bands, one panel per run), heatmap_last.png and heatmap_best.png (success
 the best checkpoint), training.png (loss, learning rate and sample MSE vs step), results.csv (every result: run,
 step, horizon, task or "overall", counts, rate, interval), audit.csv (each setting of each run against the RDT-1B
 recipe, rdt/audit.py), provenance.json (settings, code fingerprints, package versions, device, per result),
-rollouts.png (frames of successful and failed rollouts) and videos/ (those rollouts' videos).
+rollouts.png (frames of successful and failed rollouts), videos/ (those rollouts' videos) and summary.html: one
+self-contained page that answers the user's questions first (headline success per run and horizon at the last
+checkpoint with 95% intervals, paired comparisons of horizons and of runs on the same (task, init state) pairs with
+a verdict line each, the honest "best" checkpoint chosen on even init states and reported on odd ones, the audit with
+deviations highlighted, the evaluation plan's cost, state-range warnings per evaluation, per-task and per-episode
+tables, the rollout videos playing in the page, and every figure). Statistics: rdt/report_stats.py.
 
 example:
   python -m rdt report --results results/current results/improved --out results/report
@@ -30,7 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from rdt import fingerprint, plan
-from rdt.audit import audit
+from rdt import report_stats as rs
+from rdt.audit import COLUMNS as AUDIT_COLUMNS, audit, checkpoint_audit
 from rdt.errors import UserError
 from rdt.utils.atomic import atomic_dir
 from rdt.utils.progress import track
@@ -62,6 +68,29 @@ class Result:
         counts = self.overall if task is None else self.summary["tasks"].get(task)
         return None if counts is None else counts["success_rate"]
 
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The episode records of this evaluation (episodes.jsonl), limited to its tasks and episodes."""
+        if "_records" not in self.__dict__:
+            from rdt.evaluate import EPISODES_FILE, read_episodes
+
+            settings = self.summary.get("settings") or {}
+            tasks = set(settings.get("tasks") or self.summary["tasks"])
+            episodes = settings.get("episodes")
+            keep, seen = [], set()
+            for r in read_episodes(self.folder / EPISODES_FILE):
+                key = (r.get("task"), int(r.get("init_state", -1)))
+                if key[0] in tasks and (episodes is None or key[1] < episodes) and key not in seen:
+                    seen.add(key)
+                    keep.append(r)
+            self.__dict__["_records"] = sorted(keep, key=lambda r: (natural_key(r["task"]), int(r["init_state"])))
+        return self.__dict__["_records"]
+
+    @property
+    def outcomes(self) -> dict[tuple[str, int], bool]:
+        """(task, init state) -> success, simulator errors left out."""
+        return rs.outcomes_from_records(self.records)
+
 
 @dataclass
 class Run:
@@ -81,17 +110,30 @@ class Run:
 
     @property
     def tasks(self) -> list[str]:
-        return sorted({t for r in self.results for t in r.summary["tasks"]})
+        return sorted({t for r in self.results for t in r.summary["tasks"]}, key=natural_key)
 
     def result(self, step: int, horizon: int) -> Result | None:
         return next((r for r in self.results if r.step == step and r.horizon == horizon), None)
 
-    def best_step(self) -> int:
-        """Step with the highest mean success rate over the horizons (the later step on ties)."""
-        def mean_rate(step: int) -> float:
-            rates = [r.rate() for r in self.results if r.step == step and r.rate() is not None]
-            return sum(rates) / len(rates) if rates else -1.0
-        return max(self.steps, key=lambda s: (mean_rate(s), s))
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]
+
+    def selection(self, horizon: int | None = None) -> rs.Selection:
+        """The honest "best" checkpoint (rdt/report_stats.py): chosen on the even init states, reported on the odd
+        ones; over all horizons (their pairs pooled) or at one ``horizon``."""
+        by_step: dict[int, dict] = {}
+        for r in self.results:
+            if horizon is not None and r.horizon != horizon:
+                continue
+            o = by_step.setdefault(r.step, {})
+            for (task, init), ok in r.outcomes.items():
+                o[(f"{task}@H{r.horizon}", init)] = ok
+        return rs.select_best(by_step)
+
+    def best_step(self) -> int | None:
+        """The honest best checkpoint over all horizons; None when there is none (ties, too few init states)."""
+        return self.selection().best
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -157,13 +199,20 @@ def result_rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def audit_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """Audit rows of every run (rdt/audit.py); an evaluation-only checkpoint gets its encoder and horizon rows
+    from what its evaluation recorded."""
     rows = []
     for run in runs:
         s = run.settings or {}
-        if "train" not in s:
+        horizons = s.get("exec_horizons", run.horizons)
+        if "train" in s:
+            found = audit(s["train"], s.get("gpus", 0), horizons, s.get("max_steps"),
+                          (s.get("workflow") or {}).get("data"))
+        elif run.results:
+            found = checkpoint_audit(run.results[-1].summary.get("info") or {}, horizons)
+        else:
             continue
-        for row in audit(s["train"], s.get("gpus", 0), s.get("exec_horizons", run.horizons)):
-            rows.append({"run": run.name, **row.as_dict()})
+        rows += [{"run": run.name, **row.as_dict()} for row in found]
     return rows
 
 
@@ -206,46 +255,87 @@ def _save(fig, path: Path) -> None:
     _plt().close(fig)
 
 
+def _step_axis(ax) -> None:
+    """Readable step ticks up to 100k and beyond: at most 6 ticks, 20k instead of 20000."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v / 1000:g}k" if abs(v) >= 10000 else f"{v:g}"))
+
+
 def plot_success(runs: list[Run], path: Path) -> None:
-    """Success rate vs step, one line per execution horizon with its 95% Wilson band, one panel per run."""
+    """Success rate vs step, one line per execution horizon with its 95% Wilson band, one panel per run. Equal
+    lines stay visible: each horizon is drawn with its own marker, line style and a small vertical offset."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), squeeze=False, sharey=True)
+    markers, styles = "osD^v<>p", ["-", "--", ":", "-."]
     for ax, run in zip(axes[0], runs):
-        for h in run.horizons:
-            rs = [r for r in run.results if r.horizon == h and r.rate() is not None]
-            steps = [r.step for r in rs]
-            ax.plot(steps, [r.rate() for r in rs], marker="o", label=f"H={h}")
-            lo = [r.overall["ci95"][0] for r in rs]
-            hi = [r.overall["ci95"][1] for r in rs]
-            ax.fill_between(steps, lo, hi, alpha=0.2)
-        n = run.results[0].overall["episodes"] if run.results else 0
-        ax.set(title=f"{run.name} ({n} episodes per point)", xlabel="training step", ylim=(-0.03, 1.03))
+        n_h = len(run.horizons)
+        for k, h in enumerate(run.horizons):
+            res = [r for r in run.results if r.horizon == h and r.rate() is not None]
+            steps = [r.step for r in res]
+            offset = 0.012 * (k - (n_h - 1) / 2)
+            line, = ax.plot(steps, [r.rate() + offset for r in res], marker=markers[k % len(markers)],
+                            linestyle=styles[k % len(styles)], markersize=5, label=f"H={h}")
+            lo = [r.overall["ci95"][0] for r in res]
+            hi = [r.overall["ci95"][1] for r in res]
+            ax.fill_between(steps, lo, hi, alpha=0.12, color=line.get_color())
+        counts = sorted({r.overall["episodes"] for r in run.results})
+        n = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        ax.set(title=f"{run.name} ({n} episodes per point)", xlabel="training step", ylim=(-0.05, 1.05))
+        _step_axis(ax)
         ax.grid(alpha=0.3)
         ax.legend(title="execution horizon", fontsize=8)
-    axes[0][0].set_ylabel("success rate (95% Wilson band)")
+    axes[0][0].set_ylabel("success rate (95% Wilson band)\nlines offset by ~1 point to stay visible")
     _save(fig, path)
 
 
 def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
-    """Success per task x horizon at the last (``which="last"``) or best checkpoint of each run."""
+    """Success per task x horizon at the last (``which="last"``) or the honest best checkpoint of each run (chosen
+    on even init states; a run without a best shows why). Rows: the union of tasks in natural order with their
+    full names, once, on the left; one panel per run, sharing the rows."""
     plt = _plt()
-    fig, axes = plt.subplots(1, len(runs), figsize=(3 + 1.1 * max(len(r.horizons) for r in runs) * len(runs),
-                                                    1.5 + 0.45 * max(len(r.tasks) for r in runs)),
-                             squeeze=False)
-    for ax, run in zip(axes[0], runs):
-        step = run.steps[-1] if which == "last" else run.best_step()
-        grid = [[_nan(run.result(step, h).rate(t) if run.result(step, h) else None) for h in run.horizons]
-                for t in run.tasks]
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    tasks = sorted({t for r in runs for t in r.tasks}, key=natural_key)
+    width_names = 0.055 * max(len(t) for t in tasks)
+    cols = sum(max(len(r.horizons), 1) for r in runs)
+    fig, axes = plt.subplots(1, len(runs), figsize=(width_names + 1.5 + 0.8 * cols, 1.6 + 0.24 * len(tasks)),
+                             squeeze=False, sharey=True,
+                             gridspec_kw={"width_ratios": [max(len(r.horizons), 1) for r in runs]})
+    im = None
+    small = len(tasks) <= 30
+    for k, (ax, run) in enumerate(zip(axes[0], runs)):
+        step = run.last_step if which == "last" else run.best_step()
+        if step is None:
+            grid = [[float("nan")] * len(run.horizons) for _ in tasks]
+            title = f"{run.name}: no best checkpoint\n({run.selection().reason})"
+        else:
+            grid = [[_nan(run.result(step, h).rate(t) if run.result(step, h) else None) for h in run.horizons]
+                    for t in tasks]
+            title = f"{run.name}: {which} checkpoint (step {step})"
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(run.horizons)), [f"H={h}" for h in run.horizons])
-        ax.set_yticks(range(len(run.tasks)), [_short(t) for t in run.tasks], fontsize=7)
-        for i, row in enumerate(grid):
-            for j, v in enumerate(row):
-                ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                        color="white" if not math.isnan(v) and v < 0.5 else "black", fontsize=8)
-        ax.set_title(f"{run.name}: {which} checkpoint (step {step})", fontsize=9)
-    fig.colorbar(im, ax=list(axes[0]), label="success rate")
+        ax.set_yticks(range(len(tasks)), tasks if k == 0 else [], fontsize=7 if small else 5.5)
+        ax.tick_params(axis="y", length=0)
+        if small:
+            for i, row in enumerate(grid):
+                for j, v in enumerate(row):
+                    ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
+                            color="white" if not math.isnan(v) and v < 0.5 else "black", fontsize=8)
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(im, ax=list(axes[0]), label="success rate", fraction=0.04)
     _save(fig, path)
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average over ``window`` points (the first points average the points so far)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def plot_training(runs: list[Run], path: Path) -> None:
@@ -257,10 +347,20 @@ def plot_training(runs: list[Run], path: Path) -> None:
             continue
         for ax, col in zip(axes, ("loss", "lr", "sample_mse")):
             pts = [(m["step"], m[col]) for m in run.metrics if m[col] is not None]
-            if pts:
-                ax.plot(*zip(*pts), marker="." if col == "sample_mse" else None, label=run.name)
-    for ax, title in zip(axes, ("training loss", "learning rate", "sample MSE, action slots (held-out episodes)")):
+            if not pts:
+                continue
+            steps, values = zip(*pts)
+            if col == "loss" and len(pts) > 20:
+                raw, = ax.plot(steps, values, alpha=0.2, linewidth=0.6)
+                window = max(5, len(pts) // 50)
+                ax.plot(steps, smooth(list(values), window), color=raw.get_color(),
+                        label=f"{run.name} (mean of {window} logged values)")
+            else:
+                ax.plot(steps, values, marker="." if col == "sample_mse" else None, label=run.name)
+    for ax, title in zip(axes, ("training loss (raw faint, smoothed solid)", "learning rate",
+                                "sample MSE, action slots (held-out episodes)")):
         ax.set(title=title, xlabel="step")
+        _step_axis(ax)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -314,12 +414,338 @@ def video_label(run: str, video: Path) -> str:
     return f"{run}__{h_dir.parent.name}__{h_dir.name}__{video.stem}"
 
 
+def natural_key(text: str) -> list:
+    """Sort key with numbers compared as numbers (SCENE2 before SCENE10)."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", str(text))]
+
+
 def _nan(v: float | None) -> float:
     return float("nan") if v is None else v
 
 
 def _short(task: str, width: int = 48) -> str:
     return task if len(task) <= width else task[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------- summary page
+def headline_rows(runs: list[Run]) -> list[dict[str, Any]]:
+    """Per run and horizon at the last checkpoint: counts, rate, 95% interval, and the honest best checkpoint."""
+    rows = []
+    for run in runs:
+        for h in run.horizons:
+            r = run.result(run.last_step, h)
+            if r is None:
+                continue
+            o = r.overall
+            sel = run.selection(h) if len(run.steps) > 1 else None
+            rows.append({"run": run.name, "horizon": h, "step": run.last_step, "successes": o["successes"],
+                         "valid": o["episodes"] - o["errors"], "errors": o["errors"], "rate": o["success_rate"],
+                         "ci95": o.get("ci95"), "selection": sel})
+    return rows
+
+
+def comparisons(runs: list[Run]) -> dict[str, list[rs.Comparison]]:
+    """The paired comparisons the page shows, Holm-adjusted together: each pair of horizons of a run at its last
+    checkpoint; each pair of runs at every horizon both evaluated (last checkpoints); each pair of runs at their
+    best horizons (chosen on even init states, compared on odd init states)."""
+    out: dict[str, list[rs.Comparison]] = {"horizons": [], "runs": [], "best": []}
+    last = {run.name: {h: run.result(run.last_step, h) for h in run.horizons if run.result(run.last_step, h)}
+            for run in runs}
+    for run in runs:
+        hs = sorted(last[run.name])
+        for i, a in enumerate(hs):
+            for b in hs[i + 1:]:
+                out["horizons"].append(rs.Comparison(f"{run.name}, step {run.last_step}", f"H={a}", f"H={b}",
+                                                     rs.paired(last[run.name][a].outcomes,
+                                                               last[run.name][b].outcomes)))
+    for i, ra in enumerate(runs):
+        for rb in runs[i + 1:]:
+            for h in sorted(set(last[ra.name]) & set(last[rb.name])):
+                out["runs"].append(rs.Comparison(f"H={h}, last checkpoints", ra.name, rb.name,
+                                                 rs.paired(last[ra.name][h].outcomes, last[rb.name][h].outcomes)))
+            ha = rs.best_horizon({h: r.outcomes for h, r in last[ra.name].items()})
+            hb = rs.best_horizon({h: r.outcomes for h, r in last[rb.name].items()})
+            if ha is None or hb is None:
+                continue
+            a = rs.half(last[ra.name][ha].outcomes, False)
+            b = rs.half(last[rb.name][hb].outcomes, False)
+            out["best"].append(rs.Comparison("best horizon of each (chosen on even init states), compared on odd "
+                                             "init states", f"{ra.name} H={ha}", f"{rb.name} H={hb}",
+                                             rs.paired(a, b)))
+    rs.adjust([c for group in out.values() for c in group])
+    return out
+
+
+def _esc(x: Any) -> str:
+    import html
+
+    return html.escape("" if x is None else str(x))
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _ci(ci: list | tuple | None) -> str:
+    return "" if not ci else f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"
+
+
+def _table(head: list[str], rows: list[list[str]], cls: str = "", raw: bool = False) -> str:
+    """An HTML table; cells are escaped unless ``raw`` (then the caller escaped them). Click a header to sort."""
+    cell = (lambda c: c) if raw else _esc
+    th = "".join(f"<th>{_esc(h)}</th>" for h in head)
+    body = "\n".join("<tr>" + "".join(f"<td>{cell(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="sortable {cls}"><thead><tr>{th}</tr></thead><tbody>\n{body}\n</tbody></table>'
+
+
+def _img(path: Path, alt: str) -> str:
+    import base64
+
+    return f'<img alt="{_esc(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+def _video(path: Path, name: str, budget: list[int]) -> str:
+    """A <video> that plays in the page: embedded (base64) while ``budget[0]`` bytes remain, else a relative link
+    to videos/NAME (next to summary.html)."""
+    import base64
+
+    size = path.stat().st_size
+    if size <= budget[0]:
+        budget[0] -= size
+        src = f"data:video/mp4;base64,{base64.b64encode(path.read_bytes()).decode()}"
+    else:
+        src = f"videos/{name}"
+    return f'<video controls loop muted playsinline preload="metadata" width="320" src="{src}"></video>'
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5em auto;max-width:1200px;
+     padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}th,td{border:1px solid #ddd;padding:.25em .5em;
+     text-align:left;vertical-align:top}th{background:#f3f3f3;cursor:pointer}
+tr.dev td,td.dev{background:#fde2e1}tr.cmp td,td.cmp{background:#fff4d6}td.ok{background:#e6f4ea}
+.verdict{margin:.25em 0;font-family:ui-monospace,monospace;font-size:.85em}.better{color:#0a6b2d;font-weight:600}
+.note{color:#555;font-size:.9em}.warn{color:#a11}.fig img{max-width:100%;border:1px solid #eee;margin:.4em 0}
+.videos{display:flex;flex-wrap:wrap;gap:1em}.videos figure{margin:0}.videos figcaption{font-size:.8em;max-width:320px}
+details{margin:.5em 0}summary{cursor:pointer;font-weight:600}
+"""
+
+SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){
+ var t=th.closest('table'),b=t.tBodies[0],i=Array.prototype.indexOf.call(th.parentNode.children,th);
+ var asc=th.dataset.asc!=='1';th.dataset.asc=asc?'1':'0';
+ var rows=Array.prototype.slice.call(b.rows);
+ rows.sort(function(x,y){var a=x.cells[i].textContent,c=y.cells[i].textContent,
+  na=parseFloat(a),nc=parseFloat(c);var r=(!isNaN(na)&&!isNaN(nc))?na-nc:a.localeCompare(c,undefined,{numeric:true});
+  return asc?r:-r;});rows.forEach(function(r){b.appendChild(r);});});});
+"""
+
+
+def _plan_html(run: Run) -> str:
+    c = (run.settings or {}).get("eval_plan")
+    if not c:
+        return ""
+    rows = []
+    for h, r in sorted(c["per_horizon"].items(), key=lambda kv: int(kv[0])):
+        rows.append([f"H={h}", f"{r['jobs']:,}", f"{r['episodes']:,}", f"{r['sim_steps_max']:,}",
+                     f"{r['policy_calls_max']:,}", f"{r['hours_max']:,}"])
+    t = c["total"]
+    rows.append(["all", f"{t['jobs']:,}", f"{t['episodes']:,}", f"{t['sim_steps_max']:,}",
+                 f"{t['policy_calls_max']:,}", f"{t['hours_max']:,}"])
+    eps = {int(k): v for k, v in c["episodes_per_task"].items()}
+    text = (f"<p><b>{_esc(run.name)}</b>: {len(c['steps'])} checkpoint(s) evaluated (steps "
+            f"{_esc(', '.join(map(str, c['steps'])))}), {c['tasks']} task(s), episodes per task "
+            f"{_esc(', '.join(f'{v} at {s}' for s, v in sorted(eps.items())))}; at most {c['max_steps']} policy steps "
+            "per episode.")
+    tr = c.get("train")
+    if tr:
+        text += (f" Training: {tr['samples']:,} samples; evaluation model work at most "
+                 f"{100 * tr['model_work_ratio_max']:.1f}% of training's.")
+    rates = c.get("rates") or {}
+    text += (f' <span class="note">Hours from rates: simulator {rates.get("sim_step_s")} s/step + '
+             f'{rates.get("episode_overhead_s")} s/episode, policy {rates.get("policy_call_s") or "unknown"} s/call '
+             f'({_esc(rates.get("source"))}).</span></p>')
+    return text + _table(["horizon", "jobs", "episodes", "simulator steps (max)", "policy calls (max)",
+                          "hours (max)"], rows)
+
+
+def _state_range_rows(runs: list[Run]) -> list[tuple[bool, list[str]]]:
+    rows = []
+    for run in runs:
+        for r in run.results:
+            sr = r.summary.get("state_range")
+            if not sr:
+                continue
+            checked, far = sr.get("states_checked", 0), sr.get("states_far_outside", 0)
+            slots = sorted((sr.get("far_per_slot") or {}).items(), key=lambda kv: -kv[1])
+            frac = far / checked if checked else 0.0
+            rows.append((frac > 0.1, [run.name, str(r.step), f"H={r.horizon}", f"{far} of {checked}",
+                                      f"{100 * frac:.0f}%", ", ".join(f"{k} ({v})" for k, v in slots[:4])]))
+    return rows
+
+
+def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], videos: list[tuple[str, Path]],
+                 video_bytes: int = 40 << 20) -> str:
+    """The summary page (``out`` holds the figures and videos it embeds)."""
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>RDT LIBERO report: "
+             f"{_esc(', '.join(r.name for r in runs))}</title><style>{CSS}</style></head><body>",
+             "<h1>RDT fine-tuning on LIBERO: summary</h1>",
+             '<p class="note">Runs: ' + ", ".join(f"<b>{_esc(r.name)}</b> (last checkpoint: step {r.last_step})"
+                                                   for r in runs) + ". Every number below is from the <b>last "
+             "checkpoint</b> unless it says otherwise. Horizons and runs are evaluated on the same (task, init "
+             "state) pairs, so they are compared paired.</p>"]
+
+    # 1. headline
+    parts.append("<h2>Success per run and execution horizon (last checkpoint)</h2>")
+    rows = []
+    for h in headline_rows(runs):
+        sel = h["selection"]
+        if sel is None:
+            best = "one checkpoint"
+        elif sel.best is None:
+            best = f"no best: {sel.reason}"
+        else:
+            rep_s, rep_n = sel.report
+            last = sel.last_report
+            best = (f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states "
+                    f"(last checkpoint on the same: {last[0]}/{last[1]})" if last else f"step {sel.best}")
+        rows.append([h["run"], f"H={h['horizon']}", f"{_pct(h['rate'])}", _ci(h["ci95"]),
+                     f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""), best])
+    parts.append(_table(["run", "horizon", "success", "95% CI (Wilson)", "successes / episodes",
+                         "best checkpoint (chosen on even init states, reported on odd)"], rows))
+    parts.append('<p class="note">"Best" is selected on the even init states and its success is reported on the '
+                 "odd init states, so the number shown was not used to pick it; when all checkpoints tie there is "
+                 "no best.</p>")
+
+    # 2. comparisons
+    comp = comparisons(runs)
+    parts.append("<h2>Paired comparisons</h2>")
+    labels = {"horizons": "Execution horizons within each run (last checkpoint)",
+              "runs": "Runs at equal horizons (last checkpoints)",
+              "best": "Runs at their best horizons"}
+    total = sum(len(v) for v in comp.values())
+    for key, group in comp.items():
+        if not group:
+            continue
+        parts.append(f"<h3>{labels[key]}</h3>")
+        for c in group:
+            v = c.verdict()
+            cls = "better" if v.endswith("is better") else ""
+            parts.append(f'<p class="verdict"><span class="{cls}">{_esc(c.scope)}: {_esc(v)}</span></p>')
+    if total:
+        parts.append(f'<p class="note">Difference in success rate with a 95% Newcombe interval for paired data and '
+                     f"the exact McNemar test on the discordant pairs; a verdict needs Holm-adjusted p &lt; 0.05 over "
+                     f"the {total} comparisons on this page.</p>")
+    else:
+        parts.append('<p class="note">Nothing to compare: one run with one horizon.</p>')
+
+    # 3. audit
+    if audits:
+        parts.append("<h2>Configuration audit against the RDT-1B recipe</h2>")
+        names = [r.name for r in runs if any(a["run"] == r.name for a in audits)]
+        settings = list(dict.fromkeys(a["setting"] for a in audits))
+        by = {(a["run"], a["setting"]): a for a in audits}
+        rows = []
+        for st in settings:
+            first = next(by[(n, st)] for n in names if (n, st) in by)
+            cells = [_esc(st), _esc(first["recipe"]), _esc(first["source"]), _esc(first["original"])]
+            for n in names:
+                a = by.get((n, st))
+                if a is None:
+                    cells.append("")
+                    continue
+                cls = {"DEVIATES": "dev", "comparison": "cmp"}.get(a["flag"], "ok")
+                formula = f'<br><span class="note">{_esc(a["formula"])}</span>' if a["formula"] else ""
+                cells.append(f'<span class="{cls}">{_esc(a["value"])} ({_esc(a["flag"])})</span>{formula}')
+            rows.append(cells)
+        table = _table(["setting", "recipe", "source", "original finetune.sh"] + names, rows, raw=True)
+        # colour the cells by flag
+        for cls in ("dev", "cmp", "ok"):
+            table = table.replace(f'<td><span class="{cls}">', f'<td class="{cls}"><span class="{cls}">')
+        parts.append(table)
+        parts.append('<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
+                     "comparison next to a recipe horizon; sources: the seed's analysis "
+                     "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
+                     "(reference/RDT_FACTS.md).</p>")
+
+    # 4. state range
+    sr = _state_range_rows(runs)
+    if sr:
+        parts.append("<h2>Observed states outside the training range</h2>")
+        body = "\n".join(("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{_esc(c)}</td>" for c in row)
+                         + "</tr>" for bad, row in sr)
+        parts.append('<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
+                     "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
+                     f"{body}</tbody></table>")
+        parts.append('<p class="note">A state is far outside when it lies beyond the training min/max by more than '
+                     "half the range (a distribution shift between the training data and the simulator); rows over "
+                     "10% are red.</p>")
+
+    # 5. evaluation plan
+    plans = [_plan_html(r) for r in runs]
+    if any(plans):
+        parts.append("<h2>Evaluation plan and its cost</h2>" + "".join(plans))
+
+    # 6. figures
+    parts.append("<h2>Figures</h2>")
+    for name, caption in (("success_vs_step.png", "Success rate vs training step per horizon (95% Wilson bands)"),
+                          ("heatmap_last.png", "Success per task and horizon at the last checkpoint"),
+                          ("heatmap_best.png", "Success per task at the best checkpoint (chosen on even init "
+                                               "states)"),
+                          ("training.png", "Training loss, learning rate and held-out sample MSE"),
+                          ("rollouts.png", "Frames of the rollouts below")):
+        if (out / name).is_file():
+            parts.append(f'<div class="fig"><p><b>{_esc(caption)}</b></p>{_img(out / name, caption)}</div>')
+
+    # 7. videos
+    if videos:
+        parts.append("<h2>Rollouts (last checkpoint)</h2><div class='videos'>")
+        budget = [video_bytes]
+        for run, video in videos:
+            name = f"{video_label(run, video)}.mp4"
+            path = out / "videos" / name
+            h_dir = video.parent.parent
+            task, init, outcome = video.stem.rsplit("__", 2)
+            parts.append(f"<figure>{_video(path if path.is_file() else video, name, budget)}<figcaption>"
+                         f"{_esc(run)} {_esc(h_dir.parent.name)} H={_esc(h_dir.name[1:])} {_esc(init)} "
+                         f"<b>{_esc(outcome)}</b><br>{_esc(task)}</figcaption></figure>")
+        parts.append("</div>")
+
+    # 8. per task
+    parts.append("<h2>Per task (last checkpoint)</h2>")
+    tasks = sorted({t for r in runs for t in r.tasks}, key=natural_key)
+    cols = [(run, h) for run in runs for h in run.horizons if run.result(run.last_step, h)]
+    rows = []
+    for t in tasks:
+        row = [t]
+        for run, h in cols:
+            c = run.result(run.last_step, h).summary["tasks"].get(t)
+            row.append("" if c is None else f"{_pct(c['success_rate'])} ({c['successes']}/"
+                       f"{c['episodes'] - c['errors']})")
+        rows.append(row)
+    parts.append(_table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows))
+
+    # 9. per episode
+    parts.append("<h2>Per episode (last checkpoint)</h2>")
+    rows = []
+    for run in runs:
+        for r in run.results:
+            if r.step != run.last_step:
+                continue
+            for e in r.records:
+                outcome = "ERROR" if e.get("error") else ("success" if e.get("success") else "failure")
+                rows.append([run.name, f"H={r.horizon}", e["task"], str(e["init_state"]), outcome,
+                             str(e.get("steps", "")), str(e.get("seconds", ""))])
+    if rows:
+        parts.append(f"<details><summary>{len(rows)} episodes (click a column to sort)</summary>"
+                     + _table(["run", "horizon", "task", "init state", "outcome", "steps", "seconds"], rows)
+                     + "</details>")
+    else:
+        parts.append('<p class="note">No episode records (episodes.jsonl) next to the summaries.</p>')
+    parts.append(f'<p class="note">Tables: results.csv, audit.csv; provenance: provenance.json.</p>'
+                 f"<script>{SORT_JS}</script></body></html>")
+    return "\n".join(parts)
 
 
 # ---------------------------------------------------------------------------------------------------- command
@@ -342,12 +768,13 @@ def write_report(result_dirs: list[Path], out: Path, videos_per_run: int = 4) ->
         for name, draw in track(steps, desc="report", unit="figure"):
             draw(tmp / name)
         (tmp / "results.csv").write_text(_csv_text(results, RESULT_COLUMNS))
-        (tmp / "audit.csv").write_text(_csv_text(audits, ("run", "setting", "recipe", "value", "formula", "flag")))
+        (tmp / "audit.csv").write_text(_csv_text(audits, ("run",) + AUDIT_COLUMNS))
         (tmp / "provenance.json").write_text(json.dumps(provenance(runs), indent=2) + "\n")
         (tmp / "videos").mkdir()
         for run, video in videos:
             shutil.copy2(video, tmp / "videos" / f"{video_label(run, video)}.mp4")
-    return {"runs": names, "results": len(results), "deviations": sum(r["flag"] != "ok" for r in audits)}
+        (tmp / "summary.html").write_text(summary_html(runs, tmp, audits, videos))
+    return {"runs": names, "results": len(results), "deviations": sum(r["flag"] == "DEVIATES" for r in audits)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

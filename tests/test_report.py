@@ -21,10 +21,10 @@ def write_mp4(path, frames):
     imageio.mimwrite(path, frames, fps=20, macro_block_size=2)
 
 
-def write_run(root, name, gpus, effective_batch):
+def write_run(root, name, gpus, effective_batch, outcomes=OUTCOMES):
     run = root / name
     episodes_per_task = 4
-    for step, by_h in OUTCOMES.items():
+    for step, by_h in outcomes.items():
         for h, wins in by_h.items():
             out = run / "eval" / f"step-{step}" / f"h{h}"
             out.mkdir(parents=True)
@@ -35,7 +35,9 @@ def write_run(root, name, gpus, effective_batch):
             summary = {"checkpoint": f"{run}/train/export/step-{step}", "step": step, "suite": "libero_object",
                        "horizon": h, "overall": success_counts(records),
                        "tasks": {t: success_counts([r for r in records if r["task"] == t]) for t in TASKS},
-                       "device": "cpu", "versions": {"torch": "x"}, "settings": {"episodes": episodes_per_task}}
+                       "device": "cpu", "versions": {"torch": "x"}, "settings": {"episodes": episodes_per_task},
+                       "state_range": {"states_checked": 32, "states_far_outside": 28 if h == 64 else 0,
+                                       "far_per_slot": {"right_gripper_open": 28} if h == 64 else {}}}
             (out / "summary.json").write_text(json.dumps(summary))
             frames = [np.full((16, 32, 3), 40 * j, np.uint8) for j in range(5)]
             for k, t in enumerate(TASKS):
@@ -49,8 +51,14 @@ def write_run(root, name, gpus, effective_batch):
     train = {"model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
              "per_device_batch_size": 4, "effective_batch_size": effective_batch, "lr_warmup_steps": 3,
              "checkpointing_period": 2, "checkpoints_total_limit": 3}
+    plan = {"steps": [2, 4, 6], "episodes_per_task": {"2": 4, "4": 4, "6": 4}, "tasks": 2, "max_steps": 12,
+            "per_horizon": {"8": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48,
+                                  "hours_max": 0.1}},
+            "total": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48, "hours_max": 0.1},
+            "rates": {"sim_step_s": 0.2, "source": "constructed"}, "train": {"samples": 6 * effective_batch,
+                                                                             "model_work_ratio_max": 0.5}}
     (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "run", "gpus": gpus,
-                                                   "exec_horizons": [8, 64], "train": train}))
+                                                   "exec_horizons": [8, 64], "train": train, "eval_plan": plan}))
     return run
 
 
@@ -81,7 +89,8 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert flags[("current", "effective batch")]["flag"] == "DEVIATES"
     assert "4 x 1 x 8 = 32" in flags[("current", "effective batch")]["formula"]
     assert flags[("improved", "effective batch")]["flag"] == "ok"
-    assert flags[("improved", "exec horizon h64")]["flag"] == "DEVIATES"
+    assert flags[("improved", "exec horizon h64")]["flag"] == "comparison"      # next to H=8: a comparison
+    assert flags[("improved", "initial weights")]["flag"] == "DEVIATES"         # random init of a tiny model
     assert flags[("improved", "exec horizon h8")]["flag"] == "ok"
 
     prov = json.loads((out / "provenance.json").read_text())
@@ -96,13 +105,63 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert any(v.endswith("__success.mp4") for v in videos) and any(v.endswith("__failure.mp4") for v in videos)
 
 
-def test_best_checkpoint_is_the_highest_mean_success(results):
+def test_best_checkpoint_is_chosen_on_even_and_reported_on_odd_init_states(results):
     from rdt.report import read_run
 
     run = read_run(results[0])
     assert run.steps == [2, 4, 6] and run.horizons == [8, 64]
-    assert run.best_step() == 4                         # mean over H of 7/8, 1/8
+    sel = run.selection()                  # pooled over H: even init states 0, 2 of 2 tasks x 2 horizons
+    assert sel.selection_rates == {2: 1 / 8, 4: 5 / 8, 6: 3 / 8}
+    assert run.best_step() == 4 and sel.report == (3, 8) and sel.last_report == (2, 8)
+    h8 = run.selection(8)
+    assert h8.best == 4 and h8.report == (3, 4)
     assert run.result(4, 8).rate(TASKS[0]) == 1.0
+
+
+def test_no_best_checkpoint_when_all_tie(tmp_path):
+    from rdt.report import read_run
+
+    zero = {2: {8: (0, 0)}, 4: {8: (0, 0)}}
+    run = read_run(write_run(tmp_path, "flat", 0, 4, zero))
+    assert run.best_step() is None and "tie at 0%" in run.selection().reason
+    out = tmp_path / "report"
+    assert cli(["report", "--results", str(run.folder), "--out", str(out)]) == 0
+    page = (out / "summary.html").read_text()
+    assert "no best: all 2 checkpoints tie at 0% on the selection half" in page
+    assert (out / "heatmap_best.png").stat().st_size > 1000
+
+
+def test_summary_page_answers_the_questions(tmp_path, results):
+    out = tmp_path / "report"
+    assert cli(["report", "--results", *map(str, results), "--out", str(out), "--videos", "2"]) == 0
+    page = (out / "summary.html").read_text()
+    # headline at the last checkpoint (step 6): H=8 4/8, H=64 1/8 with Wilson intervals
+    assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td>" in page
+    assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page              # Wilson 95% of 1/8
+    # step 4 is the honest best at H=8: 3 of the 4 odd init states
+    assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same: 2/4)" in page
+    # paired H=8 vs H=64 at step 6: 3 pairs only H=8 solved, 0 only H=64; exact McNemar p = 2 x 0.5^3 = 0.25
+    assert ("H=8 vs H=64: 50.0% vs 12.5%, difference +37.5 points" in page
+            and "(3 solved only by H=8, 0 only by H=64); exact McNemar p = 0.25" in page)
+    assert "no significant difference" in page
+    assert "current vs improved: 50.0% vs 50.0%, difference +0.0 points" in page    # runs at equal H
+    assert "best horizon of each (chosen on even init states)" in page
+    # the audit with deviations highlighted, the plan's cost, state-range warnings, tables, videos, figures
+    assert 'class="dev"' in page and 'class="cmp"' in page and "original finetune.sh" in page
+    assert "Evaluation plan and its cost" in page and "model work at most 50.0%" in page
+    assert "28 of 32" in page and "right_gripper_open (28)" in page
+    assert page.count("<video") == 4 and "data:video/mp4;base64," in page
+    assert page.count("data:image/png;base64,") == 5
+    assert TASKS[0] in page and "episodes (click a column to sort)" in page
+    assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4       # per task + per-episode rows
+
+
+def test_natural_sort_and_full_task_names():
+    from rdt.report import natural_key
+
+    names = ["KITCHEN_SCENE10_put_x", "KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z"]
+    assert sorted(names, key=natural_key) == ["KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z",
+                                              "KITCHEN_SCENE10_put_x"]
 
 
 def test_missing_results_are_a_clear_error(tmp_path, capsys):
