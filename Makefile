@@ -53,6 +53,7 @@ bench: venv
 	$(PY) bench/inference.py
 	$(PY) bench/dataloader.py
 	$(PY) bench/train_step.py
+	$(PY) bench/train_throughput.py
 	$(PY) bench/evaluate.py
 
 clean:
