@@ -19,6 +19,11 @@ rule report:
         summaries=PLAN.all_summaries(),
         settings=expand(f"{RESULTS}/{{target}}/settings.json", target=TARGETS),
     output:
+        summary=report(
+            f"{RESULTS}/report/summary.html",
+            caption="../report/summary.rst",
+            category="0. Summary",
+        ),
         success=report(
             f"{RESULTS}/report/success_vs_step.png",
             caption="../report/success_vs_step.rst",
