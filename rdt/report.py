@@ -315,8 +315,9 @@ def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
             title = f"{run.name}: {which} checkpoint (step {step})"
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(run.horizons)), [f"H={h}" for h in run.horizons])
-        ax.set_yticks(range(len(tasks)), tasks if k == 0 else [], fontsize=7 if small else 5.5)
-        ax.tick_params(axis="y", length=0)
+        if k == 0:       # shared rows: the names once, on the left (setting them per panel would clear them)
+            ax.set_yticks(range(len(tasks)), tasks, fontsize=7 if small else 6)
+        ax.tick_params(axis="y", length=0, labelleft=k == 0)
         if small:
             for i, row in enumerate(grid):
                 for j, v in enumerate(row):
@@ -350,7 +351,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
             if not pts:
                 continue
             steps, values = zip(*pts)
-            if col == "loss" and len(pts) > 20:
+            if col in ("loss", "sample_mse") and len(pts) > 20:
                 raw, = ax.plot(steps, values, alpha=0.2, linewidth=0.6)
                 window = max(5, len(pts) // 50)
                 ax.plot(steps, smooth(list(values), window), color=raw.get_color(),
@@ -364,6 +365,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
     losses = [m["loss"] for r in runs for m in r.metrics if m["loss"] is not None]
     if losses and min(losses) > 0:
         axes[0].set_yscale("log")
@@ -608,8 +610,11 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
         else:
             rep_s, rep_n = sel.report
             last = sel.last_report
-            best = (f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states "
-                    f"(last checkpoint on the same: {last[0]}/{last[1]})" if last else f"step {sel.best}")
+            if sel.best == h["step"]:
+                best = f"the last (step {sel.best}): {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
+            else:
+                best = (f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
+                        + (f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""))
         rows.append([h["run"], f"H={h['horizon']}", f"{_pct(h['rate'])}", _ci(h["ci95"]),
                      f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""), best])
     parts.append(_table(["run", "horizon", "success", "95% CI (Wilson)", "successes / episodes",
@@ -631,7 +636,7 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
         parts.append(f"<h3>{labels[key]}</h3>")
         for c in group:
             v = c.verdict()
-            cls = "better" if v.endswith("is better") else ""
+            cls = "better" if " is better than " in v.split(":")[0] else ""
             parts.append(f'<p class="verdict"><span class="{cls}">{_esc(c.scope)}: {_esc(v)}</span></p>')
     if total:
         parts.append(f'<p class="note">Difference in success rate with a 95% Newcombe interval for paired data and '

@@ -126,23 +126,24 @@ class Comparison:
     p_adjusted: float | None = None
 
     def verdict(self, alpha: float = ALPHA) -> str:
+        """The conclusion first (``A is better than B`` or ``A vs B: no significant difference``), then the
+        numbers."""
         s = self.stats
         if s.n == 0:
             return f"{self.a} vs {self.b}: no common (task, init state) pairs"
         p = self.p_adjusted if self.p_adjusted is not None else s.p_value
         lo, hi = s.ci95
-        head = (f"{self.a} vs {self.b}: {100 * s.rate_a:.1f}% vs {100 * s.rate_b:.1f}%, difference "
-                f"{100 * s.diff:+.1f} points [95% CI {100 * lo:+.1f}, {100 * hi:+.1f}] on {s.n} paired episodes "
-                f"({s.only_a} solved only by {self.a}, {s.only_b} only by {self.b}); exact McNemar p = "
-                f"{_fmt_p(s.p_value)}")
-        if self.p_adjusted is not None:
-            head += f" (Holm-adjusted {_fmt_p(self.p_adjusted)})"
         if p < alpha:
-            better = self.a if s.diff > 0 else self.b
-            tail = f" -> {better} is better"
+            better, worse = (self.a, self.b) if s.diff > 0 else (self.b, self.a)
+            head = f"{better} is better than {worse}"
         else:
-            tail = " -> no significant difference"
-        return head + tail
+            head = f"{self.a} vs {self.b}: no significant difference"
+        text = (f"{head}: {100 * s.rate_a:.1f}% vs {100 * s.rate_b:.1f}%, difference {100 * s.diff:+.1f} points "
+                f"[95% CI {100 * lo:+.1f}, {100 * hi:+.1f}] on {s.n} paired episodes ({s.only_a} solved only by "
+                f"{self.a}, {s.only_b} only by {self.b}); exact McNemar p = {_fmt_p(s.p_value)}")
+        if self.p_adjusted is not None:
+            text += f" (Holm-adjusted {_fmt_p(self.p_adjusted)})"
+        return text
 
 
 def adjust(comparisons: list[Comparison]) -> list[Comparison]:
