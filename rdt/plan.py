@@ -351,9 +351,12 @@ class Plan:
         return cfg
 
     def train_key(self, run: str) -> str:
-        """Key of a training: its RUN.yaml settings and the keys of its data and language (no evaluation setting,
-        no run name), so runs that differ only in evaluation share one training."""
-        return key_of({"train": self.resolved_train(run), "data": key_of(self.data_settings(run)),
+        """Key of a training: its RUN.yaml settings that decide the weights (not the bookkeeping keys such as
+        checkpointing_period or log_period, which the trainer's identity leaves out too) and the keys of its data and
+        language (no evaluation setting, no run name), so runs that differ only in evaluation or bookkeeping share
+        one training folder and its checkpoints."""
+        weights = {k: v for k, v in self.resolved_train(run).items() if k not in train_config.NOT_IN_FINGERPRINT}
+        return key_of({"train": weights, "data": key_of(self.data_settings(run)),
                        "lang": key_of(self.language_settings(run))})
 
     def train_dir(self, run: str) -> str:

@@ -229,7 +229,7 @@ def test_the_shipped_configs_are_valid_plans():
     assert list(study.runs) == ["current", "improved", "one_demo"]
     # "same samples seen": the current recipe's steps x batch equal the improved one's
     assert [study.runs[r]["train"]["max_steps"] * study.runs[r]["train"]["effective_batch_size"]
-            for r in ("current", "improved")] == [48000, 48000]
+            for r in ("current", "improved")] == [32000, 32000]
     paper = yaml.safe_load((root / "config" / "rdt1b_libero90.yaml").read_text())
     with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
         Plan(paper)
