@@ -135,8 +135,13 @@ def test_training_settings_and_code_change_the_identity_bookkeeping_does_not(mon
     assert identity["code"] == train_config.code_fingerprint()
     assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_identity("default") != identity
     assert make(lambda c: c["demos"].update(seed=1)).train_identity("default") != identity     # other data
-    for bookkeeping in ({"log_period": 1}, {"checkpoints_total_limit": 2}, {"sample_period": 0}, {"gpus": 2}):
-        assert make(lambda c: c["train"].update(bookkeeping)).train_identity("default") == identity
+    key = base.train_key("default")
+    for bookkeeping in ({"log_period": 1}, {"checkpoints_total_limit": 2}, {"sample_period": 0}, {"gpus": 2},
+                        {"checkpointing_period": 1}, {"max_steps": 8}):
+        changed = make(lambda c: c["train"].update(bookkeeping))
+        assert changed.train_identity("default") == identity
+        assert changed.train_key("default") == key             # same folder: its checkpoints are resumed
+    assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_key("default") != key
     # a code edit changes the code part (the trainer's identity includes the same fingerprint) ...
     monkeypatch.setattr(train_config, "code_fingerprint", lambda: "0123456789abcdef")
     edited = make().train_identity("default")
