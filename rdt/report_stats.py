@@ -132,15 +132,14 @@ class Comparison:
         if s.n == 0:
             return f"{self.a} vs {self.b}: no common (task, init state) pairs"
         p = self.p_adjusted if self.p_adjusted is not None else s.p_value
+        a, b = self.a, self.b
+        if p < alpha and s.diff < 0:          # the numbers in the order of the conclusion: the better one first
+            a, b, s = b, a, Paired(s.both, s.only_b, s.only_a, s.neither)
         lo, hi = s.ci95
-        if p < alpha:
-            better, worse = (self.a, self.b) if s.diff > 0 else (self.b, self.a)
-            head = f"{better} is better than {worse}"
-        else:
-            head = f"{self.a} vs {self.b}: no significant difference"
+        head = f"{a} is better than {b}" if p < alpha else f"{a} vs {b}: no significant difference"
         text = (f"{head}: {100 * s.rate_a:.1f}% vs {100 * s.rate_b:.1f}%, difference {100 * s.diff:+.1f} points "
                 f"[95% CI {100 * lo:+.1f}, {100 * hi:+.1f}] on {s.n} paired episodes ({s.only_a} solved only by "
-                f"{self.a}, {s.only_b} only by {self.b}); exact McNemar p = {_fmt_p(s.p_value)}")
+                f"{a}, {s.only_b} only by {b}); exact McNemar p = {_fmt_p(s.p_value)}")
         if self.p_adjusted is not None:
             text += f" (Holm-adjusted {_fmt_p(self.p_adjusted)})"
         return text

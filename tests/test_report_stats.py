@@ -73,6 +73,9 @@ def test_verdict_lines_say_which_is_better_only_when_significant():
     assert "28 solved only by H=8, 0 only by H=64" in strong.verdict()
     assert weak.verdict().startswith("H=8 vs H=16: no significant difference: 7.5% vs 5.0%")
     assert weak.p_adjusted == pytest.approx(1.0)
+    worse_first = Comparison("s", "H=64", "H=8", strong.stats.__class__(0, 0, 28, 12), p_adjusted=1e-6)
+    assert worse_first.verdict().startswith("H=8 is better than H=64: 70.0% vs 0.0%, difference +70.0 points")
+    assert "28 solved only by H=8, 0 only by H=64" in worse_first.verdict()
     empty = Comparison("s", "A", "B", paired({}, {}))
     assert "no common" in empty.verdict()
 
