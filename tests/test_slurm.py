@@ -141,16 +141,18 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
     # the scripted demos are the one input both runs share (the expert is not part of what is compared)
     shutil.copytree(tiny_run / "results" / "cache" / "demos", work / "results" / "cache" / "demos")
     profile = slurm_profile(tmp_path)
+    earlier = {j["JobId"] for j in slurm_cluster.completed_jobs()}       # jobs of other tests on this cluster
+    earlier |= {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
     proc = subprocess.run([SNAKEMAKE, "--profile", str(profile)], cwd=work, env=cluster_env(slurm_cluster, work),
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
     # every job ran in Slurm: the completion log and squeue (MinJobAge 600 s) list them, all COMPLETED
-    jobs = slurm_cluster.completed_jobs()
+    jobs = [j for j in slurm_cluster.completed_jobs() if j["JobId"] not in earlier]
     remote = 1 + 1 + 1 + 1 + 2 + 6 + 1      # convert, stats, encode, encode_tasks, 2 segments, 6 evaluations, report
     assert len(jobs) == remote, jobs
     assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}
-    queue = slurm_cluster.squeue().splitlines()
+    queue = [line for line in slurm_cluster.squeue().splitlines() if line.split()[0] not in earlier]
     assert len(queue) == remote and all(line.split()[2] == "COMPLETED" for line in queue)
     assert "sched: Allocate JobId=" in slurm_cluster.ctld_log.read_text()
     assert "Job stats" in proc.stderr + proc.stdout
