@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("rdt.data.stats", "dataset statistics in RDT's dataset_stat.json form"),
     "encode": ("rdt.lang", "T5 embeddings of every unique instruction"),
     "train": ("rdt.train", "fine-tune RDT with accelerate up to a given step"),
-    "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one execution horizon"),
+    "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one or more execution horizons"),
     "report": ("rdt.report", "figures and tables from evaluation and training results"),
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
@@ -49,7 +49,7 @@ HELP: dict[str, tuple[str, str]] = {
     "train": ("Fine-tune RDT on a training HDF5 up to a given optimizer step, resuming the run folder's newest "
               "checkpoint (several GPUs: `accelerate launch --num_processes N -m rdt train ...`).",
               "python -m rdt train --config docs/examples/tiny_run.yaml --until-step 20 --out work/train"),
-    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one execution horizon and write per-episode "
+    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons and write per-episode "
                  "results, a summary and videos.",
                  "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
                  "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8"),

@@ -1,4 +1,6 @@
-"""Evaluate a checkpoint in the LIBERO simulator at one execution horizon H.
+"""Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons H (several: the model is loaded
+once and each horizon is written to --out/h<H>; without --lang the tasks' instructions are encoded with the
+checkpoint's text encoder into --out/lang.safetensors; --episodes defaults to 50 per task, the LIBERO convention).
 
 Protocol (the published LIBERO evaluations): episode i of a task starts from the task's init state i, with
 env.seed(SEED), reset, set_init_state(i) and the settle no-op steps (rdt.libero.env.start_episode); at most the
@@ -45,6 +47,7 @@ SUMMARY_FILE = "summary.json"
 LOG_FILE = "evaluate.log"
 VIDEO_DIR = "videos"
 DEFAULT_CAMERA_SIZE = 128
+DEFAULT_EPISODES = 50                # per task: the published LIBERO evaluations
 Z_95 = 1.959963984540054
 #: a state value is "far outside" the training range when it lies beyond min/max by more than this fraction of
 #: the range (or than STATE_FAR_ABS for dimensions that were constant in training).
@@ -420,23 +423,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, metavar="DIR",
                    help="checkpoint folder (ours: config.json, model.safetensors, ema/, pipeline.json; or a released "
                         "RDT folder / weights file / cached hub id)")
-    p.add_argument("--lang", required=True, metavar="FILE",
+    p.add_argument("--lang", metavar="FILE",
                    help="lang.safetensors with an embedding for every evaluated task's instruction "
-                        "(python -m rdt encode --instructions-from-tasks SUITE ...)")
+                        "(python -m rdt encode --instructions-from-tasks SUITE ...); default: the tasks' "
+                        "instructions are encoded here with the checkpoint's text encoder into --out/lang.safetensors")
     p.add_argument("--stats", metavar="FILE",
                    help="dataset_stat.json of the training data, for checkpoints made elsewhere (our exports carry "
                         "theirs in pipeline.json): observed states far outside its state range are warned about "
                         "(once) and counted in summary.json state_range (without statistics: no check)")
-    p.add_argument("--horizon", required=True, type=int, metavar="H",
-                   help="execution horizon: actions executed from each predicted 64-step chunk before re-planning "
-                        "(1..64)")
+    p.add_argument("--horizon", required=True, type=int, nargs="+", metavar="H",
+                   help="execution horizon(s): actions executed from each predicted 64-step chunk before re-planning "
+                        "(1..64); with several, each is evaluated into --out/h<H>/ with the model loaded once")
     p.add_argument("--suite", metavar="S", help="LIBERO suite: " + ", ".join(suites.suite_names())
                    + " (default: the suite the checkpoint was trained on, from pipeline.json)")
     p.add_argument("--tasks", nargs="+", metavar="T",
                    help="task names, indices or shell patterns of the suite, or 'all' (default: the tasks the "
                         "checkpoint was trained on when --suite is theirs, from pipeline.json; else all)")
-    p.add_argument("--episodes", required=True, type=int, metavar="N",
-                   help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK})")
+    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, metavar="N",
+                   help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK}; "
+                        f"default {DEFAULT_EPISODES}, the LIBERO convention)")
     p.add_argument("--max-steps", type=int, metavar="M",
                    help="policy steps per episode (default: the suite's published limit, "
                         + ", ".join(f"{k} {v}" for k, v in suites.MAX_STEPS.items()) + ")")
@@ -487,7 +492,9 @@ def _check_positive(value: int | None, flag: str) -> None:
 def main(args: argparse.Namespace) -> int:
     setup_logging()         # time, level and logger name on each record
     # everything that can be wrong with the request is checked before a model or simulator is loaded
-    check_horizon(args.horizon)
+    horizons = list(dict.fromkeys(args.horizon))
+    for h in horizons:
+        check_horizon(h)
     check_episodes(args.episodes)
     _check_positive(args.max_steps, "--max-steps")
     _check_positive(args.envs, "--envs")
@@ -498,8 +505,8 @@ def main(args: argparse.Namespace) -> int:
     tasks = suites.select_tasks(args.suite, args.tasks)
     from rdt.lang import LanguageTable
 
-    table = LanguageTable.load(args.lang)
-    lang = {t.name: table.get(t.language) for t in tasks}
+    table = LanguageTable.load(args.lang) if args.lang else None
+    lang = {t.name: table.get(t.language) for t in tasks} if table is not None else None
 
     from rdt.data.stats import load_entry
     from rdt.policy import Policy
@@ -511,23 +518,23 @@ def main(args: argparse.Namespace) -> int:
     from rdt.model.verify import check_finite
 
     check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({pipeline.get('weights')} weights)")
+    if table is None:       # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
+        args.lang = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
+        table = LanguageTable.load(args.lang)
+        lang = {t.name: table.get(t.language) for t in tasks}
     table.check_encoder(policy.text_encoder)
     cfg = policy.runner.config
     if table.hidden_size != cfg.lang_token_dim:
         raise UserError(f"{args.lang}: embeddings have {table.hidden_size} dims but checkpoint {args.checkpoint} "
                         f"expects lang_token_dim={cfg.lang_token_dim} (config.json)")
-    check_horizon(args.horizon, cfg.pred_horizon)
+    for h in horizons:
+        check_horizon(h, cfg.pred_horizon)
     # the statistics reach evaluation one way: from the export's pipeline.json (the entry it was trained with),
     # or --stats for a checkpoint made elsewhere; never both
     if args.stats and pipeline.get("dataset_stat"):
         raise UserError(f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
                         "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out")
     stats = load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
-    settings = Settings(
-        suite=args.suite, tasks=tuple(t.name for t in tasks), episodes=args.episodes, horizon=args.horizon,
-        max_steps=args.max_steps or suites.MAX_STEPS[args.suite], envs=args.envs, seed=args.seed,
-        camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
-        videos_per_task=args.videos_per_task)
     info = {"checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
             "step": pipeline.get("step"), "device": str(policy.device), "weights": pipeline.get("weights"),
             "text_encoder": policy.text_encoder, "vision_encoder": policy.vision.name,
@@ -535,9 +542,50 @@ def main(args: argparse.Namespace) -> int:
             "stats": args.stats or ("pipeline.json" if stats else None),
             "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
             "code": fingerprint("rdt.evaluate")}
-    summary = evaluate(policy, settings, args.out, lang, info=info, stats=stats)
-    o = summary["overall"]
-    rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
-    print(f"{args.suite} H={args.horizon}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
-          f"{o['errors']} errors -> {Path(args.out) / SUMMARY_FILE}")
+    for h in horizons:
+        settings = Settings(
+            suite=args.suite, tasks=tuple(t.name for t in tasks), episodes=args.episodes, horizon=h,
+            max_steps=args.max_steps or suites.MAX_STEPS[args.suite], envs=args.envs, seed=args.seed,
+            camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
+            videos_per_task=args.videos_per_task)
+        out = horizon_out(Path(args.out), h, horizons)
+        summary = evaluate(policy, settings, out, lang, info=info, stats=stats)
+        o = summary["overall"]
+        rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
+        print(f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
+              f"{o['errors']} errors -> {out / SUMMARY_FILE}")
     return 0
+
+
+def horizon_out(out: Path, horizon: int, horizons: list[int]) -> Path:
+    """Where one horizon's results go: ``--out`` itself for one horizon, ``--out/h<H>`` for several."""
+    return out if len(horizons) == 1 else out / f"h{horizon}"
+
+
+def encode_task_language(tasks: Sequence[suites.Task], text_encoder: str, out: Path, device: Any) -> Path:
+    """Embeddings of the tasks' instructions with ``text_encoder`` into ``out/lang.safetensors`` (reused when it
+    holds them all from the same encoder), the encoder freed afterwards."""
+    import torch
+
+    from rdt.encoders import TINY, load_text_encoder
+    from rdt.lang import LanguageTable, encode_instructions
+
+    path = out / "lang.safetensors"
+    wanted = [t.language for t in tasks]
+    if path.is_file():
+        try:
+            table = LanguageTable.load(path)
+            table.check_encoder(text_encoder)
+            if all(w in table for w in wanted):
+                return path
+        except UserError:
+            pass
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = torch.float32 if text_encoder == TINY else torch.bfloat16      # as `python -m rdt encode` does
+    encoder = load_text_encoder(text_encoder, device=device, dtype=dtype)
+    log.info("encoding %d task instruction(s) with %s into %s", len(set(wanted)), text_encoder, path)
+    encode_instructions(wanted, encoder, path)
+    del encoder
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return path
