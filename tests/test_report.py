@@ -175,3 +175,18 @@ def test_bad_metrics_file_names_the_file_and_columns(tmp_path, results, capsys):
     assert cli(["report", "--results", str(results[0]), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "metrics.csv" in err and "'step'" in err
+
+
+def test_checkpoint_made_elsewhere_is_audited_from_its_evaluation(tmp_path):
+    from rdt.report import audit_rows, read_run
+
+    run = write_run(tmp_path, "released", 0, 4, {6: {8: (1, 1), 64: (0, 1)}})
+    for summary in run.glob("eval/step-6/h*/summary.json"):
+        s = json.loads(summary.read_text())
+        s["info"] = {"text_encoder": "google/t5-v1_1-xxl", "vision_encoder": "google/siglip-so400m-patch14-384"}
+        summary.write_text(json.dumps(s))
+    (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "checkpoint",
+                                                   "exec_horizons": [8, 64]}))
+    rows = {r["setting"]: r for r in audit_rows([read_run(run)])}
+    assert rows["text encoder"]["flag"] == "ok" and rows["vision encoder"]["flag"] == "ok"
+    assert rows["exec horizon h64"]["flag"] == "comparison"
