@@ -67,3 +67,18 @@ def test_wandb_offline_run_gets_the_training_rows(tmp_path, monkeypatch):
     for key in ("loss", "lr", "grad_norm", "samples_per_s"):
         assert raw.count(f"train/{key}".encode()) >= 3, key     # one history row per optimizer step
     assert b"train/sample_mse" not in raw                       # empty cells (sample_period 0) are not logged
+
+
+def test_switching_the_tracker_keeps_the_training_folder():
+    """Turning W&B on for an existing training continues it: the workflow's training key leaves report_to out."""
+    import copy
+
+    from rdt.plan import Plan
+
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    keys = set()
+    for tracker in ("none", "tensorboard", "wandb"):
+        c = copy.deepcopy(cfg)
+        c["train"]["report_to"] = tracker
+        keys.add(Plan(c).train_key("default"))
+    assert len(keys) == 1
