@@ -30,6 +30,7 @@ import math
 import platform
 import re
 import shutil
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -403,7 +404,8 @@ def plot_rollouts(videos: list[tuple[str, Path]], path: Path) -> None:
             axes[i][j].imshow(frames[k])
             h_dir = video.parent.parent
             task, _, outcome = video.stem.rsplit("__", 2)
-            head = f"{run} {h_dir.parent.name} H={h_dir.name[1:]} {outcome}\n{_short(task, 40)}\n" if j == 0 else ""
+            name = "\n".join(textwrap.wrap(task, 44))
+            head = f"{run} {h_dir.parent.name} H={h_dir.name[1:]} {outcome}\n{name}\n" if j == 0 else ""
             axes[i][j].set_title(f"{head}t={k}", fontsize=7, loc="left" if j == 0 else "center")
     if not videos:
         axes[0][1].text(0.5, 0.5, "no rollout videos", ha="center", va="center")
@@ -425,8 +427,6 @@ def _nan(v: float | None) -> float:
     return float("nan") if v is None else v
 
 
-def _short(task: str, width: int = 48) -> str:
-    return task if len(task) <= width else task[: width - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------- summary page
@@ -565,9 +565,9 @@ def _plan_html(run: Run) -> str:
         text += (f" Training: {tr['samples']:,} samples; evaluation model work at most "
                  f"{100 * tr['model_work_ratio_max']:.1f}% of training's.")
     rates = c.get("rates") or {}
-    text += (f' <span class="note">Hours from rates: simulator {rates.get("sim_step_s")} s/step + '
-             f'{rates.get("episode_overhead_s")} s/episode, policy {rates.get("policy_call_s") or "unknown"} s/call '
-             f'({_esc(rates.get("source"))}).</span></p>')
+    text += (f' <span class="note">Hours from rates: simulator {rates.get("sim_step_s", "unknown")} s/step + '
+             f'{rates.get("episode_overhead_s", 0)} s/episode, policy {rates.get("policy_call_s") or "unknown"} '
+             f's/call ({_esc(rates.get("source"))}).</span></p>')
     return text + _table(["horizon", "jobs", "episodes", "simulator steps (max)", "policy calls (max)",
                           "hours (max)"], rows)
 
