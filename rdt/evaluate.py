@@ -20,7 +20,6 @@ import argparse
 import json
 import logging
 import hashlib
-import math
 import os
 import sys
 import time
@@ -35,6 +34,7 @@ from rdt import statevec
 from rdt.fingerprint import fingerprint
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
+from rdt.report_stats import wilson as wilson_interval  # the one Wilson interval (also the report's)
 from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
                                 WorkerPool, run_jobs)
 from rdt.utils.atomic import write_json, write_text
@@ -48,7 +48,6 @@ LOG_FILE = "evaluate.log"
 VIDEO_DIR = "videos"
 DEFAULT_CAMERA_SIZE = 128
 DEFAULT_EPISODES = 50                # per task: the published LIBERO evaluations
-Z_95 = 1.959963984540054
 #: a state value is "far outside" the training range when it lies beyond min/max by more than this fraction of
 #: the range (or than STATE_FAR_ABS for dimensions that were constant in training).
 STATE_FAR_FRACTION = 0.5
@@ -213,17 +212,6 @@ def plan_jobs(tasks: Sequence[suites.Task], episodes: int, videos_per_task: int,
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """95% Wilson score interval of a success rate; None for n = 0."""
-    if n == 0:
-        return None
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def success_counts(records: list[dict]) -> dict[str, Any]:
     """Counts and success rate over the episodes that ran without a simulator error."""
     errors = sum(1 for r in records if r.get("error"))
