@@ -70,8 +70,10 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
     trainer = Trainer(cfg, out)
     setup_s = time.perf_counter() - t_setup
     data = trainer.data_iterator()
-    parts = []
+    parts, cpu_start = [], None
     for i in range(steps + 2):                                  # the first two steps warm up (workers, allocator)
+        if i == 2:
+            cpu_start = cpu_seconds()
         t0 = time.perf_counter()
         batch_ = next(data)
         t1 = time.perf_counter()
@@ -84,10 +86,28 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
         t3 = time.perf_counter()
         if i >= 2:
             parts.append((t1 - t0, t2 - t1, t3 - t2))
+    cpu_per_step = (cpu_seconds() - cpu_start) / steps
     med = [sorted(p[k] for p in parts)[len(parts) // 2] for k in range(3)]
     total = sorted(sum(p) for p in parts)[len(parts) // 2]
     return {"row": row, "data_s": med[0], "encoder_s": med[1], "model_s": med[2], "step_s": total,
-            "samples_per_s": batch / total, "setup_s": setup_s, "threads": torch.get_num_threads()}
+            "samples_per_s": batch / total, "setup_s": setup_s, "threads": torch.get_num_threads(),
+            "cpu_s": cpu_per_step}
+
+
+def cpu_seconds() -> float:
+    """CPU time (user + system) of this process and its live children (the DataLoader workers) so far."""
+    import psutil
+
+    me = psutil.Process()
+    procs = [me] + me.children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def main() -> int:
@@ -118,12 +138,15 @@ def main() -> int:
     base = rows[0]["step_s"]
     print(f"tiny training step at batch {args.batch} on CPU (torch threads {rows[0]['threads']}), median of "
           f"{args.steps} steps; data = waiting for the DataLoader, encoder = image tokens, model = fwd+bwd+AdamW+EMA")
+    base_cpu = rows[0]["cpu_s"]
+    print("cpu s = CPU seconds per step of the training process and its loader workers (what a 2-core machine pays;"
+          " wall times hide a worker's work while it overlaps the model)")
     print(f"{'row':<16} {'data s':>7} {'encoder s':>9} {'model s':>8} {'step s':>7} {'samples/s':>9} "
-          f"{'data %':>6} {'speed-up':>8} {'set-up s':>8}")
+          f"{'data %':>6} {'speed-up':>8} {'cpu s':>6} {'cpu speed-up':>12} {'set-up s':>8}")
     for r in rows:
         print(f"{r['row']:<16} {r['data_s']:>7.3f} {r['encoder_s']:>9.3f} {r['model_s']:>8.3f} {r['step_s']:>7.3f} "
               f"{r['samples_per_s']:>9.1f} {100 * (r['data_s'] + r['encoder_s']) / r['step_s']:>5.0f}% "
-              f"{base / r['step_s']:>7.2f}x {r['setup_s']:>8.1f}")
+              f"{base / r['step_s']:>7.2f}x {r['cpu_s']:>6.3f} {base_cpu / r['cpu_s']:>11.2f}x {r['setup_s']:>8.1f}")
     return 0
 
 
