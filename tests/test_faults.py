@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import train_helpers as h
 from rdt import train
@@ -23,10 +22,7 @@ from rdt.errors import UserError
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield h.make_data(tmp_path_factory.mktemp("faults_data"))
-    torch.set_num_threads(threads)
+    yield from h.module_data(tmp_path_factory, "faults_data")
 
 
 # ------------------------------------------------------------------------------------------------ mounts

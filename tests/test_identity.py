@@ -9,7 +9,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-import torch
 
 import train_helpers as h
 from rdt import train, train_config
@@ -23,10 +22,7 @@ EDITED = "0123456789abcdef"
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield h.make_data(tmp_path_factory.mktemp("identity_data"))
-    torch.set_num_threads(threads)
+    yield from h.module_data(tmp_path_factory, "identity_data")
 
 
 def _pipeline(out, step):

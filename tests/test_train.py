@@ -25,10 +25,7 @@ LR = 1e-3
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # 2-core CI: one compute thread per training process
-    yield h.make_data(tmp_path_factory.mktemp("train_data"))
-    torch.set_num_threads(threads)
+    yield from h.module_data(tmp_path_factory, "train_data")
 
 
 @pytest.fixture(scope="module")
