@@ -43,7 +43,6 @@ def test_schema_and_readme_document_the_key():
     assert "`train.report_to`" in (REPO / "config" / "README.md").read_text()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is None, reason="wandb is not installed (optional)")
 def test_wandb_offline_run_gets_the_training_rows(tmp_path, monkeypatch):
     import torch
 
