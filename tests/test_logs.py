@@ -4,9 +4,11 @@ noise is dropped (issue 15)."""
 from __future__ import annotations
 
 import io
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +91,64 @@ def test_command_log_records_carry_the_time(tmp_path):
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(STAMP + " WARNING rdt.test: hello", proc.stderr.strip()), proc.stderr
+
+
+LAUNCH_WARNING = "were not passed to `accelerate launch`"
+
+
+def training_launch_commands(work, config) -> list[str]:
+    """The `accelerate launch ...` lines a dry run of the workflow prints for the training jobs of ``config``."""
+    from workflow_helpers import snakemake
+
+    proc = snakemake(work, "--dry-run", "--printshellcmds", "--configfile", config)
+    return [line[line.index("accelerate launch"):].strip() for line in proc.stdout.splitlines()
+            if "accelerate launch" in line]
+
+
+def test_training_is_launched_with_every_accelerate_setting(workdir, tmp_path):
+    """The training rule gives `accelerate launch` every value it would otherwise default and warn about at the top
+    of the log (processes, machines, mixed precision, dynamo): the precision is train.mixed_precision as the trainer
+    resolves it (auto: no on CPU, bf16 with GPUs). Launching exactly those options prints no such warning: the
+    log's first line is the command's own."""
+    from workflow_helpers import variant
+
+    cpu = training_launch_commands(workdir, variant(workdir, "cpu", lambda c: None))
+    assert len(cpu) == 2, cpu                                   # two segments
+    for flags in ("--num_machines 1", "--num_processes 1", "--mixed_precision no", "--dynamo_backend no"):
+        assert all(f" {flags} " in cmd for cmd in cpu), (flags, cpu)
+    gpus = training_launch_commands(workdir, variant(
+        workdir, "gpus", lambda c: c["train"].update(gpus=2, effective_batch_size=4, per_device_batch_size=2)))
+    assert all(" --multi_gpu --num_processes 2 --mixed_precision bf16 " in cmd for cmd in gpus), gpus
+    explicit = training_launch_commands(workdir, variant(
+        workdir, "fp32", lambda c: c["train"].update(gpus=2, mixed_precision="no")))
+    assert all(" --mixed_precision no " in cmd for cmd in explicit), explicit
+
+    # the CPU launch options, as printed, in front of a module that prints one line
+    launch = cpu[0].split(" -m rdt ", 1)[0].split()
+    assert launch[:2] == ["accelerate", "launch"]
+    (tmp_path / "hello_log.py").write_text("print('first line of the job')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    accelerate = str(Path(sys.executable).parent / "accelerate")
+    proc = subprocess.run([accelerate, *launch[1:], "-m", "hello_log"], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout + proc.stderr
+    assert LAUNCH_WARNING not in out, out
+    assert out.splitlines()[0] == "first line of the job", out
+    # and the same launcher without those options is what warned (the check above would notice a changed text)
+    proc = subprocess.run([accelerate, "launch", "--num_processes", "1", "-m", "hello_log"], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert LAUNCH_WARNING in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.sim
+def test_a_real_training_log_starts_with_the_projects_lines(tiny_run):
+    """The training segments' logs of the tiny workflow run: no accelerate launcher warning, first line ours."""
+    logs = sorted((tiny_run / "results" / "logs" / "train").glob("*/step-*.log"))
+    assert len(logs) == 2, logs
+    for log in logs:
+        text = log.read_text()
+        assert LAUNCH_WARNING not in text, text[:2000]
+        first = text.splitlines()[0]
+        assert "accelerate" not in first.lower() and not first.startswith(("The following", "\t")), first

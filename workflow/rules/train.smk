@@ -5,6 +5,18 @@
 # trainer computes the same identity and never resumes or re-exports a checkpoint of another one.
 
 
+def launch_precision(wildcards, resources):
+    """accelerate launch's --mixed_precision: train.mixed_precision resolved as the trainer resolves it (auto = bf16
+    with GPUs, no without; TrainConfig.resolved_mixed_precision). The trainer passes its own value to Accelerator,
+    which takes precedence over the launcher's; giving the launcher every setting it would otherwise default
+    (processes, machines, precision, dynamo) keeps accelerate's "values were not passed ... defaults used" warning
+    out of the top of the log."""
+    precision = PLAN.train_settings(train_run(wildcards))["mixed_precision"]
+    if precision == "auto":
+        return "bf16" if resources.gpu > 0 else "no"
+    return precision
+
+
 rule run_config:
     output:
         f"{RESULTS}/train/{{key}}/run.yaml",
@@ -37,6 +49,7 @@ rule train:
         processes=lambda w, resources: (
             f"--multi_gpu --num_processes {resources.gpu}" if resources.gpu > 1 else "--num_processes 1"
         ),
+        precision=launch_precision,
     log:
         f"{RESULTS}/logs/train/{{key}}/step-{{step}}.log",
     benchmark:
@@ -50,6 +63,6 @@ rule train:
     conda:
         "../envs/rdt.yaml"
     shell:
-        "accelerate launch --num_machines 1 {params.processes}"
+        "accelerate launch --num_machines 1 {params.processes} --mixed_precision {params.precision}"
         " --dynamo_backend no -m rdt train --config {input.config} --until-step {wildcards.step}"
         " {params.previous} --out {params.out} > {log} 2>&1"
