@@ -132,3 +132,59 @@ def test_every_pin_is_a_single_version():
     assert not bad, bad
     names = [ln.split("==")[0].lower().replace("_", "-") for ln in lines]
     assert len(names) == len(set(names))
+
+
+def test_make_run_target_depends_on_the_rendering_check_only():
+    """make's own rule database: `run` needs sysdeps-run and the venv, never sysdeps-test / sysdeps (the Slurm
+    check); `test` is the one that needs the Slurm check."""
+    proc = subprocess.run(["make", "-p", "-n", "-r", "--no-print-directory", "lint"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    prereqs = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(run|test|sysdeps-run|sysdeps-test|sysdeps|venv):(?!=)(.*)$", line)
+        if m:
+            prereqs[m.group(1)] = m.group(2).split()
+    assert prereqs["run"] == ["sysdeps-run", "venv"], prereqs
+    assert prereqs["test"] == ["sysdeps-test", "venv"], prereqs
+
+
+def test_make_run_reaches_the_workflow_where_slurm_is_absent(tmp_path):
+    """`make run` itself (not -n), in a copy of the repository, with a PATH that has no Slurm or munge command and
+    a package database that says slurm-wlm and munge are not installed: the system check (SYSDEPS=check, the
+    default) opens a MuJoCo EGL context with .venv's python and passes without asking for Slurm or installing
+    anything, and make goes on to the workflow. The venv is a stand-in (VENV=...) whose snakemake records its
+    arguments and, for the workflow call, does a real dry run of the embedded default (the workflow builds its
+    jobs without Slurm too); the 12-minute run itself is not repeated here."""
+    work = tmp_path / "repo"
+    for part in ("workflow", "config", "rdt", "scripts"):
+        shutil.copytree(REPO / part, work / part, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("Makefile", "pyproject.toml", "constraints.txt"):
+        shutil.copy(REPO / name, work / name)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    real = REPO / ".venv" / "bin" / "snakemake"
+    stub = venv / "bin" / "snakemake"
+    stub.write_text(f"""#!/bin/bash
+echo "$*" >> {calls}
+case " $* " in *" --report "*) exit 0 ;; esac
+exec {real} "$@" --dry-run --nolock
+""")
+    stub.chmod(0o755)
+    (venv / ".installed").touch()           # newer than pyproject.toml and constraints.txt: no pip install
+    not_installed = "echo \"dpkg-query: no packages found matching $*\" >&2; exit 1"
+    path = sandbox_path(tmp_path, BASIC | {"make": None, "bash": None, "which": None, "dpkg-query": not_installed,
+                                           "dpkg": not_installed, "apt-get": "echo apt-get must not run >&2; exit 9"})
+    assert not any(shutil.which(c, path=path) for c in SLURM)
+    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "VENV_PY": str(VENV_PY),
+           "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(["make", "run", f"VENV={venv}"], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert "slurm" not in out.lower() and "munge" not in out.lower() and "apt-get must not run" not in out, out
+    assert "This was a dry-run" in out and "expert_demos" in out, out[-3000:]
+    assert calls.read_text().splitlines() == [
+        "--cores all --configfile config/config.yaml",
+        "--cores 1 --configfile config/config.yaml --report results/report.html",
+    ]
