@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rdt.model.config import RDTConfig
+from rdt.model.config import PRED_HORIZON, RDTConfig
 from rdt.train_config import TrainConfig, from_dict
 
 OK, DEVIATES, COMPARISON = "ok", "DEVIATES", "comparison"
@@ -67,7 +67,7 @@ def _named(name: str | None, want: str) -> bool:
     return bool(name) and str(name).rstrip("/").split("/")[-1] == want.split("/")[-1]
 
 
-def horizon_rows(exec_horizons: list[int], chunk: int = 64) -> list[Row]:
+def horizon_rows(exec_horizons: list[int], chunk: int = PRED_HORIZON) -> list[Row]:
     """One row per evaluated execution horizon; outside 8-16 it is a comparison when 8-16 is also evaluated."""
     any_recipe = any(_in_range(h, *RECIPE_HORIZONS) for h in exec_horizons)
     return [Row(f"exec horizon h{h}", "8-16", str(h), f"steps executed per predicted chunk of {chunk}"
@@ -137,8 +137,8 @@ def audit(train: TrainConfig | dict[str, Any], gpus: int, exec_horizons: list[in
             "", train.state_noise_snr == 40, FINETUNE, "--state_noise_snr=40"),
         Row("condition masking", "0.1", f"{train.cond_mask_prob:g}", "probability of dropping each condition",
             train.cond_mask_prob == 0.1, CODE, "0.1 (default)"),
-        Row("action chunk", "64", str(model.pred_horizon), f"model preset {train.model}", model.pred_horizon == 64,
-            SEED, "64"),
+        Row("action chunk", str(PRED_HORIZON), str(model.pred_horizon), f"model preset {train.model}",
+            model.pred_horizon == PRED_HORIZON, SEED, str(PRED_HORIZON)),
     ]
     if max_steps is not None:
         rows.append(Row("training steps", ">= 100000", str(max_steps), "fine-tuning length (RDT README: at least "

@@ -17,7 +17,6 @@ is the background image, a solid square of the mean colour.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from rdt.errors import UserError
+from rdt.model.config import NUM_VIEWS
+from rdt.utils.files import read_json
 
 TINY = "tiny"
 T5_XXL = "google/t5-v1_1-xxl"
@@ -35,7 +36,6 @@ SIGLIP_SO400M = "google/siglip-so400m-patch14-384"
 T5_MAX_LENGTH = 1024          # RDT's tokenizer limit (model_max_length=1024, truncation=True)
 TINY_TEXT_MAX_LENGTH = 256    # = RDTConfig.preset("tiny").max_lang_cond_len
 SIGLIP_MEAN_STD = 0.5         # SiglipImageProcessor default image_mean = image_std = (0.5, 0.5, 0.5)
-NUM_VIEWS = 6                 # 2 history frames x 3 camera slots
 
 _TINY_TEXT = dict(d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64)
 _TINY_VISION = dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -237,6 +237,25 @@ class VisionEncoder:
         return self._background[1]
 
 
+# ================================================================================================ fit to a model
+def check_vision_fits(vision: VisionEncoder, config, model: str = "the model") -> None:
+    """UserError unless ``vision``'s tokens are the image condition of the RDT ``config`` (``model`` names it):
+    ``NUM_VIEWS`` x patches tokens of ``img_token_dim`` dims."""
+    if vision.hidden_size != config.img_token_dim or NUM_VIEWS * vision.num_patches != config.img_cond_len:
+        raise UserError(f"vision encoder {vision.name!r} gives {NUM_VIEWS} x {vision.num_patches} tokens of "
+                        f"{vision.hidden_size} dims, but {model} expects img_cond_len={config.img_cond_len} image "
+                        f"tokens of img_token_dim={config.img_token_dim} (pass the vision encoder the model was "
+                        "trained with)")
+
+
+def check_text_fits(hidden_size: int, config, source: str, model: str = "the model") -> None:
+    """UserError unless language embeddings of ``hidden_size`` dims (from ``source``, e.g. a language table) fit
+    the RDT ``config``'s ``lang_token_dim`` (``model`` names it)."""
+    if hidden_size != config.lang_token_dim:
+        raise UserError(f"{source}: embeddings have {hidden_size} dims, but {model} expects "
+                        f"lang_token_dim={config.lang_token_dim} (were they made with the model's text encoder?)")
+
+
 # ================================================================================================ loading
 def _hide_unloadable_torchvision() -> None:
     """Make a torchvision that cannot be imported count as absent for transformers.
@@ -352,5 +371,5 @@ def _processor_mean_std(source: str) -> tuple[tuple[float, ...], tuple[float, ..
         return default
     if not path:
         return default
-    cfg = json.loads(Path(path).read_text())
+    cfg = read_json(path)
     return tuple(cfg.get("image_mean", default[0])), tuple(cfg.get("image_std", default[1]))

@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import hashlib
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -30,14 +28,18 @@ from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
-from rdt import statevec
-from rdt.fingerprint import fingerprint
+from rdt import layout, statevec
 from rdt.errors import UserError
+from rdt.fingerprint import fingerprint
 from rdt.libero import mapping, suites
+from rdt.model.config import IMG_HISTORY, PRED_HORIZON
 from rdt.report_stats import wilson as wilson_interval  # the one Wilson interval (also the report's)
 from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
                                 WorkerPool, run_jobs)
 from rdt.utils.atomic import write_json, write_text
+from rdt.utils.files import read_json
+from rdt.utils.hashing import bytes_key, settings_key
+from rdt.utils.hashing import file_sha256 as file_digest
 from rdt.utils.logs import setup_logging
 from rdt.utils.progress import Progress
 from rdt.utils.versions import package_versions
@@ -46,13 +48,12 @@ EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "evaluate.log"
 VIDEO_DIR = "videos"
-DEFAULT_CAMERA_SIZE = 128
+DEFAULT_CAMERA_SIZE = suites.DEMO_CAMERA_SIZE     # without pipeline.json image_size: the official demos' size
 DEFAULT_EPISODES = 50                # per task: the published LIBERO evaluations
 #: a state value is "far outside" the training range when it lies beyond min/max by more than this fraction of
 #: the range (or than STATE_FAR_ABS for dimensions that were constant in training).
 STATE_FAR_FRACTION = 0.5
 STATE_FAR_ABS = 0.05
-VERSION_PACKAGES = ("mujoco", "hf-libero", "robosuite", "torch", "numpy")
 
 log = logging.getLogger("rdt.evaluate")
 
@@ -81,7 +82,7 @@ class Settings:
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def check_horizon(horizon: int, chunk: int = 64) -> None:
+def check_horizon(horizon: int, chunk: int = PRED_HORIZON) -> None:
     if not 1 <= horizon <= chunk:
         raise UserError(f"--horizon {horizon}: the execution horizon must be between 1 and the predicted chunk "
                         f"length {chunk}")
@@ -140,24 +141,15 @@ def outcome_key(settings: Settings, info: dict, lang: Any = None) -> str:
     embedding ``lang`` (so records of the other tasks stay valid when a task is added)."""
     values = {k: getattr(settings, k) for k in OUTCOME_SETTINGS} | {k: info.get(k) for k in OUTCOME_INFO}
     values["lang"] = None if lang is None else _digest(lang)
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return settings_key(values)
 
 
 def _digest(value: Any) -> str:
     if hasattr(value, "detach"):
         value = value.detach().cpu().float().numpy()
     if isinstance(value, np.ndarray):
-        return hashlib.sha256(str(value.shape).encode() + np.ascontiguousarray(value).tobytes()).hexdigest()[:16]
-    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    """sha256 of a file's content (read in 8 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        return bytes_key(str(value.shape).encode() + np.ascontiguousarray(value).tobytes())
+    return bytes_key(repr(value).encode())
 
 
 def checkpoint_identity(checkpoint: str | os.PathLike, pipeline: dict, weights: str) -> str:
@@ -267,8 +259,8 @@ def policy_inputs(observations: Sequence[Observation], mask: np.ndarray | None =
     availability mask the checkpoint was trained with (default mapping.MASK); state slots outside it are 0."""
     b = len(observations)
     size = observations[0].images.shape[1]
-    images = np.zeros((b, 2, len(mapping.CAMERA_SLOTS), size, size, 3), dtype=np.uint8)
-    valid = np.zeros((b, 2, len(mapping.CAMERA_SLOTS)), dtype=bool)
+    images = np.zeros((b, IMG_HISTORY, len(mapping.CAMERA_SLOTS), size, size, 3), dtype=np.uint8)
+    valid = np.zeros((b, IMG_HISTORY, len(mapping.CAMERA_SLOTS)), dtype=bool)
     slots = [mapping.CAMERA_SLOTS.index(s) for s in PRESENT_SLOTS]
     for row, obs in enumerate(observations):
         for k, j in enumerate(slots):
@@ -395,7 +387,7 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
         "worker_restarts": restarts,
         "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
         "state_range": state_check.summary() if state_check is not None else None,
-        "versions": package_versions(VERSION_PACKAGES),
+        "versions": package_versions(),
         "device": info.get("device"),
         "info": {k: v for k, v in info.items() if k not in ("checkpoint", "step", "device")},
     }
@@ -455,13 +447,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str] | None) -> tuple[str, list[str]]:
     """``--suite``/``--tasks`` with their defaults: the suite and tasks the checkpoint's pipeline.json says it was
     trained on (the tasks only when the suite is that one; otherwise all tasks)."""
-    trained: dict = {}
-    path = Path(checkpoint) / "pipeline.json"
-    if path.is_file():
-        try:
-            trained = json.loads(path.read_text())
-        except (OSError, ValueError):
-            trained = {}
+    try:
+        trained = read_json(Path(checkpoint) / "pipeline.json")
+    except UserError:               # none (a checkpoint made elsewhere) or unreadable: no defaults from it
+        trained = {}
     if suite is None:
         suite = trained.get("suite")
         if not suite:
@@ -497,6 +486,7 @@ def main(args: argparse.Namespace) -> int:
     lang = {t.name: table.get(t.language) for t in tasks} if table is not None else None
 
     from rdt.data.stats import load_entry
+    from rdt.encoders import check_text_fits
     from rdt.policy import Policy
 
     policy = Policy.from_checkpoint(args.checkpoint, vision_encoder=args.vision_encoder,
@@ -512,9 +502,7 @@ def main(args: argparse.Namespace) -> int:
         lang = {t.name: table.get(t.language) for t in tasks}
     table.check_encoder(policy.text_encoder)
     cfg = policy.runner.config
-    if table.hidden_size != cfg.lang_token_dim:
-        raise UserError(f"{args.lang}: embeddings have {table.hidden_size} dims but checkpoint {args.checkpoint} "
-                        f"expects lang_token_dim={cfg.lang_token_dim} (config.json)")
+    check_text_fits(table.hidden_size, cfg, args.lang, f"checkpoint {args.checkpoint}")
     for h in horizons:
         check_horizon(h, cfg.pred_horizon)
     # the statistics reach evaluation one way: from the export's pipeline.json (the entry it was trained with),
@@ -537,6 +525,7 @@ def main(args: argparse.Namespace) -> int:
             camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
             videos_per_task=args.videos_per_task)
         out = horizon_out(Path(args.out), h, horizons)
+        policy.reseed(args.seed)        # each horizon draws the same noise stream as when evaluated alone
         summary = evaluate(policy, settings, out, lang, info=info, stats=stats)
         o = summary["overall"]
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
@@ -547,7 +536,7 @@ def main(args: argparse.Namespace) -> int:
 
 def horizon_out(out: Path, horizon: int, horizons: list[int]) -> Path:
     """Where one horizon's results go: ``--out`` itself for one horizon, ``--out/h<H>`` for several."""
-    return out if len(horizons) == 1 else out / f"h{horizon}"
+    return out if len(horizons) == 1 else out / layout.horizon_name(horizon)
 
 
 def encode_task_language(tasks: Sequence[suites.Task], text_encoder: str, out: Path, device: Any) -> Path:

@@ -17,7 +17,7 @@ import argparse
 import difflib
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 
@@ -98,6 +98,26 @@ class LanguageTable:
             raise UserError(f"{self.path} was made with text encoder {self.encoder!r}, but {name!r} is expected "
                             f"(the checkpoint's text encoder); re-encode with `python -m rdt encode --text-encoder "
                             f"{name} ...`")
+
+
+def pad_language(embeds: Sequence[torch.Tensor], dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """B embeddings (L_i, D) -> zero-padded (B, max L_i, D) float32 and a boolean mask (B, max L_i) (True = real
+    token), as the model takes them in training and at inference. ``dim``: the D the model expects (default: the
+    first embedding's); an embedding of another shape is a UserError."""
+    if not embeds:
+        raise UserError("no language embeddings given (expected one (L, D) tensor per sample)")
+    dim = int(embeds[0].shape[-1]) if dim is None else dim
+    for i, e in enumerate(embeds):
+        if e.ndim != 2 or e.shape[1] != dim or e.shape[0] < 1:
+            raise UserError(f"language embedding {i} has shape {tuple(e.shape)}; the model expects (L>=1, {dim}) "
+                            "(were the embeddings made with the checkpoint's text encoder?)")
+    length = max(e.shape[0] for e in embeds)
+    lang = torch.zeros(len(embeds), length, dim)
+    mask = torch.zeros(len(embeds), length, dtype=torch.bool)
+    for i, e in enumerate(embeds):
+        lang[i, :e.shape[0]] = e.float()
+        mask[i, :e.shape[0]] = True
+    return lang, mask
 
 
 # ================================================================================================ writing

@@ -19,7 +19,6 @@ encoder) and train settings only, so runs that differ only in ``eval`` share one
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from functools import cached_property, lru_cache
@@ -28,10 +27,11 @@ from typing import Any
 
 import yaml
 
-from rdt import fingerprint, train_config
+from rdt import fingerprint, layout, train_config
 from rdt.errors import UserError
 from rdt.utils.atomic import write_text
 from rdt.utils.files import read_json
+from rdt.utils.hashing import settings_key
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 SECTIONS = ("demos", "data", "train", "eval")
@@ -49,7 +49,7 @@ SETTINGS_FILE = "settings.json"
 
 def key_of(settings: Any) -> str:
     """Short content key of the settings that determine a shared output."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    return settings_key(settings, length=12)
 
 
 @lru_cache(maxsize=None)
@@ -406,7 +406,7 @@ class Plan:
 
     def export_path(self, run_or_key: str, step: int) -> str:
         key = run_or_key if run_or_key in self.trainings else self.train_key(run_or_key)
-        return f"{self.results}/train/{key}/export/step-{step}"
+        return layout.export_dir(f"{self.results}/train/{key}", step)
 
     def previous_export(self, key: str, step: int) -> list[str]:
         prev = self.previous_step(key, step)
@@ -465,7 +465,7 @@ class Plan:
         return e["episodes_per_task"]
 
     def summary_path(self, target: str, step: int, horizon: int) -> str:
-        return f"{self.results}/{target}/eval/step-{step}/h{horizon}/summary.json"
+        return layout.summary_path(f"{self.results}/{target}", step, horizon)
 
     def summaries(self, target: str) -> list[str]:
         return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target, s)]
@@ -483,8 +483,8 @@ class Plan:
             return entry["text_encoder"]
         pipeline = self._path(entry["path"]) / "pipeline.json"
         try:
-            return json.loads(pipeline.read_text())["text_encoder"]
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_json(pipeline)["text_encoder"]
+        except (UserError, KeyError, TypeError):
             raise UserError(f"evaluate_checkpoints.{target}: {pipeline} does not name the text encoder; set "
                             "text_encoder for this entry") from None
 
@@ -587,8 +587,8 @@ class Plan:
 
 def _json_or_empty(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = read_json(path)
+    except UserError:
         return {}
     return value if isinstance(value, dict) else {}
 

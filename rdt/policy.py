@@ -15,11 +15,10 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from rdt.encoders import NUM_VIEWS, VisionEncoder, load_vision_encoder
+from rdt.encoders import VisionEncoder, check_vision_fits, load_vision_encoder
 from rdt.errors import UserError
-
-HISTORY = 2     # frames per camera: (t-1, t)
-CAMERAS = 3     # camera slots: exterior, right wrist, left wrist
+from rdt.lang import pad_language
+from rdt.model.config import CAMERA_SLOTS, IMG_HISTORY, NUM_VIEWS
 
 
 class Policy:
@@ -29,12 +28,7 @@ class Policy:
 
     def __init__(self, runner, vision: VisionEncoder, *, text_encoder: str, control_frequency: int,
                  device: str | torch.device = "cpu", seed: int = 0, pipeline: dict[str, Any] | None = None) -> None:
-        cfg = runner.config
-        if vision.hidden_size != cfg.img_token_dim or NUM_VIEWS * vision.num_patches != cfg.img_cond_len:
-            raise UserError(
-                f"vision encoder {vision.name!r} gives {NUM_VIEWS} x {vision.num_patches} tokens of "
-                f"{vision.hidden_size} dims, but the model expects {cfg.img_cond_len} image tokens of "
-                f"{cfg.img_token_dim} dims (pass the vision encoder the checkpoint was trained with)")
+        check_vision_fits(vision, runner.config)
         self.runner = runner.eval()
         self.vision = vision
         self.text_encoder = text_encoder
@@ -105,8 +99,8 @@ class Policy:
         valid = np.asarray(valid, dtype=bool)
         states = np.asarray(states, dtype=np.float32)
         state_mask = np.asarray(state_mask, dtype=np.float32)
-        _expect(images, (b, HISTORY, CAMERAS, None, None, 3), "images", np.uint8)
-        _expect(valid, (b, HISTORY, CAMERAS), "valid")
+        _expect(images, (b, IMG_HISTORY, len(CAMERA_SLOTS), None, None, 3), "images", np.uint8)
+        _expect(valid, (b, IMG_HISTORY, len(CAMERA_SLOTS)), "valid")
         _expect(states, (b, cfg.state_token_dim), "states")
         _expect(state_mask, (b, cfg.state_token_dim), "state_mask")
         shape = (b, cfg.pred_horizon, cfg.action_dim)
@@ -131,23 +125,6 @@ class Policy:
         if self.device.type == "cuda" or self.dtype == torch.bfloat16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-
-def pad_language(embeds: Sequence[torch.Tensor], dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """B tensors (L_i, D) -> zero-padded (B, max L_i, D) float32 and a boolean mask (B, max L_i)."""
-    if not embeds:
-        raise UserError("no language embeddings given (expected one (L, D) tensor per environment)")
-    for i, e in enumerate(embeds):
-        if e.ndim != 2 or e.shape[1] != dim or e.shape[0] < 1:
-            raise UserError(f"language embedding {i} has shape {tuple(e.shape)}; the model expects (L>=1, {dim}) "
-                            "(were the embeddings made with the checkpoint's text encoder?)")
-    length = max(e.shape[0] for e in embeds)
-    lang = torch.zeros(len(embeds), length, dim)
-    mask = torch.zeros(len(embeds), length, dtype=torch.bool)
-    for i, e in enumerate(embeds):
-        lang[i, :e.shape[0]] = e.float()
-        mask[i, :e.shape[0]] = True
-    return lang, mask
 
 
 def _expect(arr: np.ndarray, shape: tuple, name: str, dtype: type | None = None) -> None:

@@ -35,21 +35,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rdt import fingerprint, plan
+from rdt import fingerprint, layout, plan
 from rdt import report_stats as rs
 from rdt.audit import COLUMNS as AUDIT_COLUMNS, audit, checkpoint_audit
 from rdt.errors import UserError
+from rdt.training.run_folder import read_metrics
 from rdt.utils.atomic import atomic_dir
+from rdt.utils.files import read_json
 from rdt.utils.progress import track
 from rdt.utils.versions import package_versions
 
-STEP_DIR = re.compile(r"^step-(\d+)$")
-HORIZON_DIR = re.compile(r"^h(\d+)$")
-METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "sample_mse")
 RESULT_COLUMNS = ("run", "step", "horizon", "task", "episodes", "successes", "failures", "errors", "success_rate",
                   "ci95_low", "ci95_high")
-PACKAGES = ("torch", "numpy", "diffusers", "transformers", "accelerate", "mujoco", "hf-libero", "snakemake",
-            "matplotlib")
 STAGE_MODULES = tuple(plan.STAGE_MODULES.values())
 
 
@@ -98,7 +95,7 @@ class Run:
     name: str
     folder: Path
     settings: dict[str, Any] | None
-    metrics: list[dict[str, float | None]]
+    metrics: list[dict[str, float]]     # rows of metrics.csv (rdt.training.run_folder.read_metrics)
     results: list[Result] = field(default_factory=list)
 
     @property
@@ -138,48 +135,19 @@ class Run:
 
 
 # ---------------------------------------------------------------------------------------------------- reading
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
-
-
-def read_metrics(path: Path) -> list[dict[str, float | None]]:
-    """Rows of metrics.csv as floats (empty cells -> None); missing file -> no rows."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("step", "loss", "lr") if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {missing}; expected columns {', '.join(METRIC_COLUMNS)}")
-        rows = []
-        for row in reader:
-            rows.append({c: (float(row[c]) if row.get(c) not in (None, "") else None) for c in METRIC_COLUMNS})
-    return rows
-
-
 def read_run(folder: Path) -> Run:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--results {folder}: not a folder (expected a run folder with eval/step-<S>/h<H>/)")
     settings = plan.read_settings(folder)           # the settings document of rdt.plan (None when absent)
-    run = Run(folder.name, folder, settings, read_metrics(plan.train_folder(folder, settings) / "metrics.csv"))
-    for step_dir in sorted((folder / "eval").glob("step-*")):
-        m = STEP_DIR.match(step_dir.name)
-        if not m:
-            continue
-        for h_dir in sorted(step_dir.glob("h*")):
-            mh = HORIZON_DIR.match(h_dir.name)
-            summary_path = h_dir / "summary.json"
-            if not mh or not summary_path.is_file():
-                continue
-            summary = _read_json(summary_path)
-            for key in ("overall", "tasks"):
-                if key not in summary:
-                    raise UserError(f"{summary_path}: missing key {key!r} (expected rdt evaluate's summary.json)")
-            run.results.append(Result(int(m.group(1)), int(mh.group(1)), h_dir, summary))
+    run = Run(folder.name, folder, settings, read_metrics(plan.train_folder(folder, settings)))
+    for step, horizon, h_dir in layout.evaluations(folder):
+        summary_path = h_dir / layout.SUMMARY
+        summary = read_json(summary_path)
+        for key in ("overall", "tasks"):
+            if key not in summary:
+                raise UserError(f"{summary_path}: missing key {key!r} (expected rdt evaluate's summary.json)")
+        run.results.append(Result(step, horizon, h_dir, summary))
     run.results.sort(key=lambda r: (r.step, r.horizon))
     return run
 
@@ -227,7 +195,7 @@ def _csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) 
 
 
 def provenance(runs: list[Run]) -> dict[str, Any]:
-    versions = package_versions(PACKAGES)
+    versions = package_versions()
     code = {m: fingerprint.fingerprint(m) for m in STAGE_MODULES if fingerprint.closure(m)}
     return {
         "report": {"versions": versions, "code_fingerprints": code, "machine": platform.platform()},
@@ -348,7 +316,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
         if not run.metrics:
             continue
         for ax, col in zip(axes, ("loss", "lr", "sample_mse")):
-            pts = [(m["step"], m[col]) for m in run.metrics if m[col] is not None]
+            pts = [(m["step"], m[col]) for m in run.metrics if col in m]
             if not pts:
                 continue
             steps, values = zip(*pts)
@@ -367,7 +335,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
-    losses = [m["loss"] for r in runs for m in r.metrics if m["loss"] is not None]
+    losses = [m["loss"] for r in runs for m in r.metrics if "loss" in m]
     if losses and min(losses) > 0:
         axes[0].set_yscale("log")
     _save(fig, path)

@@ -11,21 +11,19 @@ derived at launch from the configured effective batch, so changing the GPU count
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import types
 import typing
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from rdt.errors import UserError
+from rdt.model.config import PRESETS as MODEL_PRESETS
 from rdt.utils.files import read_yaml
+from rdt.utils.hashing import file_identity, settings_key
 
-MODEL_PRESETS = ("tiny", "rdt-170m", "rdt-1b")
 MIXED_PRECISION = ("auto", "bf16", "no")
 DEEPSPEED = ("off", "zero2")
 
@@ -196,9 +194,9 @@ class TrainConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in _NOT_IN_FINGERPRINT}
         d.pop("code_fingerprint", None)
         for key in ("data", "lang", "stats"):
-            d[key] = _file_identity(getattr(self, key))
+            d[key] = file_identity(getattr(self, key))
         d["code"] = self.training_code()
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return settings_key(d)
 
 
 #: the entry module of the code that determines a training's weights (with every rdt module it imports)
@@ -219,28 +217,11 @@ _NOT_IN_FINGERPRINT = ("checkpointing_period", "checkpoints_total_limit", "sampl
 NOT_IN_FINGERPRINT = _NOT_IN_FINGERPRINT
 
 
-def _file_identity(path: str | None) -> str | None:
-    """Content hash for small files; for large ones (the training HDF5) the size and the first and last MiB."""
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.is_file():
-        return str(path)
-    h = hashlib.sha256()
-    size = p.stat().st_size
-    h.update(str(size).encode())
-    with open(p, "rb") as f:
-        if size <= 64 << 20:
-            h.update(f.read())
-        else:
-            h.update(f.read(1 << 20))
-            f.seek(size - (1 << 20))
-            h.update(f.read())
-    return h.hexdigest()
-
-
 REPORT_TO = ("none", "tensorboard", "wandb")
-_CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED,
+#: the allowed values and bounds of the settings. The workflow schema (workflow/schemas/config.schema.yaml, train
+#: section) repeats them so that Snakemake-side validation names the key; tests/test_train_config.py checks that both
+#: accept and refuse the same values.
+CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED,
             "report_to": REPORT_TO}
 _POSITIVE = ("effective_batch_size", "per_device_batch_size", "checkpointing_period", "checkpoints_total_limit",
              "log_period", "learning_rate", "adam_eps", "max_grad_norm", "ema_inv_gamma")
@@ -287,7 +268,7 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
                         f"{', '.join(sorted(known))}")
     kwargs = {k: _check_type(k, v, str(known[k].type), source) for k, v in values.items()}
     cfg = TrainConfig(**kwargs)
-    for key, choices in _CHOICES.items():
+    for key, choices in CHOICES.items():
         if getattr(cfg, key) not in choices:
             raise UserError(f"{source}: key {key!r} = {getattr(cfg, key)!r}; expected one of {', '.join(choices)}")
     for key in _POSITIVE:

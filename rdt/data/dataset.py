@@ -3,7 +3,8 @@
 One sample per (episode, step t), uniform over all steps of all episodes (``len`` = total steps):
 - ``state`` (1,128) float32: the unified state at t, plus Gaussian noise at ``state_noise_snr`` dB
   (sigma = the episode's per-dim state std / sqrt(10^(snr/10)), RDT ``train/dataset.py``);
-- ``actions`` (64,128) float32: actions t .. t+63, padded by repeating the episode's last action;
+- ``actions`` (chunk_size,128) float32: actions t .. t+chunk_size-1, padded by repeating the episode's last action
+  (``chunk_size``: the model's ``pred_horizon``, 64 for every preset);
 - ``state_mask`` (128,) float32: the availability mask (1 = slot used);
 - ``images``: 6 frames in RDT order [ext_{t-1}, right_{t-1}, left_{t-1}, ext_t, right_t, left_t]; the left-wrist
   slot (absent in LIBERO) and the t-1 frames at t = 0 are invalid. With ``image_transform=None`` a uint8 tensor
@@ -33,14 +34,14 @@ from typing import Any, Callable, Protocol
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset, WeightedRandomSampler
+from torch.utils.data import Dataset
 
 from rdt import statevec
 from rdt.data import augment, episode_names, open_training_file
 from rdt.errors import UserError
+from rdt.lang import pad_language
+from rdt.model.config import IMG_HISTORY, PRED_HORIZON
 
-CHUNK_SIZE = 64                       # RDT action chunk
-HISTORY = 2                           # frames per camera: t-1, t
 BACKGROUND = (127, 127, 127)          # int(255 * 0.5): SigLIP's mean colour, RDT's background image
 TRANSITION_WINDOW = 8                 # steps on either side of a gripper change that count as "near" it
 _GRIPPER = statevec.STATE_VEC_IDX["right_gripper_open"]
@@ -59,14 +60,16 @@ class LiberoDataset(Dataset):
 
     ``episodes``: indices of the episodes to use (e.g. from :func:`split_episodes`); all when None.
     ``stats``: the dataset entry of ``dataset_stat.json`` (rdt.data.stats.load_stats); required when
-    ``cond_mask_prob > 0`` (the masked state is its ``state_mean``). The defaults are RDT's fine-tuning recipe.
+    ``cond_mask_prob > 0`` (the masked state is its ``state_mean``). ``chunk_size``: the trained model's
+    ``RDTConfig.pred_horizon`` (default: RDT's, :data:`rdt.model.config.PRED_HORIZON`). The defaults are RDT's
+    fine-tuning recipe.
     """
 
     def __init__(self, path: str | Path, lang: LanguageLookup | None = None, stats: dict | None = None, *,
                  episodes: list[int] | None = None, cond_mask_prob: float = 0.1,
                  state_noise_snr: float | None = 40.0, image_aug: bool = True,
                  image_transform: Callable[[list[np.ndarray | None]], torch.Tensor] | None = None,
-                 chunk_size: int = CHUNK_SIZE, frame_ids: bool = False) -> None:
+                 chunk_size: int = PRED_HORIZON, frame_ids: bool = False) -> None:
         self.path = Path(path)
         self.lang, self.image_transform = lang, image_transform
         if frame_ids and image_aug:
@@ -200,14 +203,14 @@ class LiberoDataset(Dataset):
         ctrl_freq = 0 if masked() else self.ctrl_freq
 
         # frames[h * slots + j] = (step, frame) of history h (0 = t-1, 1 = t) of camera slot j, None = invalid
-        frames: list[tuple[int, np.ndarray | None] | None] = [None] * (HISTORY * len(self.slots))
+        frames: list[tuple[int, np.ndarray | None] | None] = [None] * (IMG_HISTORY * len(self.slots))
         lo = max(t - 1, 0)
         for j, slot in enumerate(self.slots):
             if not self.present[j]:
                 continue
             read = None if self.frame_ids else self._read_frames(e, slot, lo, t + 1)   # (1 or 2, H, W, 3)
             for k, step in enumerate(range(t, lo - 1, -1)):                            # t, then t-1
-                frames[(HISTORY - 1 - k) * len(self.slots) + j] = (step, None if read is None else read[step - lo])
+                frames[(IMG_HISTORY - 1 - k) * len(self.slots) + j] = (step, None if read is None else read[step - lo])
         for i in range(len(frames)):
             if frames[i] is not None and masked():
                 frames[i] = None
@@ -249,14 +252,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch[k] = torch.tensor([s[k] for s in samples], dtype=torch.long)
     batch["instruction"] = [s["instruction"] for s in samples]
     if "lang" in samples[0]:
-        longest = max(s["lang"].shape[0] for s in samples)
-        dim = samples[0]["lang"].shape[1]
-        lang = torch.zeros(len(samples), longest, dim, dtype=samples[0]["lang"].dtype)
-        mask = torch.zeros(len(samples), longest, dtype=torch.bool)
-        for i, s in enumerate(samples):
-            n = s["lang"].shape[0]
-            lang[i, :n], mask[i, :n] = s["lang"], True
-        batch["lang"], batch["lang_mask"] = lang, mask
+        batch["lang"], batch["lang_mask"] = pad_language([s["lang"] for s in samples])
     return batch
 
 
@@ -276,14 +272,6 @@ def transition_weights(dataset: LiberoDataset, factor: float, window: int = TRAN
             near[max(c - window, 0): c + window + 1] = True
         weights[dataset.offsets[e]:dataset.offsets[e + 1]][near] = factor
     return weights
-
-
-def transition_sampler(dataset: LiberoDataset, factor: float, window: int = TRANSITION_WINDOW,
-                       num_samples: int | None = None, generator: torch.Generator | None = None
-                       ) -> WeightedRandomSampler:
-    """A sampler drawing steps near gripper transitions ``factor`` times more often (with replacement)."""
-    return WeightedRandomSampler(torch.from_numpy(transition_weights(dataset, factor, window)),
-                                 num_samples or len(dataset), replacement=True, generator=generator)
 
 
 def split_episodes(path: str | Path, heldout_per_task: int) -> tuple[list[int], list[int]]:

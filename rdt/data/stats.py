@@ -131,10 +131,8 @@ def main(args: argparse.Namespace) -> int:
 def load_entry(path: str | Path) -> dict:
     """The dataset entry of a dataset_stat.json that training and evaluation use: its only entry, or
     ``libero`` (DEFAULT_NAME) when there are several."""
-    import json
-
     try:
-        names = list(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, TypeError):
+        names = list(read_json(path))
+    except (UserError, TypeError):      # load_stats names the problem
         names = []
     return load_stats(path, names[0] if len(names) == 1 else DEFAULT_NAME)

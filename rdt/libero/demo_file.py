@@ -23,10 +23,12 @@ import h5py
 import numpy as np
 
 from rdt.libero import env as libero_env
+from rdt.libero import mapping
 from rdt.libero.suites import CONTROL_FREQUENCY_HZ, DEMO_DROP_FIRST_STEPS, NOOP_ACTION, SETTLE_STEPS, Task
 from rdt.utils.atomic import atomic_path
 
-IMAGE_KEYS = {"agentview_rgb": "agentview_image", "eye_in_hand_rgb": "robot0_eye_in_hand_image"}
+#: demo file image key -> env observation key, of the cameras LIBERO has (rdt.libero.mapping.CAMERAS)
+IMAGE_KEYS = {cam[0]: cam[1] for cam in mapping.CAMERAS.values() if cam is not None}
 
 
 def env_kwargs(task: Task, camera_size: int) -> dict:
@@ -42,7 +44,7 @@ def env_kwargs(task: Task, camera_size: int) -> dict:
         "ignore_done": True,
         "use_camera_obs": True,
         "camera_depths": False,
-        "camera_names": ["robot0_eye_in_hand", "agentview"],
+        "camera_names": [mapping.EYE_IN_HAND, mapping.AGENTVIEW],     # in create_dataset.py's order
         "reward_shaping": True,
         "control_freq": CONTROL_FREQUENCY_HZ,
         "camera_heights": camera_size,

@@ -35,6 +35,7 @@ import numpy as np
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
 from rdt.libero.convert import (DEFAULT_MIN_STEPS, Episode, SourceTask, _write)
+from rdt.utils.files import read_json
 
 #: layout name -> column of the state, the action and each camera slot, and how the frames are stored
 LAYOUTS: dict[str, dict] = {
@@ -96,13 +97,8 @@ class LeRobotDataset:
 
 
 def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (a LeRobot v2.x dataset has meta/info.json, meta/episodes.jsonl, "
-                        "meta/tasks.jsonl, data/ and videos/)") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    return read_json(path, "missing (a LeRobot v2.x dataset has meta/info.json, meta/episodes.jsonl, "
+                           "meta/tasks.jsonl, data/ and videos/)")
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -13,16 +13,19 @@ from __future__ import annotations
 import numpy as np
 
 from rdt import statevec
+from rdt.model.config import CAMERA_SLOTS
 
 ACTION_SPACE = "delta_eef"   # the one mapping implemented; recorded in datasets and checkpoints
 
-#: camera slot -> LIBERO camera (demo file key, env observation key); None = slot absent.
-CAMERAS: dict[str, tuple[str, str] | None] = {
-    "exterior": ("agentview_rgb", "agentview_image"),
-    "right_wrist": ("eye_in_hand_rgb", "robot0_eye_in_hand_image"),
-    "left_wrist": None,
-}
-CAMERA_SLOTS = tuple(CAMERAS)            # RDT order: exterior, right wrist, left wrist
+#: LIBERO's cameras (robosuite camera names), the one list conversion, demo writing and evaluation use
+AGENTVIEW, EYE_IN_HAND = "agentview", "robot0_eye_in_hand"
+#: RDT camera slot (rdt.model.config.CAMERA_SLOTS, in RDT order) -> LIBERO camera (demo file key, env observation
+#: key); None = slot absent.
+CAMERAS: dict[str, tuple[str, str] | None] = dict(zip(CAMERA_SLOTS, (
+    ("agentview_rgb", f"{AGENTVIEW}_image"),            # exterior
+    ("eye_in_hand_rgb", f"{EYE_IN_HAND}_image"),        # right wrist
+    None,                                               # left wrist
+)))
 
 STATE_SLOTS = (
     [f"right_arm_joint_{i}_pos" for i in range(7)]

@@ -12,7 +12,7 @@ CONTROL_FREQUENCY_HZ = 20            # robosuite control_freq used by LIBERO dem
 SETTLE_STEPS = 10                    # no-op steps after set_init_state before the policy acts (num_steps_wait)
 NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)   # zero motion, gripper open (-1 = open, +1 = close)
 INIT_STATES_PER_TASK = 50
-DEMO_CAMERA_SIZE = 128               # official demo files store 128x128 frames
+DEMO_CAMERA_SIZE = 128               # official demo files store 128x128 frames; evaluation's default size
 DEMO_DROP_FIRST_STEPS = 5            # create_dataset.py drops the first 5 steps ("force sensor is not stable")
 
 #: max policy steps per episode in the published evaluations (OpenVLA / openpi), excluding the settle steps.
@@ -76,11 +76,3 @@ def select_tasks(suite: str, selectors: list[str] | None = None) -> list[Task]:
         chosen.update(hits)
     return [t for t in all_tasks if t.index in chosen]
 
-
-def find_task(name: str) -> Task:
-    """The task with this name in any suite (libero_90 names are unique across suites except libero_10)."""
-    for suite in TASKS:
-        for t in tasks(suite):
-            if t.name == name:
-                return t
-    raise UserError(f"unknown LIBERO task name {name!r}")

@@ -21,6 +21,15 @@ from typing import Any
 from rdt.errors import UserError
 from rdt.utils.files import read_json
 
+#: architecture presets (:meth:`RDTConfig.preset`): the tiny test model and the two released ones
+PRESETS = ("tiny", "rdt-170m", "rdt-1b")
+#: RDT's action chunk: steps predicted per call (every preset's ``pred_horizon``)
+PRED_HORIZON = 64
+#: RDT's image condition: ``IMG_HISTORY`` frames (t-1, t) of each of the ``CAMERA_SLOTS``, history-major
+#: (``[ext_{t-1}, right_wrist_{t-1}, left_wrist_{t-1}, ext_t, right_wrist_t, left_wrist_t]``)
+IMG_HISTORY = 2
+CAMERA_SLOTS = ("exterior", "right_wrist", "left_wrist")
+NUM_VIEWS = IMG_HISTORY * len(CAMERA_SLOTS)
 RMS_NORM_KINDS = ("unbiased_var", "mean_square")
 ADAPTOR_NAMES = ("linear", "mlp1x_gelu", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu")
 
@@ -42,15 +51,15 @@ class RDTConfig:
     depth: int = 28
     num_heads: int = 32
     action_dim: int = 128
-    pred_horizon: int = 64
+    pred_horizon: int = PRED_HORIZON
     state_token_dim: int = 128
     lang_token_dim: int = 4096
     img_token_dim: int = 1152
     max_lang_cond_len: int = 1024
-    img_cond_len: int = 4374
+    img_cond_len: int = NUM_VIEWS * 729      # 4374: 729 SigLIP patches per view
     # [(name, length or grid)]; a negative length/axis = tokens without position information along it
     lang_pos_embed_config: list = field(default_factory=lambda: [("lang", -1024)])
-    img_pos_embed_config: list = field(default_factory=lambda: [("image", (2, 3, -729))])
+    img_pos_embed_config: list = field(default_factory=lambda: [("image", _views(729))])
     lang_adaptor: str = "mlp2x_gelu"
     img_adaptor: str = "mlp2x_gelu"
     state_adaptor: str = "mlp3x_gelu"
@@ -75,8 +84,8 @@ class RDTConfig:
             return cls(hidden_size=1024, depth=14, num_heads=32)
         if name == "tiny":
             return cls(hidden_size=128, depth=4, num_heads=4, lang_token_dim=32, img_token_dim=32,
-                       max_lang_cond_len=256, img_cond_len=2 * 3 * 16,
-                       lang_pos_embed_config=[("lang", -256)], img_pos_embed_config=[("image", (2, 3, -16))])
+                       max_lang_cond_len=256, img_cond_len=NUM_VIEWS * 16,
+                       lang_pos_embed_config=[("lang", -256)], img_pos_embed_config=[("image", _views(16))])
         raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
 
     # ------------------------------------------------------------------------------------------ derived
@@ -204,7 +213,9 @@ class RDTConfig:
         return cls.from_flat(read_json(path, "config.json not found"), source=str(path))
 
 
-PRESETS = ("tiny", "rdt-170m", "rdt-1b")
+def _views(patches: int) -> tuple[int, int, int]:
+    """The image grid of the positional embedding: history x camera embedded, the ``patches`` of a view share it."""
+    return (IMG_HISTORY, len(CAMERA_SLOTS), -patches)
 
 
 def _as_len(v: Any) -> int | tuple[int, ...]:
