@@ -1,3 +1,4 @@
+# Hand-written: torchvision can't load beside CPU torch; kornia's blurs aren't imgaug's (odd-only motion, slow median).
 """RDT's training image augmentation, written with numpy and torch (no torchvision, no imgaug).
 
 RDT (``train/dataset.py``, ``train/image_corrupt.py``): for a valid image, with probability 0.5, pick uniformly
@@ -7,9 +8,9 @@ contrast 0.4, saturation 0.5, hue 0.03; the four adjustments in random order). C
 order with it, zero or one blur (one of Gaussian sigma 0-3, average kernel 2-7, median kernel 3-11, or a motion
 blur of kernel 3-36). RDT's blur sizes are pixels of its 640-pixel-wide camera frames; here they are scaled by
 the frame's width / 640 (a 128 px LIBERO frame gets a motion blur of at most 7 px, not 36 px = 28 % of its width),
-so a blur hides as much of the scene as it does in RDT. Images are (H, W, 3) uint8 in and out. For speed in the loader workers the median blur is
-separable (median of row medians) and the motion blur is the mean of the image shifted along a line; the filters
-pad by repeating edge pixels.
+so a blur hides as much of the scene as it does in RDT. Images are (H, W, 3) uint8 in and out. For speed in the
+loader workers the median blur is separable (median of row medians) and the motion blur is the mean of the image
+shifted along a line; the filters pad by repeating edge pixels.
 """
 from __future__ import annotations
 
