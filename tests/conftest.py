@@ -1,4 +1,5 @@
-"""Test-wide settings: offline model hubs, software EGL rendering, few threads (CI has 2 cores)."""
+"""Test-wide settings: offline model hubs, software EGL rendering, few threads (CI has 2 cores); the shared
+fixtures: the helper modules registered as plugins, and the trainer tests' dataset made once per session."""
 import os
 
 import pytest
@@ -10,9 +11,9 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-# Session fixtures shared by several test modules live here, so each is made once per session.
-from libero_helpers import expert_demo_dir  # noqa: E402,F401
-from workflow_helpers import tiny_run, workdir  # noqa: E402,F401
+# Helper modules whose fixtures several test modules use (each session fixture is made once per session):
+# expert_demo_dir (libero_helpers), tiny_run and workdir (workflow_helpers), slurm_cluster (slurm_cluster).
+pytest_plugins = ["libero_helpers", "workflow_helpers", "slurm_cluster"]
 
 
 @pytest.fixture
@@ -24,3 +25,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def module_torch_thread():
+    """One torch thread for a whole test module (2-core CI: one compute thread per training process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory) -> dict[str, str]:
+    """The trainer tests' dataset (train_helpers.make_data: demos -> convert -> stats -> tiny-T5 language), made
+    once per session with one torch thread; the paths for RUN.yaml (data, lang, stats). Tests only read it."""
+    import torch
+    from train_helpers import make_data
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return make_data(tmp_path_factory.mktemp("train_data"))
+    finally:
+        torch.set_num_threads(before)

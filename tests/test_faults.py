@@ -21,8 +21,8 @@ from rdt.errors import UserError
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    yield from h.module_data(tmp_path_factory, "faults_data")
+def data(train_data, module_torch_thread):
+    return train_data
 
 
 # ------------------------------------------------------------------------------------------------ mounts

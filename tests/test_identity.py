@@ -21,8 +21,8 @@ EDITED = "0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    yield from h.module_data(tmp_path_factory, "identity_data")
+def data(train_data, module_torch_thread):
+    return train_data
 
 
 def _pipeline(out, step):
