@@ -24,8 +24,8 @@ LR = 1e-3
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    yield from h.module_data(tmp_path_factory, "train_data")
+def data(train_data, module_torch_thread):
+    return train_data
 
 
 @pytest.fixture(scope="module")
