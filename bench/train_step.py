@@ -1,9 +1,10 @@
 """Training step time and peak memory of the RDT presets, as the trainer runs a step.
 
 One optimizer step = forward (``compute_loss``, bf16 autocast on GPU / fp32 on CPU) + backward of one
-micro-batch, gradient-norm clipping, AdamW step with fp32 master weights, and the fp32 EMA update. Inputs have
-the preset's full shapes (language 32 tokens, 6 x 729 = 4374 image tokens for rdt-170m / rdt-1b) with random
-values; the frozen SigLIP forward and data loading are not included (SigLIP-so400m is not downloaded here).
+micro-batch, gradient-norm clipping, AdamW step with fp32 master weights, LR schedule and the fp32 EMA update (the
+trainer's own AdamW, schedule and EMA: rdt.training.optim). Inputs have the preset's full shapes (language 32
+tokens, 6 x 729 = 4374 image tokens for rdt-170m / rdt-1b) with random values; the frozen SigLIP forward and data
+loading are not included (SigLIP-so400m is not downloaded here).
 Each configuration runs in a fresh process, so the peak memory is its own: CPU = peak resident set size of the
 process (weights, gradients, AdamW state, EMA copy and activations), GPU = torch.cuda.max_memory_allocated.
 
@@ -28,17 +29,16 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
     import torch
 
     from rdt import train_config
-    from rdt.ema import EMA
     from rdt.model.runner import build_runner
+    from rdt.training import optim
 
     torch.manual_seed(0)
     recipe = train_config.TrainConfig()
     runner = build_runner(preset, seed=0, device=device).train()
     c = runner.config
-    ema = EMA(runner, recipe.ema_decay)
-    opt = torch.optim.AdamW(runner.parameters(), lr=recipe.learning_rate,
-                            betas=(recipe.adam_beta1, recipe.adam_beta2), weight_decay=recipe.weight_decay,
-                            eps=recipe.adam_eps)
+    ema = optim.ema(runner, recipe)
+    opt = optim.adamw(runner.parameters(), recipe)
+    schedule = optim.lr_schedule(opt, recipe)
     inputs = dict(
         lang_tokens=torch.randn(batch, LANG_TOKENS, c.lang_token_dim, device=device),
         lang_mask=torch.ones(batch, LANG_TOKENS, dtype=torch.bool, device=device),
@@ -56,6 +56,7 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(runner.parameters(), recipe.max_grad_norm)
         opt.step()
+        schedule.step()
         opt.zero_grad(set_to_none=True)
         ema.step(runner)
 
@@ -104,8 +105,8 @@ def main() -> int:
             print(f"{preset} on {device}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             return 1
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"training step (forward + backward + clip + AdamW + EMA), torch threads={torch.get_num_threads()}; "
-          f"step s = wall-clock median, cpu s = process CPU time (all threads) of that step")
+    print(f"training step (forward + backward + clip + AdamW + LR schedule + EMA), torch threads="
+          f"{torch.get_num_threads()}; step s = wall-clock median, cpu s = process CPU time (all threads) of that step")
     print(f"{'preset':<10} {'device':<6} {'precision':<13} {'batch':>5} {'params':>8} {'step s':>8} "
           f"{'cpu s':>8} {'samples/s':>10} {'peak GiB':>9}  note")
     for r in rows:

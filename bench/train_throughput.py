@@ -1,7 +1,8 @@
 """End-to-end CPU training throughput of the tiny recipe: data loader + frozen vision encoder + model step.
 
-Every row runs the real trainer (rdt.train.Trainer: its DataLoader over the training HDF5, its vision encoder or
-precomputed features, forward/backward, clipping, AdamW, EMA) on the same data and splits each optimizer step into
+Every row runs the real trainer (rdt.training.trainer.Trainer: its DataLoader over the training HDF5, its vision
+encoder or precomputed features, forward/backward, clipping, AdamW, EMA) on the same data and splits each
+optimizer step into
   data    - waiting for the next batch from the DataLoader (reading, decoding, augmentation, preprocessing),
   encoder - the frozen vision encoder's image tokens (or the lookup of precomputed ones),
   model   - forward + backward + clip + AdamW + LR schedule + EMA.
@@ -60,7 +61,7 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
     import torch
 
     from rdt import train_config
-    from rdt.train import Trainer
+    from rdt.training.trainer import Trainer
 
     cfg = train_config.from_dict(dict(
         model="tiny", init_from=None, text_encoder="tiny", vision_encoder="tiny", **paths, heldout_episodes=0,
@@ -81,8 +82,8 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
         t2 = time.perf_counter()
         trainer.model.train()
         loss = trainer.model(**inputs)
-        trainer.accelerator.backward(loss)
-        trainer.apply()
+        trainer.backend.backward(loss, trainer.accumulation)
+        trainer.optimizer_step()
         t3 = time.perf_counter()
         if i >= 2:
             parts.append((t1 - t0, t2 - t1, t3 - t2))

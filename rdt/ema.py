@@ -14,6 +14,9 @@ import torch
 from torch import nn
 
 
+# not diffusers' EMAModel (whose decay schedule is the same): that keeps a list of shadow tensors, so sampling and
+# export would need a copy_to into a model each time, buffers are not averaged, and its update s - (1-d)(s - p)
+# does not make the decay-0 first step an exact copy; this keeps an fp32 model, stepped once per optimizer step
 class EMA:
     """``ema = EMA(model, decay_fn)``; after each optimizer step ``ema.step(model)``; ``ema.model`` is an fp32 copy
     in eval mode holding the averaged weights (usable for ``predict_action`` and for export)."""

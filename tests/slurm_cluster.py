@@ -2,7 +2,8 @@
 
 Starts munged (own key and socket), slurmctld and slurmd as root with a minimal configuration written into a
 temporary folder: CPUs only, ``ProctrackType=proctrack/linuxproc``, ``TaskPlugin=task/none``,
-``SelectType=select/cons_tres``, one partition, and 8 GPUs as a GRES without devices (``gres.conf`` with empty files
+``SelectType=select/cons_tres``, two partitions on the one node (``debug``, the default, and ``gpu``, the name
+README's walk-through exports), and 8 GPUs as a GRES without devices (``gres.conf`` with empty files
 as devices), so that jobs asking for GPUs are accepted and their request can be inspected. There is no slurmdbd (it
 needs MySQL): accounting storage is ``accounting_storage/none`` and ``JobAcctGatherType=jobacct_gather/none``.
 ``sacct`` therefore has no job records ("Slurm accounting storage is disabled"); what works without a database is
@@ -30,17 +31,15 @@ from pathlib import Path
 
 import pytest
 
+from train_helpers import free_port
+
 PARTITION = "debug"
+# a second partition on the same node, named as in README's cluster walk-through (export SLURM_PARTITION=gpu)
+SECOND_PARTITION = "gpu"
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 ROOT_PREFIX = "rdt-slurm-"
 DAEMONS = ("munged", "slurmctld", "slurmd")
 FAKE_GPUS = 8
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -73,7 +72,7 @@ class LocalSlurm:
         key = self.root / "munge" / "munge.key"
         key.write_bytes(os.urandom(1024))
         key.chmod(0o600)
-        ctld_port, d_port = _free_port(), _free_port()
+        ctld_port, d_port = free_port(), free_port()
         r = self.root
         self.conf.write_text(f"""\
 ClusterName=rdttest
@@ -108,6 +107,7 @@ SchedulerParameters=sched_interval=2
 GresTypes=gpu
 NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} Gres=gpu:{FAKE_GPUS} State=UNKNOWN
 PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP
+PartitionName={SECOND_PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE State=UP
 """)
         # GPUs that exist only for the scheduler (empty files as "devices"): jobs can request them, nothing uses them
         (self.root / "dev").mkdir(exist_ok=True)
@@ -143,7 +143,7 @@ PartitionName={PARTITION} Nodes={self.node} Default=YES MaxTime=INFINITE State=U
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, env=env)
-            if out.returncode == 0 and out.stdout.strip() == "idle":
+            if out.returncode == 0 and set(out.stdout.split()) == {"idle"}:     # one line per partition
                 return
             time.sleep(1)
         raise RuntimeError(f"the local Slurm node did not become idle within 60 s; sinfo said {out.stdout!r} "

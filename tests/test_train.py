@@ -103,14 +103,14 @@ def test_clipping_keeps_a_huge_loss_batch_from_blowing_up_the_weights(data, tmp_
     batches = trainer.data_iterator()
     for _ in range(3):
         trainer.accumulate(batches)
-        trainer.apply()
+        trainer.optimizer_step()
     huge = next(batches)
     huge["actions"] = huge["actions"] * 1e4                   # loss ~1e7 x normal
     params = list(trainer.runner.parameters())
     before = [p.detach().clone() for p in params]
     v_before = [trainer.optimizer.state[p]["exp_avg_sq"].clone() for p in params]
     loss, _ = trainer.accumulate([huge])
-    grad_norm, _ = trainer.apply()
+    grad_norm, _ = trainer.optimizer_step()
     assert loss > 1e5 and grad_norm > 1e3
     # the gradient that reached AdamW had norm <= max_grad_norm: v_new = b2 v_old + (1 - b2) g^2
     b2 = cfg.adam_beta2
@@ -215,7 +215,7 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_ema(data, tmp_path):
         handle = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
         batches = trainer.data_iterator()
         loss, _ = trainer.accumulate(batches)
-        grad_norm, _ = trainer.apply()
+        grad_norm, _ = trainer.optimizer_step()
         handle.remove()
         assert seen and set(seen) == {torch.bfloat16}                  # computed in bf16 ...
         assert {p.dtype for p in trainer.runner.parameters()} == {torch.float32}    # ... master weights fp32

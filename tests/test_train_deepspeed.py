@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -48,20 +47,12 @@ def test_zero2_in_a_single_process_is_an_error_naming_the_key(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ real processes
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path: Path, run: Path, out: Path, until: int, record: Path) -> str:
     """``accelerate launch`` of two processes running ``rdt train`` with the sample positions recorded."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(PROCESSES),
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(_free_port()), str(Path(__file__)), str(record), "--", "train", "--config", str(run),
-           "--until-step", str(until), "--out", str(out)]
-    env = {**h.env(), "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.run(cmd, cwd=h.REPO, env=env, capture_output=True, text=True, timeout=500)
+    cmd = h.accelerate_launch(PROCESSES, [str(Path(__file__)), str(record), "--", "train", "--config", str(run),
+                                          "--until-step", str(until), "--out", str(out)])
+    proc = subprocess.run(cmd, cwd=h.REPO, env=h.env(DS_ACCELERATOR="cpu"), capture_output=True, text=True,
+                          timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 

@@ -4,7 +4,6 @@ gradient accumulation, against one process that takes the whole effective batch 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 
@@ -17,24 +16,13 @@ EFFECTIVE = 8
 STEPS = 3
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path, data, name, per_device, processes):
     run = h.write_run(tmp_path / f"{name}.yaml", data, effective_batch_size=EFFECTIVE,
                       per_device_batch_size=per_device, checkpointing_period=2)
     record, out = tmp_path / f"{name}_record", tmp_path / f"{name}_out"
     helper = [str(h.REPO / "tests" / "train_helpers.py"), str(record), "--", "train", "--config", str(run),
               "--until-step", str(STEPS), "--out", str(out)]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-               str(_free_port()), *helper]
-    else:
-        cmd = [sys.executable, *helper]
+    cmd = h.accelerate_launch(processes, helper) if processes > 1 else [sys.executable, *helper]
     proc = subprocess.run(cmd, cwd=h.REPO, env=h.env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     logs = [json.loads((record / f"rank{r}.json").read_text()) for r in range(processes)]

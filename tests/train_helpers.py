@@ -93,13 +93,31 @@ def load_run(data: dict[str, str], **overrides):
     return train_config.from_dict({**TINY_RUN, **data, **overrides})
 
 
-def env() -> dict[str, str]:
-    """Environment for subprocesses: the repository and tests on the path, few threads."""
+def env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: the repository and tests on the path, few threads, offline hubs; ``extra``
+    variables on top."""
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), e.get("PYTHONPATH", "")])
     e.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-             PYTHONUNBUFFERED="1")
+             PYTHONUNBUFFERED="1", **extra)
     return e
+
+
+def free_port() -> int:
+    """A TCP port of localhost that is free now (accelerate's --main_process_port, the test cluster's daemons)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_launch(processes: int, script: list[str]) -> list[str]:
+    """``accelerate launch`` of ``processes`` processes on one machine (on CPU: torch.distributed over gloo), fp32,
+    on a free port, each running ``script`` (a Python file and its arguments)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(free_port()), *script]
 
 
 def train_command(config: Path, until: int, out: Path) -> list[str]:
@@ -167,19 +185,19 @@ def instrumented_main(argv: list[str]) -> int:
     log: dict = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "steps": {}, "writes": []}
 
     observe_sample_positions(log["steps"])
-    original_apply, original_save = train.Trainer.apply, checkpoint.save_checkpoint
+    original_step, original_save = train.Trainer.optimizer_step, checkpoint.save_checkpoint
 
-    def apply(self):
+    def optimizer_step(self):
         if self.step < 2:
             grads = torch.cat([p.grad.detach().flatten().double() for p in self.runner.parameters()])
             torch.save(grads, record_dir / f"grads_rank{rank}_step{self.step + 1}.pt")
-        return original_apply(self)
+        return original_step(self)
 
     def save_checkpoint(folder, *args, **kwargs):
         log["writes"].append(str(folder))
         return original_save(folder, *args, **kwargs)
 
-    train.Trainer.apply = apply
+    train.Trainer.optimizer_step = optimizer_step
     checkpoint.save_checkpoint = save_checkpoint
     try:
         return cli.main(rest)
