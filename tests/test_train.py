@@ -121,6 +121,7 @@ def test_clipping_keeps_a_huge_loss_batch_from_blowing_up_the_weights(data, tmp_
     assert all(torch.isfinite(p).all() for p in params) and change < 20 * cfg.learning_rate
 
 
+@pytest.mark.slow
 def test_kill_and_resume_continues_exactly(data, tmp_path):
     # one data worker, and the signal goes to the whole process group, as a cluster's preemption does
     run = h.write_run(tmp_path / "run.yaml", data, checkpointing_period=5, dataloader_num_workers=1)
@@ -168,6 +169,7 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
             assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (weights, k)
 
 
+@pytest.mark.slow
 def test_tiny_run_reduces_the_loss_and_keeps_at_most_the_checkpoint_limit(data, tmp_path):
     out = tmp_path / "learn"
     cfg = h.load_run(data, learning_rate=1e-2, lr_warmup_steps=5, checkpointing_period=20,
