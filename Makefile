@@ -46,7 +46,10 @@ report: venv
 test: sysdeps-test venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff (rules and format in pyproject.toml) and Snakemake's workflow lint; tests/test_lint.py runs the two checks
 lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/snakemake --lint --configfile config/config.yaml
 
 bench: venv

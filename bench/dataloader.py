@@ -36,7 +36,6 @@ from rdt.encoders import ImagePreprocessor  # noqa: E402
 from rdt.libero import suites  # noqa: E402
 from rdt.libero.convert import convert  # noqa: E402
 
-
 NAIVE = "naive reader (whole episode per sample)"
 
 

@@ -49,8 +49,8 @@ HELP: dict[str, tuple[str, str]] = {
     "train": ("Fine-tune RDT on a training HDF5 up to a given optimizer step, resuming the run folder's newest "
               "checkpoint (several GPUs: `accelerate launch --num_processes N -m rdt train ...`).",
               "python -m rdt train --config docs/examples/tiny_run.yaml --until-step 20 --out work/train"),
-    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons and write per-episode "
-                 "results, a summary and videos.",
+    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons and write "
+                 "per-episode results, a summary and videos.",
                  "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
                  "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8"),
     "report": ("Build the figures and tables of the report from evaluation (and training) results.",

@@ -21,10 +21,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,10 +33,18 @@ from rdt import layout, statevec
 from rdt.errors import UserError
 from rdt.fingerprint import fingerprint
 from rdt.libero import mapping, suites
+from rdt.libero.workers import (
+    PRESENT_SLOTS,
+    EpisodeResult,
+    Job,
+    LiberoSimulator,
+    Observation,
+    Simulator,
+    WorkerPool,
+    run_jobs,
+)
 from rdt.model.config import IMG_HISTORY, PRED_HORIZON
 from rdt.report_stats import wilson as wilson_interval  # the one Wilson interval (also the report's)
-from rdt.libero.workers import (PRESENT_SLOTS, EpisodeResult, Job, LiberoSimulator, Observation, Simulator,
-                                WorkerPool, run_jobs)
 from rdt.utils.atomic import write_json, write_text
 from rdt.utils.files import read_json
 from rdt.utils.hashing import bytes_key, settings_key

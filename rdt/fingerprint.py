@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -34,7 +34,7 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     return tree
 
 
-@lru_cache(maxsize=None)
+@cache
 def _parsed(path: Path) -> tuple[str, tuple[str, ...]]:
     """(normalised source, rdt modules it imports) of one file."""
     tree = ast.parse(path.read_text(), filename=str(path))

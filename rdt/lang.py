@@ -9,15 +9,16 @@ for evaluation-only runs). The empty instruction "" is always added: it is RDT's
 ``LanguageTable.load``.
 
 Evaluation-only example (a released checkpoint on LIBERO-10, with T5-XXL in the local Hugging Face cache):
-  python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl --out work/lang10.safetensors
+  python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl \
+      --out work/lang10.safetensors
 """
 from __future__ import annotations
 
 import argparse
 import difflib
 import json
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -43,7 +44,7 @@ class LanguageTable:
         self.hidden_size = hidden_size
 
     @classmethod
-    def load(cls, path: str | Path) -> "LanguageTable":
+    def load(cls, path: str | Path) -> LanguageTable:
         from safetensors import safe_open
 
         path = Path(path)

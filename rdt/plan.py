@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from functools import cached_property, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ def key_of(settings: Any) -> str:
     return settings_key(settings, length=12)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_fingerprint(stage: str) -> str:
     return fingerprint.fingerprint(STAGE_MODULES[stage])
 
@@ -644,7 +644,7 @@ def _steps_text(steps: list[int]) -> str:
         f"{', '.join(map(str, steps[:4]))}, ..., {', '.join(map(str, steps[-2:]))}"
 
 
-def cost_lines(plan: "Plan", target: str, cost: dict | None = None) -> list[str]:
+def cost_lines(plan: Plan, target: str, cost: dict | None = None) -> list[str]:
     """The cost table of one target, as `python -m rdt plan` prints it (the report shows the same numbers)."""
     c = cost or plan.eval_cost(target)
     steps = c["steps"]

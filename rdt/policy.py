@@ -9,8 +9,9 @@ checkpoints made elsewhere). Language embeddings are precomputed (``rdt.lang.Lan
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,7 +47,7 @@ class Policy:
     def from_checkpoint(cls, checkpoint: str | Path, *, vision_encoder: str | None = None,
                         text_encoder: str | None = None, control_frequency: int | None = None,
                         weights: str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32, seed: int = 0) -> "Policy":
+                        dtype: torch.dtype = torch.float32, seed: int = 0) -> Policy:
         """Build from a checkpoint folder (or a weights file / cached hub id, as ``load_runner`` accepts).
 
         ``weights``: ``"ema"`` or ``"model"``; default ``"ema"`` when the folder has EMA weights, else ``"model"``.

@@ -37,7 +37,8 @@ from typing import Any
 
 from rdt import fingerprint, layout, plan
 from rdt import report_stats as rs
-from rdt.audit import COLUMNS as AUDIT_COLUMNS, audit, checkpoint_audit
+from rdt.audit import COLUMNS as AUDIT_COLUMNS
+from rdt.audit import audit, checkpoint_audit
 from rdt.errors import UserError
 from rdt.training.run_folder import read_metrics
 from rdt.utils.atomic import atomic_dir

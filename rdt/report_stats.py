@@ -17,8 +17,8 @@ left out before), so it is tested on constructed records with known answers.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 Z_95 = 1.959963984540054
 Outcomes = Mapping[tuple[str, int], bool]

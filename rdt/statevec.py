@@ -8,7 +8,7 @@ flattened column by column: ``[R00, R10, R20, R01, R11, R21]``.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -158,7 +158,8 @@ def matrix_to_ortho6d(m: np.ndarray) -> np.ndarray:
 
 
 def ortho6d_to_matrix(d6: np.ndarray) -> np.ndarray:
-    """6D (..., 6) -> rotation matrices (..., 3, 3) by Gram-Schmidt (x = norm(a1), z = norm(x cross a2), y = z cross x)."""
+    """6D (..., 6) -> rotation matrices (..., 3, 3) by Gram-Schmidt
+    (x = norm(a1), z = norm(x cross a2), y = z cross x)."""
     d6 = np.asarray(d6, dtype=np.float64)
     a1, a2 = d6[..., :3], d6[..., 3:]
     x = a1 / np.linalg.norm(a1, axis=-1, keepdims=True)

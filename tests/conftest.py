@@ -43,6 +43,7 @@ def train_data(tmp_path_factory) -> dict[str, str]:
     """The trainer tests' dataset (train_helpers.make_data: demos -> convert -> stats -> tiny-T5 language), made
     once per session with one torch thread; the paths for RUN.yaml (data, lang, stats). Tests only read it."""
     import torch
+
     from train_helpers import make_data
 
     before = torch.get_num_threads()

@@ -35,8 +35,9 @@ COLUMNS = {
 def write_video(path: Path, frames: np.ndarray, fps: int = 20) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames.shape[1:3]
-    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264rgb", pix_fmt_in="rgb24", quality=None,
-                                         pix_fmt_out="rgb24", output_params=["-qp", "0"], macro_block_size=1)
+    writer = imageio_ffmpeg.write_frames(str(path), (w, h), fps=fps, codec="libx264rgb", pix_fmt_in="rgb24",
+                                         quality=None, pix_fmt_out="rgb24", output_params=["-qp", "0"],
+                                         macro_block_size=1)
     writer.send(None)
     for f in frames:
         writer.send(np.ascontiguousarray(f).tobytes())

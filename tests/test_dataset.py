@@ -11,8 +11,7 @@ from safetensors.torch import save_file
 
 from official_layout import write_demo_file
 from rdt.data import augment
-from rdt.data.dataset import (BACKGROUND, LiberoDataset, collate, split_episodes,
-                              transition_weights)
+from rdt.data.dataset import BACKGROUND, LiberoDataset, collate, split_episodes, transition_weights
 from rdt.data.stats import compute_stats
 from rdt.encoders import ImagePreprocessor
 from rdt.errors import UserError

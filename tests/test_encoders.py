@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from rdt.encoders import (ImagePreprocessor, load_text_encoder, load_vision_encoder, T5_XXL, SIGLIP_SO400M)
+from rdt.encoders import SIGLIP_SO400M, T5_XXL, ImagePreprocessor, load_text_encoder, load_vision_encoder
 from rdt.errors import UserError
 
 BG = 127 / 255 * 2 - 1          # background value after normalisation (mean colour 127, mean = std = 0.5)

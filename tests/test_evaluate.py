@@ -19,15 +19,12 @@ import numpy as np
 import pytest
 import torch
 
+from libero_helpers import EXPERT_SUITE, EXPERT_TASK_NAME, expert_demo_file, expert_summary
 from rdt import cli
-from rdt.evaluate import (EPISODES_FILE, LOG_FILE, SUMMARY_FILE, Settings, evaluate, read_episodes,
-                          wilson_interval)
+from rdt.evaluate import EPISODES_FILE, LOG_FILE, SUMMARY_FILE, Settings, evaluate, read_episodes, wilson_interval
 from rdt.libero import mapping, suites
 from rdt.libero.suites import DEMO_DROP_FIRST_STEPS, NOOP_ACTION
 from rdt.video import read_video
-
-from libero_helpers import (EXPERT_SUITE, EXPERT_TASK_NAME, expert_demo_file,
-                            expert_summary)
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = EXPERT_SUITE
@@ -197,11 +194,13 @@ def test_clear_errors_before_any_simulator_starts(base_files, tmp_path, capsys):
     assert "init states" in error(episodes=51)
     assert "unknown LIBERO suite 'libero_99'" in error(suite="libero_99")
     assert f"no task of suite '{SUITE}' matches 'open_the_fridge'" in error(tasks=["open_the_fridge"])
-    assert "no embedding for instruction 'pick up the milk" in error(tasks=["pick_up_the_milk_and_place_it_in_the_basket"])
+    milk = "pick_up_the_milk_and_place_it_in_the_basket"
+    assert "no embedding for instruction 'pick up the milk" in error(tasks=[milk])
     # a flag that contradicts the checkpoint's pipeline.json is refused before the language table is read
     assert "trained with text_encoder 'tiny' (pipeline.json), not 'other-t5'" in error(text_encoder="other-t5")
     tiny = RDTConfig.preset("tiny")
-    bad_img = _save_tiny(tmp_path / "bad_img", tiny.replace(img_cond_len=48, img_pos_embed_config=[("image", (2, 3, -8))]))
+    bad_img = _save_tiny(tmp_path / "bad_img",
+                         tiny.replace(img_cond_len=48, img_pos_embed_config=[("image", (2, 3, -8))]))
     assert "48 image tokens" in error(checkpoint=str(bad_img))
     bad_lang = _save_tiny(tmp_path / "bad_lang", tiny.replace(lang_token_dim=64))
     assert "lang_token_dim=64" in error(checkpoint=str(bad_lang))

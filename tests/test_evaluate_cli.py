@@ -15,7 +15,8 @@ def parse(argv):
 def test_several_horizons_and_the_episode_default():
     args = parse(["--checkpoint", "ck", "--horizon", "8", "16", "64", "--out", "o"])
     assert args.horizon == [8, 16, 64] and args.episodes == 50 == ev.DEFAULT_EPISODES and args.lang is None
-    assert parse(["--checkpoint", "ck", "--lang", "l", "--horizon", "8", "--episodes", "3", "--out", "o"]).horizon == [8]
+    one = parse(["--checkpoint", "ck", "--lang", "l", "--horizon", "8", "--episodes", "3", "--out", "o"])
+    assert one.horizon == [8]
     assert ev.horizon_out(Path("o"), 8, [8]) == Path("o")               # one horizon: --out itself (the workflow)
     assert ev.horizon_out(Path("o"), 16, [8, 16]) == Path("o/h16")
 

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from robosuite.utils.transform_utils import quat2axisangle
 
-from libero_helpers import (EXPERT_EPISODES, EXPERT_TASK, expert_demo_file,
-                            expert_summary, run_rdt)
+from libero_helpers import EXPERT_EPISODES, EXPERT_TASK, expert_demo_file, expert_summary, run_rdt
 from rdt.errors import UserError
 from rdt.libero import env as libero_env
 from rdt.libero.demo_file import replay_start

@@ -109,7 +109,7 @@ def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):
     for step in (2, 4, 10, 12):
         folder = train.checkpoint_dir(tmp_path, step)
         folder.mkdir(parents=True)
-        (folder / train.STATE_FILE).write_text('{"fingerprint": "f", "step": %d}' % step)
+        (folder / train.STATE_FILE).write_text(f'{{"fingerprint": "f", "step": {step}}}')
     gone = train.prune_checkpoints(tmp_path, "f", limit=1, written=4)
     assert [p.name for p in gone] == ["checkpoint-2"]
     assert [s for s, _ in train.list_checkpoints(tmp_path)] == [4, 10, 12]

@@ -11,7 +11,6 @@ from rdt.model.blocks import RMSNorm
 from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner, build_runner
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

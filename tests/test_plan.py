@@ -138,7 +138,7 @@ def test_training_settings_and_code_change_the_identity_bookkeeping_does_not(mon
     key = base.train_key("default")
     for bookkeeping in ({"log_period": 1}, {"checkpoints_total_limit": 2}, {"sample_period": 0}, {"gpus": 2},
                         {"checkpointing_period": 1}, {"max_steps": 8}):
-        changed = make(lambda c: c["train"].update(bookkeeping))
+        changed = make(lambda c, bookkeeping=bookkeeping: c["train"].update(bookkeeping))
         assert changed.train_identity("default") == identity
         assert changed.train_key("default") == key             # same folder: its checkpoints are resumed
     assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_key("default") != key

@@ -4,8 +4,18 @@ import math
 import numpy as np
 import pytest
 
-from rdt.report_stats import (Comparison, Paired, adjust, best_horizon, holm, mcnemar_exact,
-                              outcomes_from_records, paired, select_best, wilson)
+from rdt.report_stats import (
+    Comparison,
+    Paired,
+    adjust,
+    best_horizon,
+    holm,
+    mcnemar_exact,
+    outcomes_from_records,
+    paired,
+    select_best,
+    wilson,
+)
 
 Z = 1.959963984540054
 
@@ -21,7 +31,7 @@ def test_exact_mcnemar_known_values():
     assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)          # 2 x (1 + 10) / 2^10
     assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
     assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
-    from scipy import stats as scipy_stats                            # a test dependency
+    from scipy import stats as scipy_stats  # a test dependency
     for b, c in ((2, 11), (7, 20), (15, 15), (0, 30)):
         assert mcnemar_exact(b, c) == pytest.approx(scipy_stats.binomtest(min(b, c), b + c, 0.5).pvalue)
 

@@ -139,7 +139,7 @@ def test_noop_rule_follows_openvla(tmp_path):
 
 def test_frames_are_kept_or_resized_by_a_setting_and_the_size_is_recorded(tmp_path):
     big = _demo_file(tmp_path / "big", "before", image_size=64, steps=(12,))
-    small = _demo_file(tmp_path / "small", "after", task=OTHER, image_size=SIZE, steps=(12,), seed=7)
+    _demo_file(tmp_path / "small", "after", task=OTHER, image_size=SIZE, steps=(12,), seed=7)
     convert([str(big)], tmp_path / "keep.h5")
     attrs, eps = _read_episodes(tmp_path / "keep.h5")
     assert attrs["image_size"] == 64 and eps[0]["images/exterior"].shape == (12, 64, 64, 3)
@@ -167,7 +167,7 @@ def test_training_file_records_suite_tasks_and_dataset_identity(tmp_path):
     assert convert([str(tmp_path / "d")], tmp_path / "c.h5", suite="libero_90")["dataset_id"] == s1["dataset_id"]
 
 
-# ------------------------------------------------------------------------------------------------ checkpoints know their data
+# ---------------------------------------------------------------------------------------- checkpoints know their data
 
 def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tmp_path):
     import torch

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import h5py
 import numpy as np
@@ -222,8 +223,8 @@ class LiberoDataset(Dataset):
         if masked():
             instruction = ""
         sample = {"state": torch.from_numpy(state), "actions": torch.from_numpy(actions),
-                  "state_mask": torch.from_numpy(state_mask), "image_valid": valid, "instruction": instruction, "ctrl_freq": ctrl_freq,
-                  "episode": self.episode_ids[e], "step": t}
+                  "state_mask": torch.from_numpy(state_mask), "image_valid": valid, "instruction": instruction,
+                  "ctrl_freq": ctrl_freq, "episode": self.episode_ids[e], "step": t}
         if self.frame_ids:
             sample["frame_ids"] = torch.tensor([-1 if f is None else self.frame_id(e, i % len(self.slots), f[0])
                                                 for i, f in enumerate(frames)], dtype=torch.long)

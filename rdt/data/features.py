@@ -29,7 +29,7 @@ class FrameFeatures:
     @classmethod
     @torch.no_grad()
     def build(cls, dataset, vision: VisionEncoder, batch_size: int = 256,
-              max_bytes: int = DEFAULT_MAX_BYTES) -> "FrameFeatures":
+              max_bytes: int = DEFAULT_MAX_BYTES) -> FrameFeatures:
         """Encode every frame of every present camera of ``dataset`` (a ``LiberoDataset``), ``batch_size``
         frames per encoder call."""
         slots = len(dataset.slots)

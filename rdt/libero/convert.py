@@ -376,9 +376,10 @@ def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
 def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
             demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS, drop_noops: bool = False,
             image_size: int | None = None, pairing: str | None = None) -> dict:
-    """Convert; ``pairing`` (mapping.OBS_CONVENTIONS) overrides the per-file detection. Returns the summary ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}},
-    "episodes", "steps", "noops"}``. ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size``
-    resizes every frame to that size (None keeps the files' size, which must then be the same everywhere)."""
+    """Convert; ``pairing`` (mapping.OBS_CONVENTIONS) overrides the per-file detection. Returns the summary
+    ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}}, "episodes", "steps", "noops"}``.
+    ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size`` resizes every frame to that size
+    (None keeps the files' size, which must then be the same everywhere)."""
     if demos_per_task is not None and demos_per_task < 1:
         raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
     if min_steps < 1:

@@ -69,7 +69,7 @@ class DemoWriter:
         self.path, self.task, self.camera_size = Path(path), task, camera_size
         self.num_demos, self.total, self._discard = 0, 0, False
 
-    def __enter__(self) -> "DemoWriter":
+    def __enter__(self) -> DemoWriter:
         lib = libero_env.import_libero()
         from robosuite import macros
 
@@ -96,7 +96,8 @@ class DemoWriter:
 
     def record(self, env, init_state: np.ndarray, seed: int, actions: np.ndarray) -> str | None:
         """Replay ``actions`` (T0, 7; the first DEMO_DROP_FIRST_STEPS must be no-ops) in the camera env ``env``
-        from the standard episode start (seed, init state, settle steps) and append the episode as ``demo_<i>`` if the env reports success after the last action.
+        from the standard episode start (seed, init state, settle steps) and append the episode as ``demo_<i>`` if
+        the env reports success after the last action.
 
         Returns the demo's name, or None (nothing written) when the replay does not end in success."""
         actions = np.asarray(actions, dtype=np.float64)

@@ -6,16 +6,16 @@ by the simulator's object poses (body positions, collision-geometry bounding box
 delta actions clipped to [-1, 1] (gripper -1 open, +1 close).
 
 Each attempt starts exactly as evaluation does (``env.seed(seed)``, reset, init state i, SETTLE_STEPS no-ops;
-attempt k uses init state first + k, ``--first-init-state`` defaulting to 0). The expert's first DEMO_DROP_FIRST_STEPS actions are no-ops: they are the steps the
-official layout drops, so a written demo replays from ``rdt.libero.demo_file.replay_start`` (the standard start
-plus DEMO_DROP_FIRST_STEPS no-ops) followed by its ``actions``. The episode ends at the first step where the env reports
-success, or fails at the suite's step limit.
+attempt k uses init state first + k, ``--first-init-state`` defaulting to 0). The expert's first
+DEMO_DROP_FIRST_STEPS actions are no-ops: they are the steps the official layout drops, so a written demo replays
+from ``rdt.libero.demo_file.replay_start`` (the standard start plus DEMO_DROP_FIRST_STEPS no-ops) followed by its
+``actions``. The episode ends at the first step where the env reports success, or fails at the suite's step limit.
 
 Two passes per attempt: the expert runs closed-loop in an env without camera observations (nothing rendered per
 step, 5-9x faster); only when it succeeds are its actions replayed open-loop in a camera env (same seed, init state
-and settle steps; the physics is bit-identical) to record the images, and the episode is written if the replay succeeds too. Failures are counted
-and never written. ``expert_summary.json`` next to the demo files lists per task the attempts, successes, the
-success rate and for every written demo its init state and seed.
+and settle steps; the physics is bit-identical) to record the images, and the episode is written if the replay
+succeeds too. Failures are counted and never written. ``expert_summary.json`` next to the demo files lists per
+task the attempts, successes, the success rate and for every written demo its init state and seed.
 """
 from __future__ import annotations
 
@@ -29,8 +29,16 @@ import numpy as np
 from rdt.errors import UserError
 from rdt.libero import env as libero_env
 from rdt.libero.demo_file import DemoWriter
-from rdt.libero.suites import (DEMO_CAMERA_SIZE, DEMO_DROP_FIRST_STEPS, INIT_STATES_PER_TASK, NOOP_ACTION,
-                               SETTLE_STEPS, Task, select_tasks, suite_names)
+from rdt.libero.suites import (
+    DEMO_CAMERA_SIZE,
+    DEMO_DROP_FIRST_STEPS,
+    INIT_STATES_PER_TASK,
+    NOOP_ACTION,
+    SETTLE_STEPS,
+    Task,
+    select_tasks,
+    suite_names,
+)
 from rdt.utils.atomic import write_json
 from rdt.utils.progress import Progress
 

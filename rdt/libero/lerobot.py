@@ -34,7 +34,7 @@ import numpy as np
 
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
-from rdt.libero.convert import (DEFAULT_MIN_STEPS, Episode, SourceTask, _write)
+from rdt.libero.convert import DEFAULT_MIN_STEPS, Episode, SourceTask, _write
 from rdt.utils.files import read_json
 
 #: layout name -> column of the state, the action and each camera slot, and how the frames are stored

@@ -98,8 +98,8 @@ class CrossAttention(nn.Module):
 
     def project_kv(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B,L,D) condition -> keys, values (B,H,L,hd) each."""
-        b, l, _ = c.shape
-        kv = self.kv(c).reshape(b, l, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        b, length, _ = c.shape
+        kv = self.kv(c).reshape(b, length, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         k, v = kv.unbind(0)
         return self.k_norm(k), v
 

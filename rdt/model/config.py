@@ -75,7 +75,7 @@ class RDTConfig:
 
     # ------------------------------------------------------------------------------------------ presets
     @classmethod
-    def preset(cls, name: str) -> "RDTConfig":
+    def preset(cls, name: str) -> RDTConfig:
         """``tiny`` (tests / embedded default; matches the tiny encoders: 32-dim tokens, 16 patches per image),
         ``rdt-170m`` or ``rdt-1b`` (the released architectures)."""
         if name == "rdt-1b":
@@ -101,7 +101,7 @@ class RDTConfig:
     def num_inference_timesteps(self) -> int:
         return int(self.noise_scheduler["num_inference_timesteps"])
 
-    def replace(self, **changes: Any) -> "RDTConfig":
+    def replace(self, **changes: Any) -> RDTConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> None:
@@ -163,7 +163,7 @@ class RDTConfig:
         return json.dumps(self.to_flat(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_flat(cls, flat: dict[str, Any], source: str = "config.json") -> "RDTConfig":
+    def from_flat(cls, flat: dict[str, Any], source: str = "config.json") -> RDTConfig:
         """Read the flat dict (released ``config.json`` or ours). Unknown top-level keys are ignored, as the
         original loader does; a missing or mistyped key is a UserError naming it and ``source``."""
         if not isinstance(flat, dict):
@@ -209,7 +209,7 @@ class RDTConfig:
             raise UserError(f"{source}: {e}") from None
 
     @classmethod
-    def load(cls, path: str | Path) -> "RDTConfig":
+    def load(cls, path: str | Path) -> RDTConfig:
         return cls.from_flat(read_json(path, "config.json not found"), source=str(path))
 
 

@@ -7,7 +7,7 @@ initial values: the parameters are trained and a checkpoint's values are loaded 
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

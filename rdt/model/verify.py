@@ -28,7 +28,7 @@ PARITY_KEYS = ("lang_tokens", "lang_attn_mask", "img_tokens", "state_tokens", "a
                "loss_timesteps", "loss", "sample_noise", "sample_actions")
 
 
-def check_finite(state_dict: "dict[str, torch.Tensor]", source: str) -> None:
+def check_finite(state_dict: dict[str, torch.Tensor], source: str) -> None:
     """UserError naming ``source`` and (up to 5 of) the tensors holding NaN or inf values."""
     import torch
 
@@ -52,13 +52,13 @@ def weight_kinds(folder: Path) -> list[str]:
     return kinds or ["model"]
 
 
-def relative_error(got: "torch.Tensor", want: "torch.Tensor") -> float:
+def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """||got - want||_2 / ||want||_2 in float64."""
     got, want = got.double().reshape(-1), want.double().reshape(-1)
     return float((got - want).norm() / want.norm().clamp_min(1e-300))
 
 
-def load_vectors(path: Path) -> "dict[str, torch.Tensor]":
+def load_vectors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     try:
         vectors = load_file(str(path))
@@ -70,7 +70,7 @@ def load_vectors(path: Path) -> "dict[str, torch.Tensor]":
     return vectors
 
 
-def parity_errors(runner, vectors: "dict[str, torch.Tensor]") -> dict[str, float]:
+def parity_errors(runner, vectors: dict[str, torch.Tensor]) -> dict[str, float]:
     """Relative L2 errors of forward prediction, training loss and sampled actions against recorded vectors."""
     import torch
 
@@ -78,7 +78,7 @@ def parity_errors(runner, vectors: "dict[str, torch.Tensor]") -> dict[str, float
         return _parity_errors(runner, {k: t.to(next(runner.parameters()).device) for k, t in vectors.items()})
 
 
-def _parity_errors(runner, v: "dict[str, torch.Tensor]") -> dict[str, float]:
+def _parity_errors(runner, v: dict[str, torch.Tensor]) -> dict[str, float]:
     cond = (v["lang_tokens"], v["lang_attn_mask"].bool(), v["img_tokens"])
     pred = runner.denoise(*cond, v["state_tokens"], v["forward_noisy_action"], v["action_mask"], v["ctrl_freqs"],
                           v["forward_timesteps"])
@@ -106,9 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from rdt.model.checkpoint import load_runner, resolve_folder
-
-    from rdt.model.checkpoint import _weights_file
+    from rdt.model.checkpoint import _weights_file, load_runner, resolve_folder
 
     resolved = resolve_folder(args.folder)
     if args.weights != "all":

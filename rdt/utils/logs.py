@@ -12,7 +12,7 @@ import io
 import logging
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

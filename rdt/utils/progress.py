@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Iterable, Iterator, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
 
 from rdt.utils.logs import now
 
@@ -67,7 +68,7 @@ class Progress:
         elif self._printed != self.n:      # the final count, unless the last periodic line already showed it
             self._line()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

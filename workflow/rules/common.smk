@@ -7,6 +7,7 @@ from pathlib import Path
 import yaml
 from snakemake.exceptions import WorkflowError
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.plan import Plan, code_fingerprint, write_settings
 from rdt.utils.atomic import write_text
@@ -43,3 +44,15 @@ def checkpoint_input(wildcards):
 
 def report_inputs():
     return [f"{RESULTS}/report/results.csv"]
+
+
+def launch_precision(wildcards, resources):
+    """accelerate launch's --mixed_precision: train.mixed_precision resolved as the trainer resolves it (auto = bf16
+    with GPUs, no without; TrainConfig.resolved_mixed_precision). The trainer passes its own value to Accelerator,
+    which takes precedence over the launcher's; giving the launcher every setting it would otherwise default
+    (processes, machines, precision, dynamo) keeps accelerate's "values were not passed ... defaults used" warning
+    out of the top of the log."""
+    precision = PLAN.train_settings(train_run(wildcards))["mixed_precision"]
+    if precision == "auto":
+        return "bf16" if resources.gpu > 0 else "no"
+    return precision

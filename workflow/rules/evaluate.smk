@@ -13,7 +13,7 @@ rule evaluate:
         lang=lambda w: PLAN.task_language_path(w.target),
         stats=lambda w: PLAN.eval_stats(w.target),
     output:
-        summary=f"{RESULTS}/{{target}}/eval/step-{{step}}/h{{horizon}}/summary.json",
+        summary=layout.summary_path(f"{RESULTS}/{{target}}", "{step}", "{horizon}"),
     params:
         out=lambda w, output: str(Path(output.summary).parent),
         settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
