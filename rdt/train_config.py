@@ -311,6 +311,8 @@ def load(path: str | os.PathLike) -> TrainConfig:
     return from_dict(values if values is not None else {}, source=str(path))
 
 
-def dump(cfg: TrainConfig) -> str:
-    """YAML text of every setting (what the workflow writes as RUN.yaml)."""
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+def dump(cfg: TrainConfig | dict[str, Any]) -> str:
+    """RUN.yaml text of a TrainConfig or of a mapping of its settings (the workflow's run_config rule writes
+    ``rdt.plan.Plan.train_settings`` with it); strings YAML would read otherwise (``'off'``) are quoted, so
+    :func:`load` reads back the same settings."""
+    return yaml.safe_dump(cfg.to_dict() if isinstance(cfg, TrainConfig) else dict(cfg), sort_keys=False)
