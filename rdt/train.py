@@ -48,12 +48,13 @@ from pathlib import Path
 
 from rdt import train_config
 from rdt.errors import UserError
+from rdt.layout import EXPORT, export_dir
 from rdt.training.backend import deepspeed_plugin
 from rdt.training.preemption import Preempted, stop_with_launcher
-from rdt.training.run_folder import (CHECKPOINTS, DEEPSPEED_STATE, EXPORT, METRIC_COLUMNS, METRICS, METRICS_HISTORY,
+from rdt.training.run_folder import (CHECKPOINTS, DEEPSPEED_STATE, METRIC_COLUMNS, METRICS, METRICS_HISTORY,
                                      OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE, MetricsLog, checkpoint_dir,
-                                     export_dir, find_resume, list_checkpoints, matching_checkpoints,
-                                     prune_checkpoints, read_metrics, read_trainer_state, run_lock)
+                                     find_resume, list_checkpoints, matching_checkpoints, prune_checkpoints,
+                                     read_metrics, read_trainer_state, run_lock)
 from rdt.training.trainer import Diverged, Trainer, initial_runner
 from rdt.utils.files import read_json
 
@@ -100,7 +101,9 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
 def check_previous_export(folder: str | Path, identity: str, until_step: int) -> int:
     """The step of the export that this segment continues (the segment's declared input), after checking that it
     was made by this training (same identity: settings, data and code) at an earlier step."""
-    pipeline = read_json(Path(folder) / "pipeline.json", "not found (expected an export of `rdt train`)")
+    from rdt.model.checkpoint import PIPELINE_FILE
+
+    pipeline = read_json(Path(folder) / PIPELINE_FILE, "not found (expected an export of `rdt train`)")
     if pipeline.get("identity") != identity:
         raise UserError(f"{folder}: made by a training of identity {pipeline.get('identity')}, this segment's is "
                         f"{identity} (other settings, data or training code); a segment only continues an export "

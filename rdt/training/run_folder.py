@@ -1,7 +1,7 @@
 """The run folder of a training (``rdt train --out DIR``): what it holds, under which names, and who may write it.
 
     DIR/checkpoints/checkpoint-<step>/   resumable state (trainer_state.json marks a complete one)
-    DIR/export/step-<step>/              evaluation checkpoint (never pruned)
+    DIR/export/step-<step>/              evaluation checkpoint (never pruned; the name is rdt.layout's)
     DIR/metrics.csv                      one row per optimizer step (:class:`MetricsLog` writes, :func:`read_metrics`
                                          reads, for the trainer, the tests and the report alike)
     DIR/metrics.history.csv              rows set aside when a segment restarts below them (never deleted)
@@ -24,7 +24,7 @@ from rdt.libero.mapping import ACTION_SLOTS
 from rdt.utils.atomic import write_text
 from rdt.utils.files import read_json
 
-CHECKPOINTS, EXPORT, METRICS = "checkpoints", "export", "metrics.csv"
+CHECKPOINTS, METRICS = "checkpoints", "metrics.csv"
 METRICS_HISTORY = "metrics.history.csv"
 LOCK_FILE = ".train.lock"
 STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
@@ -40,10 +40,6 @@ REQUIRED_METRIC_COLUMNS = ("step", "loss", "lr")
 # ================================================================================================ names
 def checkpoint_dir(out: str | Path, step: int) -> Path:
     return Path(out) / CHECKPOINTS / f"checkpoint-{step}"
-
-
-def export_dir(out: str | Path, step: int) -> Path:
-    return Path(out) / EXPORT / f"step-{step}"
 
 
 # ================================================================================================ checkpoints

@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from rdt import statevec, train_config
+from rdt.encoders import check_text_fits, check_vision_fits
 from rdt.errors import UserError
 from rdt.libero.mapping import ACTION_SLOTS
 from rdt.training import optim
@@ -153,7 +154,9 @@ class Trainer:
 
         cfg = self.cfg
         runner = initial_runner(cfg) if resume is None else load_runner(resume, weights="model")[0].train()
-        self._check_dims(runner, lang)
+        model = f"model {cfg.model!r}"
+        check_text_fits(lang.hidden_size, runner.config, cfg.lang, model)
+        check_vision_fits(self.vision, runner.config, model)
         self.runner = runner
         c = runner.config
         self.positions = PositionedSamples(self.train_set, cfg.seed, c.num_train_timesteps,
@@ -165,16 +168,6 @@ class Trainer:
         self.ema = optim.ema(runner, cfg)
         self.model, self.optimizer = self.accelerator.prepare(LossModel(runner), self.optimizer)
         self.ema.model.to(self.device)
-
-    def _check_dims(self, runner, lang) -> None:
-        c = runner.config
-        if lang.hidden_size != c.lang_token_dim:
-            raise UserError(f"{self.cfg.lang}: embeddings have {lang.hidden_size} dims, model {self.cfg.model!r} "
-                            f"expects lang_token_dim={c.lang_token_dim}")
-        if self.vision.hidden_size != c.img_token_dim or 6 * self.vision.num_patches != c.img_cond_len:
-            raise UserError(f"vision encoder {self.cfg.vision_encoder!r} gives 6 x {self.vision.num_patches} tokens "
-                            f"of {self.vision.hidden_size} dims; model {self.cfg.model!r} expects img_cond_len="
-                            f"{c.img_cond_len} tokens of img_token_dim={c.img_token_dim}")
 
     @property
     def is_main(self) -> bool:
