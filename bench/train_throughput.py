@@ -38,7 +38,6 @@ ROWS = {
 def make_data(root: Path) -> dict[str, str]:
     """Synthetic 128 px demos of two tasks -> converted training file, statistics, tiny language table."""
     from official_layout import write_demo_file
-
     from rdt.data.stats import compute_stats
     from rdt.encoders import load_text_encoder
     from rdt.lang import encode_instructions, instructions_from_training_file

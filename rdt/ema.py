@@ -8,7 +8,7 @@ whatever the training precision. Parameters that do not require gradients and bu
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -51,10 +51,25 @@ from rdt.errors import UserError
 from rdt.layout import EXPORT, export_dir
 from rdt.training.backend import deepspeed_plugin
 from rdt.training.preemption import Preempted, stop_with_launcher
-from rdt.training.run_folder import (CHECKPOINTS, DEEPSPEED_STATE, METRIC_COLUMNS, METRICS, METRICS_HISTORY,
-                                     OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE, MetricsLog, checkpoint_dir,
-                                     find_resume, list_checkpoints, matching_checkpoints, prune_checkpoints,
-                                     read_metrics, read_trainer_state, run_lock)
+from rdt.training.run_folder import (
+    CHECKPOINTS,
+    DEEPSPEED_STATE,
+    METRIC_COLUMNS,
+    METRICS,
+    METRICS_HISTORY,
+    OPTIMIZER_FILE,
+    SCHEDULER_FILE,
+    STATE_FILE,
+    MetricsLog,
+    checkpoint_dir,
+    find_resume,
+    list_checkpoints,
+    matching_checkpoints,
+    prune_checkpoints,
+    read_metrics,
+    read_trainer_state,
+    run_lock,
+)
 from rdt.training.trainer import Diverged, Trainer, initial_runner
 from rdt.utils.files import read_json
 
@@ -147,7 +162,7 @@ def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Pat
     resume = find_resume(out, identity, until_step)
     if rank == 0 and previous is not None and (resume is None or resume[0] < previous):
         print(f"train: checkpoint-{previous} (the resumable state of {previous_export}) is gone (retention); "
-              f"recomputing the same trajectory from {'checkpoint-%d' % resume[0] if resume else 'the start'}",
+              f"recomputing the same trajectory from {resume[1].name if resume else 'the start'}",
               flush=True)
     trainer = Trainer(cfg, out, resume=None if resume is None else resume[1])
     trainer.run(until_step)

@@ -1,7 +1,7 @@
 """The recipe's optimizer, LR schedule and EMA, built in one place for the trainer and bench/train_step.py."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn

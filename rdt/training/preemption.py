@@ -8,8 +8,8 @@ import contextlib
 import os
 import re
 import signal
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

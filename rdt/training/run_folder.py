@@ -16,8 +16,9 @@ import csv
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rdt.errors import UserError
 from rdt.libero.mapping import ACTION_SLOTS

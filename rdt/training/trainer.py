@@ -10,8 +10,9 @@ import contextlib
 import random
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,8 +26,17 @@ from rdt.libero.mapping import ACTION_SLOTS
 from rdt.training import optim
 from rdt.training.backend import make_backend, start_tracker
 from rdt.training.preemption import Preempted, catch_stop_signals, ignore_stop_signals
-from rdt.training.run_folder import (RNG_FILE, SAMPLE_MSE_SLOTS, SCHEDULER_FILE, STATE_FILE, MetricsLog,
-                                     checkpoint_dir, matching_checkpoints, prune_checkpoints, read_trainer_state)
+from rdt.training.run_folder import (
+    RNG_FILE,
+    SAMPLE_MSE_SLOTS,
+    SCHEDULER_FILE,
+    STATE_FILE,
+    MetricsLog,
+    checkpoint_dir,
+    matching_checkpoints,
+    prune_checkpoints,
+    read_trainer_state,
+)
 from rdt.training.sampling import MicroBatchPositions, PositionedSamples, collate_positioned
 from rdt.utils.atomic import atomic_dir, write_json
 from rdt.utils.logs import now
