@@ -1,0 +1,157 @@
+"""README's SLURM walk-through as printed (issue 15): the commands are read from README's "On a SLURM cluster" code
+block, so the test fails when README drifts, and the smoke run among them (``--profile slurm --profile slurm/small``
+with ``config/cluster_smoke.yaml``, after README's ``source .venv/bin/activate && export SLURM_PARTITION=...
+SLURM_ACCOUNT=...`` line) runs on the local single-node Slurm (tests/slurm_cluster.py, which has a partition of the
+name README exports). Only what the local cluster needs is added to README's profile line: squeue for job status
+(no accounting database), short status-check intervals, and no retries (a failure shows at once). The module-load,
+tmux and download lines, and the paper-scale run that needs them, are checked for their form only."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_cluster import slurm_cluster  # noqa: F401  (fixture)
+from workflow_helpers import REPO, copy_repo
+
+README = REPO / "README.md"
+SECTION = "## On a SLURM cluster"
+SMOKE_CONFIG = "config/cluster_smoke.yaml"
+PAPER_CONFIG = "config/rdt1b_libero90.yaml"
+LOCAL_CLUSTER_ARGS = ("--slurm-status-command squeue --slurm-init-seconds-before-status-checks 2"
+                      " --seconds-between-status-checks 3 --retries 0")
+LAUNCH_WARNING = "were not passed to `accelerate launch`"
+
+
+def walkthrough() -> list[str]:
+    """The first code block of README's cluster section, one command per line, comments removed."""
+    section = README.read_text().split(SECTION, 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for line in section.splitlines():
+        if line.startswith("    "):
+            lines.append(re.sub(r"\s+#.*$", "", line[4:]).strip())
+        elif lines:
+            break
+    assert lines, f"no indented code block under {SECTION!r} in README.md"
+    return lines
+
+
+def smoke_commands(lines: list[str]) -> tuple[str, str, str]:
+    """README's environment line (venv and SLURM_* exports) and the smoke run's two snakemake lines."""
+    [env_line] = [line for line in lines if "export SLURM_PARTITION=" in line]
+    smoke = [line for line in lines if line.startswith("snakemake ") and "cluster_smoke" in line]
+    assert len(smoke) == 2, smoke
+    run, report = smoke
+    return env_line, run, report
+
+
+def exports(env_line: str) -> dict[str, str]:
+    words = shlex.split(env_line.split("export", 1)[1])
+    return dict(w.split("=", 1) for w in words)
+
+
+def test_walkthrough_is_one_consistent_sequence():
+    """Cheap checks of README's block: the smoke run uses the same profile plus the small overlay, the paper run is
+    the same line without the overlay and with the paper config; the files it names exist; tmux starts before the
+    venv and the exports (a tmux session does not always inherit them); the report lines match their runs."""
+    lines = walkthrough()
+    env_line, run, report = smoke_commands(lines)
+    assert env_line.startswith("source .venv/bin/activate && export "), env_line
+    assert set(exports(env_line)) == {"SLURM_PARTITION", "SLURM_ACCOUNT"}
+    assert run == f"snakemake --cores all --profile slurm --profile slurm/small --configfile {SMOKE_CONFIG}", run
+    assert report == f"snakemake --configfile {SMOKE_CONFIG} --report results/cluster_smoke/report.html", report
+    paper = f"snakemake --cores all --profile slurm --configfile {PAPER_CONFIG}"
+    assert paper in lines and run.replace(" --profile slurm/small", "").replace(SMOKE_CONFIG, PAPER_CONFIG) == paper
+    assert f"snakemake --configfile {PAPER_CONFIG} --report results/report.html" in lines
+    order = [next(i for i, line in enumerate(lines) if line.startswith(p))
+             for p in ("module load", "tmux new", "source .venv/bin/activate", "snakemake", "hf download")]
+    assert order == sorted(order), lines
+    assert lines.index(paper) > max(i for i, line in enumerate(lines) if line.startswith("hf download"))
+    for path in ("slurm/config.yaml", "slurm/small/config.yaml", SMOKE_CONFIG, PAPER_CONFIG):
+        assert (REPO / path).is_file(), path
+    assert yaml.safe_load((REPO / SMOKE_CONFIG).read_text())["results"] == "results/cluster_smoke"
+
+
+def cluster_rules() -> set[str]:
+    """Rules of the workflow that run as Slurm jobs (all but the ones marked localrule)."""
+    rules = set()
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+            name, body = block.split(":", 1)
+            if not re.search(r"^\s+localrule: True", body.split("\nrule ")[0], flags=re.M):
+                rules.add(name.strip())
+    return rules
+
+
+def test_small_overlay_replaces_every_request_and_keeps_the_rest():
+    """slurm/small sets only the per-rule keys, and for every rule that becomes a Slurm job (Snakemake replaces
+    set-threads / set-resources as a whole, so a missing rule would fall back to its own, larger request): 1 CPU,
+    at most 4 GB and 30 minutes, no exclusive node."""
+    overlay = yaml.safe_load((REPO / "slurm" / "small" / "config.yaml").read_text())
+    assert set(overlay) == {"set-threads", "set-resources"}
+    rules = cluster_rules()
+    assert {"train", "evaluate", "expert_demos", "convert", "stats", "encode", "encode_tasks", "report"} <= rules
+    assert set(overlay["set-threads"]) == rules and set(overlay["set-resources"]) == rules
+    assert set(overlay["set-threads"].values()) == {1}
+    for rule, res in overlay["set-resources"].items():
+        assert set(res) == {"mem_mb", "runtime"} and res["mem_mb"] <= 4000 and res["runtime"] <= 30, (rule, res)
+    base = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    assert set(base["set-resources"]) <= rules and set(base["set-threads"]) <= rules
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.sim
+def test_readme_walkthrough_smoke_run_on_the_local_slurm(slurm_cluster, tmp_path):
+    env_line, run, report = smoke_commands(walkthrough())
+    work = copy_repo(tmp_path / "repo")
+    (work / ".venv").symlink_to(REPO / ".venv")
+    script = "\n".join([env_line, f"{run} {LOCAL_CLUSTER_ARGS}", report])
+    env = {k: v for k, v in slurm_cluster.env.items() if k not in ("SLURM_PARTITION", "SLURM_ACCOUNT", "VIRTUAL_ENV")}
+    env |= {"PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    earlier = {j["JobId"] for j in slurm_cluster.completed_jobs()}
+    earlier |= {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
+    start = time.monotonic()
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=1500)
+    took = time.monotonic() - start
+    print(f"README smoke run on the local Slurm: {took:.0f} s\n{script}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
+
+    # every job of the workflow ran in Slurm, in README's partition and account, asking for the small overlay's share
+    jobs = [j for j in slurm_cluster.completed_jobs() if j["JobId"] not in earlier]
+    remote = 1 + 1 + 1 + 1 + 1 + 2 + 1 + 1  # expert, convert, stats, encode, encode_tasks, 2 segments, eval, report
+    assert len(jobs) == remote, jobs
+    assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}, jobs
+    wanted = exports(env_line)
+    queue = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Partition:16,Account:24,NumCPUs:6,"
+                            "MinMemory:12,TimeLimit:12,State:12"], capture_output=True, text=True,
+                           env=slurm_cluster.env, check=True).stdout
+    mine = [line.split() for line in queue.splitlines() if line.split()[0] not in earlier]
+    assert len(mine) == remote, queue
+    for job_id, partition, account, cpus, memory, limit, state in mine:
+        assert (partition, account) == (wanted["SLURM_PARTITION"], wanted["SLURM_ACCOUNT"]), (job_id, partition,
+                                                                                             account)
+        assert cpus == "1" and memory == "4000M" and limit == "30:00" and state == "COMPLETED", (job_id, cpus,
+                                                                                                memory, limit)
+
+    results = work / "results" / "cluster_smoke"
+    assert (results / "report.html").stat().st_size > 0
+    summary = json.loads((results / "default" / "eval" / "step-4" / "h8" / "summary.json").read_text())
+    assert summary["overall"]["episodes"] == 1, summary["overall"]
+    [metrics] = list((results / "train").glob("*/metrics.csv"))
+    assert [row.split(",")[0] for row in metrics.read_text().splitlines()[1:]] == ["1", "2", "3", "4"]
+    # the training logs (one per segment) start with the project's lines, not accelerate's launcher warning
+    logs = sorted((results / "logs" / "train").glob("*/step-*.log"))
+    assert [p.name for p in logs] == ["step-2.log", "step-4.log"], logs
+    for log in logs:
+        text = log.read_text()
+        assert LAUNCH_WARNING not in text and "accelerate" not in text.splitlines()[0].lower(), text[:2000]
+    # README: the Slurm log folder is there, and the executor plugin keeps only the logs of failed jobs
+    assert (work / "results" / "logs" / "slurm").is_dir()
+    assert not list((work / "results" / "logs" / "slurm").rglob("*.log"))
