@@ -108,3 +108,29 @@ def test_write_config_refuses_after_libero_was_imported_elsewhere(tmp_path):
         """, tmp_path / "first")
     assert proc.returncode == 0, proc.stderr
     assert "REFUSED libero.libero was already imported" in proc.stdout
+
+
+def test_episode_is_the_same_in_a_reused_env_as_in_a_fresh_one():
+    """Soft resets: an episode replayed in an env that just ran another one gives bit-identical states and images
+    to the same episode in a fresh env (the gripper's accumulated command is cleared at the episode start)."""
+    task = select_tasks("libero_object", ["0"])[0]
+    states = libero_env.init_states(task)
+    actions = np.random.default_rng(0).uniform(-1, 1, (12, 7))
+    actions[:, 6] = np.where(np.arange(12) < 6, 1.0, -1.0)     # close, then open: the gripper command accumulates
+
+    def episode(env, init_state):
+        libero_env.start_episode(env, states[init_state], seed=0)
+        for action in actions:
+            obs, _, _, _ = env.step(action)
+        return env.get_sim_state().copy(), obs["agentview_image"].copy()
+
+    fresh, reused = libero_env.make_env(task, camera_size=64), libero_env.make_env(task, camera_size=64)
+    try:
+        want = episode(fresh, 3)
+        episode(reused, 7)
+        got = episode(reused, 3)
+    finally:
+        fresh.close()
+        reused.close()
+    assert np.array_equal(got[0], want[0])
+    assert np.array_equal(got[1], want[1])

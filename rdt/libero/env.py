@@ -24,12 +24,13 @@ from types import SimpleNamespace
 import numpy as np
 
 from rdt.errors import UserError
+from rdt.libero import mapping
 from rdt.libero.suites import NOOP_ACTION, SETTLE_STEPS, Task
 from rdt.utils.atomic import write_text
 from rdt.utils.logs import quiet_third_party, swallow_stdout
 
 CONFIG_KEYS = ("assets", "bddl_files", "benchmark_root", "datasets", "init_states")
-CAMERAS = ("agentview", "robot0_eye_in_hand")   # obs keys: agentview_image, robot0_eye_in_hand_image
+CAMERAS = (mapping.AGENTVIEW, mapping.EYE_IN_HAND)   # obs keys: agentview_image, robot0_eye_in_hand_image
 
 
 def default_config_dir() -> Path:
@@ -170,10 +171,14 @@ def make_env(task: Task, camera_size: int, cameras: bool = True):
     ``camera_size`` x ``camera_size`` (raw render orientation), or with ``cameras=False`` a ControlEnv without camera
     observations (nothing rendered per step, about 5-9x faster). The renderer context is still created in both:
     without it MuJoCo's results differ in the last digits (~1e-7), with it the same actions from the same start
-    give bit-identical states in both kinds of env."""
+    give bit-identical states in both kinds of env.
+
+    Resets are soft (``hard_reset=False``): robosuite's default reloads the model from XML and rebuilds the sim and
+    its EGL context on every reset. :func:`start_episode` clears the one piece of state a soft reset keeps (the
+    gripper's accumulated command), so an episode is bit-identical whatever ran before it in the same env (tested)."""
     lib = import_libero()
     kwargs = dict(bddl_file_name=str(bddl_path(task)), camera_heights=camera_size, camera_widths=camera_size,
-                  camera_names=list(CAMERAS))
+                  camera_names=list(CAMERAS), hard_reset=False)
     if cameras:
         return lib.OffScreenRenderEnv(**kwargs)
     return lib.ControlEnv(**kwargs, use_camera_obs=False, has_renderer=False, has_offscreen_renderer=True)
@@ -184,6 +189,9 @@ def start_episode(env, init_state: np.ndarray, seed: int = 0, settle_steps: int 
     ``set_init_state(init_state)``, then ``settle_steps`` no-op steps. Returns the observation after that."""
     env.seed(seed)
     env.reset()
+    for robot in env.env.robots:   # a soft reset keeps the gripper's accumulated command; a fresh env starts at 0
+        if robot.gripper is not None:
+            robot.gripper.current_action = np.zeros(robot.gripper.dof)
     obs = env.set_init_state(init_state)
     for _ in range(settle_steps):
         obs, _, _, _ = env.step(np.asarray(NOOP_ACTION, dtype=np.float64))
