@@ -36,9 +36,9 @@ class TimedPolicy:
     def __init__(self, inner):
         self.inner, self.calls, self.rows, self.seconds = inner, 0, 0, 0.0
 
-    def act(self, *args):
+    def act(self, *args, **kwargs):
         t0 = time.perf_counter()
-        out = self.inner.act(*args)
+        out = self.inner.act(*args, **kwargs)
         self.seconds += time.perf_counter() - t0
         self.calls += 1
         self.rows += len(args[0])

@@ -71,10 +71,11 @@ class ChunkPolicy(Protocol):
     """What the evaluator calls (``rdt.policy.Policy`` or a test policy): one call per re-plan.
 
     images (B, 2, 3, S, S, 3) uint8 (history t-1, t; cameras exterior, right wrist, left wrist) with valid (B, 2, 3)
-    bool; states (B, 128); state_mask (B, 128) -> unified actions (B, chunk, 128)."""
+    bool; states (B, 128); state_mask (B, 128); noise_seeds: one sampling-noise seed per row (:func:`noise_seed`)
+    -> unified actions (B, chunk, 128)."""
 
     def act(self, lang_embeds: list, images: np.ndarray, image_mask: np.ndarray, states: np.ndarray,
-            state_mask: np.ndarray) -> np.ndarray: ...
+            state_mask: np.ndarray, *, noise_seeds: Sequence[int]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -284,20 +285,32 @@ def policy_inputs(observations: Sequence[Observation], mask: np.ndarray | None =
     return images, valid, states, state_mask
 
 
+def noise_seed(seed: int, job: Job, call: int) -> int:
+    """The sampling-noise seed of an episode's ``call``-th policy call (0, 1, ...): a function of the evaluation
+    seed, the task, the init state and the call alone, so an episode samples the same noise whatever it is batched
+    with, on whichever worker, at whichever horizon run first."""
+    return int(settings_key([seed, job.task.suite, job.task.name, job.init_state, call]), 16) & (2**63 - 1)
+
+
 def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRangeCheck | None,
-                 timing: dict[str, float]):
+                 timing: dict[str, float], seed: int = 0):
     """The scheduler's planning callback: ONE policy call for all ready episodes -> LIBERO commands (B, chunk, 7)."""
     # the state slots the checkpoint was trained with (pipeline.json state_slots; e.g. no joints from LeRobot data)
     mask = mapping.availability_mask((getattr(policy, "pipeline", None) or {}).get("state_slots"))
+    calls: dict[Job, int] = {}      # policy calls made so far per episode
 
     def plan(ready: list[tuple[Job, Observation]]) -> list[np.ndarray]:
         observations = [obs for _, obs in ready]
         images, valid, states, state_mask = policy_inputs(observations, mask)
         if state_check is not None:
             state_check.update(states)
+        seeds = []
+        for job, _ in ready:
+            seeds.append(noise_seed(seed, job, calls.get(job, 0)))
+            calls[job] = calls.get(job, 0) + 1
         t0 = time.perf_counter()
         unified = np.asarray(policy.act([lang[job.task.name] for job, _ in ready], images, valid, states,
-                                        state_mask))
+                                        state_mask, noise_seeds=seeds))
         timing["policy_s"] += time.perf_counter() - t0
         timing["policy_calls"] += 1
         if unified.ndim != 3 or unified.shape[0] != len(ready) or unified.shape[2] != statevec.STATE_DIM:
@@ -377,7 +390,7 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
 
     if jobs:
         with WorkerPool(min(settings.envs, len(jobs)), sim_factory) as pool:
-            run_jobs(pool, jobs, make_planner(policy, lang, state_check, timing), settings.horizon,
+            run_jobs(pool, jobs, make_planner(policy, lang, state_check, timing, settings.seed), settings.horizon,
                      settings.max_steps, settings.seed, on_result)
             restarts = pool.restarts
     else:
@@ -534,7 +547,6 @@ def main(args: argparse.Namespace) -> int:
             camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
             videos_per_task=args.videos_per_task)
         out = horizon_out(Path(args.out), h, horizons)
-        policy.reseed(args.seed)        # each horizon draws the same noise stream as when evaluated alone
         summary = evaluate(policy, settings, out, lang, info=info, stats=stats)
         o = summary["overall"]
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"

@@ -24,8 +24,9 @@ from rdt.model.config import CAMERA_SLOTS, IMG_HISTORY, NUM_VIEWS
 
 class Policy:
     """``act(lang_embeds, images, valid, states, state_mask) -> (B, 64, 128)``: one vision-encoder call and one
-    ``runner.predict_action`` call per ``act``. Sampling noise comes from a generator seeded with ``seed`` (or is
-    given), so a fixed seed and the same call sequence give the same actions."""
+    ``runner.predict_action`` call per ``act``. Sampling noise is given, or drawn row by row from ``noise_seeds``
+    (evaluation: one seed per episode and call, so an episode's actions do not depend on what it is batched with),
+    or else from a generator seeded with ``seed`` (a fixed seed and the same call sequence give the same actions)."""
 
     def __init__(self, runner, vision: VisionEncoder, *, text_encoder: str, control_frequency: int,
                  device: str | torch.device = "cpu", seed: int = 0, pipeline: dict[str, Any] | None = None) -> None:
@@ -81,19 +82,16 @@ class Policy:
         return cls(runner, vision, text_encoder=text_name, control_frequency=int(freq), device=device, seed=seed,
                    pipeline={**pipeline, "weights": weights})
 
-    def reseed(self, seed: int) -> None:
-        """Restart the noise generator (e.g. per evaluation episode batch)."""
-        self.generator.manual_seed(int(seed))
-
     def act(self, lang_embeds: Sequence[torch.Tensor], images: np.ndarray, valid: np.ndarray, states: np.ndarray,
-            state_mask: np.ndarray, noise: torch.Tensor | None = None) -> np.ndarray:
+            state_mask: np.ndarray, noise: torch.Tensor | None = None,
+            noise_seeds: Sequence[int] | None = None) -> np.ndarray:
         """Action chunks (B, 64, 128) float32, zero where ``state_mask`` is 0.
 
         ``lang_embeds``: B tensors (L_i, D) (padded here with a boolean mask); ``images``: uint8
         (B, 2, 3, H, W, 3) upright frames, axes (history t-1/t, camera exterior/right wrist/left wrist);
         ``valid``: bool (B, 2, 3), False -> background image; ``states``: (B, 128) unified state; ``state_mask``:
-        (B, 128) availability (0/1). ``noise``: optional initial noise (B, 64, 128); drawn from the policy's
-        generator otherwise."""
+        (B, 128) availability (0/1). ``noise``: optional initial noise (B, 64, 128); else with ``noise_seeds`` (B
+        ints) row i is drawn from a generator seeded with ``noise_seeds[i]``; else from the policy's generator."""
         cfg = self.runner.config
         b = len(lang_embeds)
         images = np.asarray(images)
@@ -105,7 +103,12 @@ class Policy:
         _expect(states, (b, cfg.state_token_dim), "states")
         _expect(state_mask, (b, cfg.state_token_dim), "state_mask")
         shape = (b, cfg.pred_horizon, cfg.action_dim)
-        if noise is None:
+        if noise is None and noise_seeds is not None:
+            if len(noise_seeds) != b:
+                raise UserError(f"{len(noise_seeds)} noise seeds for a batch of {b}")
+            noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seed)))
+                                 for seed in noise_seeds])
+        elif noise is None:
             noise = torch.randn(shape, generator=self.generator)
         elif tuple(noise.shape) != shape:
             raise UserError(f"noise has shape {tuple(noise.shape)}; expected {shape}")

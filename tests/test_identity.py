@@ -67,7 +67,7 @@ def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkp
 
 
 class ZeroPolicy:
-    def act(self, lang_embeds, images, image_mask, states, state_mask):
+    def act(self, lang_embeds, images, image_mask, states, state_mask, noise_seeds=None):
         return np.zeros((len(lang_embeds), 64, 128), dtype=np.float32)
 
 

@@ -64,12 +64,23 @@ def test_act_shapes_mask_and_settings(policy, inputs, monkeypatch):
 
 
 def test_same_seed_same_actions_and_new_noise_each_call(policy, inputs):
-    policy.reseed(7)
+    policy.generator.manual_seed(7)
     first = policy.act(*inputs)
     second = policy.act(*inputs)
     assert not np.allclose(first, second)
-    policy.reseed(7)
+    policy.generator.manual_seed(7)
     np.testing.assert_array_equal(policy.act(*inputs), first)
+
+
+def test_noise_seeds_give_each_row_its_own_noise_whatever_the_batch(policy, inputs):
+    lang, images, valid, states, mask = inputs
+    batched = policy.act(lang, images, valid, states, mask, noise_seeds=[11, 12, 13])
+    alone = policy.act(lang[1:2], images[1:2], valid[1:2], states[1:2], mask[1:2], noise_seeds=[12])
+    np.testing.assert_allclose(alone[0], batched[1], atol=1e-5)
+    other = policy.act(lang[1:2], images[1:2], valid[1:2], states[1:2], mask[1:2], noise_seeds=[99])
+    assert not np.allclose(other[0], batched[1], atol=1e-3)
+    with pytest.raises(UserError, match="2 noise seeds for a batch of 3"):
+        policy.act(lang, images, valid, states, mask, noise_seeds=[1, 2])
 
 
 def test_batch_equals_per_item_results(policy, inputs):

@@ -328,7 +328,7 @@ def test_evaluation_feeds_only_the_state_slots_the_checkpoint_was_trained_with()
     class Fake:
         pipeline = {"state_slots": list(mapping.EEF_STATE_SLOTS)}
 
-        def act(self, lang, images, valid, states, state_mask):
+        def act(self, lang, images, valid, states, state_mask, noise_seeds=None):
             seen["mask"] = state_mask
             return np.zeros((len(states), 64, 128), np.float32)
 

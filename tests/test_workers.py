@@ -4,6 +4,7 @@ re-planning every H steps; crashed simulators become error records and their wor
 from __future__ import annotations
 
 import os
+import time
 from functools import partial
 
 import numpy as np
@@ -27,8 +28,9 @@ class ScriptedSim:
     ``episode_length`` steps unless ``never_succeed``; ``crash`` maps init state -> 'exit' (process dies) or
     'raise' at step 2."""
 
-    def __init__(self, never_succeed: bool = False, crash: dict | None = None, size: int = 8):
-        self.never_succeed, self.crash, self.size = never_succeed, crash or {}, size
+    def __init__(self, never_succeed: bool = False, crash: dict | None = None, size: int = 8,
+                 slow: dict | None = None):
+        self.never_succeed, self.crash, self.size, self.slow = never_succeed, crash or {}, size, slow or {}
 
     def start(self, task, init_state, seed):
         self.task, self.init, self.t = task, init_state, 0
@@ -36,6 +38,7 @@ class ScriptedSim:
 
     def step(self, action):
         assert np.asarray(action).shape == (7,)
+        time.sleep(self.slow.get(self.init, 0.0))
         self.t += 1
         mode = self.crash.get(self.init)
         if self.t == 2 and mode == "exit":
@@ -62,7 +65,7 @@ def _run(sim_factory, jobs, horizon, max_steps, workers):
     results, calls = [], []
 
     def plan(ready):
-        calls.append(len(ready))
+        calls.append(sorted(job.init_state for job, _ in ready))
         out = []
         for job, obs in ready:
             # each observation belongs to its own job and arrives after a multiple of H steps
@@ -87,7 +90,7 @@ def test_every_job_runs_exactly_once_when_episodes_end_at_different_times():
     for r in results:
         assert r.success and r.error is None
         assert r.steps == episode_length(r.job.task.index, r.job.init_state)   # stops at the success check
-    assert max(calls) == 3 and sum(calls) == sum(-(-r.steps // 2) for r in results)
+    assert max(map(len, calls)) <= 3 and sum(map(len, calls)) == sum(-(-r.steps // 2) for r in results)
 
 
 def test_max_steps_stop_and_replanning_every_h_steps():
@@ -95,7 +98,7 @@ def test_max_steps_stop_and_replanning_every_h_steps():
     results, calls, _ = _run(partial(ScriptedSim, never_succeed=True), jobs, horizon=4, max_steps=10, workers=2)
     assert sorted(r.job.init_state for r in results) == [0, 1, 2]
     assert all(not r.success and r.steps == 10 for r in results)
-    assert sum(calls) == 3 * 3        # ceil(10 / 4) policy rows per episode: at steps 0, 4, 8
+    assert sum(map(len, calls)) == 3 * 3        # ceil(10 / 4) policy rows per episode: at steps 0, 4, 8
 
 
 def test_crashed_simulator_is_an_error_and_the_worker_restarts():
@@ -140,3 +143,18 @@ def test_idle_workers_prefer_the_task_their_environment_holds():
     assert take_job(pending, a, {b}) == Job(a, 1)             # same task: no environment rebuild
     assert take_job(pending, a, {b}) == Job(b, 1)             # nothing of its task left: the first job
     assert not pending
+
+
+def test_a_slow_simulator_does_not_hold_the_others_back():
+    """No rounds: while worker A executes a long command (episode 0: 0.3 s a step, 4 steps a command), worker B's
+    episodes are planned and stepped on their own, several times between two plans of episode 0, and B starts its
+    next job as soon as an episode ends."""
+    jobs = [Job(TASKS[0], i) for i in range(4)]
+    sim = partial(ScriptedSim, never_succeed=True, slow={0: 0.3})
+    results, calls, _ = _run(sim, jobs, horizon=4, max_steps=12, workers=2)
+    assert sorted(r.job.init_state for r in results) == [0, 1, 2, 3] and all(r.steps == 12 for r in results)
+    slow_plans = [k for k, c in enumerate(calls) if 0 in c]
+    assert len(slow_plans) == 3
+    between = [sum(1 for c in calls[a + 1:b] if 0 not in c) for a, b in zip(slow_plans, slow_plans[1:])]
+    assert max(between) >= 2, calls          # rounds would allow at most one plan of the others in between
+    assert results[-1].job.init_state == 0, [r.job.init_state for r in results]

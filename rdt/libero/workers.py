@@ -4,11 +4,11 @@ Each worker is a ``spawn``-ed process that owns one simulator (its own LIBERO en
 parent never creates one). The parent sends ``start`` (an episode's start protocol) or ``step`` (a sequence of
 LIBERO commands, executed until the episode's success check fires) and gets back the observation after it.
 
-:func:`run_jobs` schedules a queue of (task, init state) jobs onto the workers in rounds: every worker that is
-idle takes the next job, every running one executes its planned actions, then ONE planning call is made for all
-episodes that need actions. Each job is started exactly once, on exactly one worker, whatever the order in which
-episodes end. A simulator that raises or dies ends its episode with an error (not a failure) and the worker process
-is restarted.
+:func:`run_jobs` schedules a queue of (task, init state) jobs onto the workers as they become free: a worker whose
+episode ended takes the next job at once, and a planning call is made as soon as any episode needs actions (for every
+episode that needs them at that moment), while the other workers keep stepping. Each job is started exactly once, on
+exactly one worker, whatever the order in which episodes end. A simulator that raises or dies ends its episode with
+an error (not a failure) and the worker process is restarted.
 """
 from __future__ import annotations
 
@@ -16,8 +16,10 @@ import multiprocessing as mp
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from multiprocessing.connection import wait
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -194,6 +196,7 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = [None] * size
         self._conns: list[Any] = [None] * size
+        self._deadlines = [float("inf")] * size     # when a silent worker counts as crashed (from its last command)
         self.restarts = 0
         for i in range(size):
             self._spawn(i)
@@ -207,19 +210,28 @@ class WorkerPool:
         self._procs[i], self._conns[i] = proc, parent
 
     def send(self, i: int, command: str, payload: Any = None) -> None:
+        self._deadlines[i] = time.monotonic() + self.timeout_s
         try:
             self._conns[i].send((command, payload))
         except (BrokenPipeError, OSError):
             pass   # a dead worker is noticed by recv
 
+    def wait(self, ids: Iterable[int], timeout: float = 1.0) -> list[int]:
+        """Those of workers ``ids`` whose reply can be received now, or that died or went silent (their
+        :meth:`recv` raises); empty when none within ``timeout`` seconds."""
+        ids = list(ids)
+        handles = {self._conns[i]: i for i in ids} | {self._procs[i].sentinel: i for i in ids}
+        ready = {handles[h] for h in wait(list(handles), timeout)}
+        now = time.monotonic()
+        return sorted(ready | {i for i in ids if now > self._deadlines[i]})
+
     def recv(self, i: int) -> Observation:
-        """The reply to the last command sent to worker ``i``; raises :class:`WorkerCrash`."""
+        """The reply to the last command sent to worker ``i`` (waits for it); raises :class:`WorkerCrash`."""
         conn, proc = self._conns[i], self._procs[i]
-        deadline = time.monotonic() + self.timeout_s
         while not conn.poll(1.0):
             if not proc.is_alive():
                 raise WorkerCrash(f"simulator worker {i} died (exit code {proc.exitcode})")
-            if time.monotonic() > deadline:
+            if time.monotonic() > self._deadlines[i]:
                 raise WorkerCrash(f"simulator worker {i} sent nothing for {self.timeout_s:.0f} s")
         try:
             status, reply = conn.recv()
@@ -251,7 +263,7 @@ class WorkerPool:
         for i in range(self.size):
             self._stop(i, graceful=True)
 
-    def __enter__(self) -> "WorkerPool":
+    def __enter__(self) -> WorkerPool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -290,36 +302,41 @@ def run_jobs(pool: WorkerPool, jobs: Iterable[Job], plan: Planner, horizon: int,
 
     Receding-horizon control: each planning call gives an episode a chunk; the first ``min(horizon, steps left)``
     commands are executed before it is planned again. An episode ends on the success check or after
-    ``max_steps`` policy steps. Rounds: idle workers start the next queued job while busy ones step, then one
-    ``plan`` call covers every episode that is waiting for actions. Idle workers prefer jobs of the task their
-    environment already holds (:func:`take_job`)."""
+    ``max_steps`` policy steps. No rounds: a worker whose episode ended starts the next queued job at once (one of
+    the task its environment holds if any, :func:`take_job`), and one ``plan`` call covers the episodes whose
+    observations have arrived, while the other workers go on stepping. Which worker runs a job, and with which
+    others it is planned, depends on timing; an episode's outcome does not (each episode's noise is its own and its
+    environment starts bit-identically, see ``rdt.libero.env.start_episode``)."""
     if not 1 <= horizon:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     pending = deque(jobs)
     running: dict[int, _Running] = {}
     loaded: list[Task | None] = [None] * pool.size     # the task whose environment each worker holds
 
+    def start_next(i: int) -> None:
+        if not pending:
+            return
+        job = take_job(pending, loaded[i], {t for k, t in enumerate(loaded) if k != i and t is not None})
+        loaded[i] = job.task
+        running[i] = _Running(job, time.monotonic())
+        pool.send(i, "start", (job, seed))
+
     def finish(i: int, success: bool, error: str | None = None) -> None:
         ep = running.pop(i)
         on_result(EpisodeResult(ep.job, success, ep.steps, time.monotonic() - ep.started, error, ep.video))
+        start_next(i)
 
-    while pending or running:
-        for i in range(pool.size):
-            if i in running:
-                pool.send(i, "step", running[i].actions)
-            elif pending:
-                job = take_job(pending, loaded[i], {t for k, t in enumerate(loaded) if k != i and t is not None})
-                loaded[i] = job.task
-                running[i] = _Running(job, time.monotonic())
-                pool.send(i, "start", (job, seed))
+    for i in range(pool.size):
+        start_next(i)
+    while running:
         ready: list[tuple[int, Observation]] = []
-        for i in sorted(running):
+        for i in pool.wait(sorted(running)):
             try:
                 obs = pool.recv(i)
             except WorkerCrash as crash:
-                finish(i, success=False, error=str(crash))
                 pool.restart(i)
                 loaded[i] = None
+                finish(i, success=False, error=str(crash))
                 continue
             ep = running[i]
             ep.steps += obs.steps
@@ -341,3 +358,4 @@ def run_jobs(pool: WorkerPool, jobs: Iterable[Job], plan: Planner, horizon: int,
             if chunk.ndim != 2 or chunk.shape[1] != 7 or len(chunk) < n:
                 raise RuntimeError(f"planner returned actions of shape {chunk.shape}; need at least ({n}, 7)")
             ep.actions = chunk[:n]
+            pool.send(i, "step", ep.actions)
