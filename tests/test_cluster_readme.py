@@ -12,11 +12,10 @@ import re
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from slurm_cluster import slurm_cluster  # noqa: F401  (fixture)
+
 from workflow_helpers import REPO, copy_repo
 
 README = REPO / "README.md"

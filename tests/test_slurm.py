@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 import pytest
 import yaml
-from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (fixture)
+
+from slurm_cluster import PARTITION
 from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, env_for, variant, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -186,7 +187,7 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
     shutil.copytree(tiny_run / "results" / "cache", work / "results" / "cache")   # upstream outputs, mtimes kept
     cfg = variant(work, "gpus", lambda c: c["train"].update(gpus=4, effective_batch_size=8))
     profile = slurm_profile(tmp_path)
-    from rdt.plan import Plan          # the training's folder: results/train/<key of its settings>
+    from rdt.plan import Plan  # the training's folder: results/train/<key of its settings>
 
     export = f"{Plan(yaml.safe_load(open(cfg))).train_dir('default')}/export/step-2"
     known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}

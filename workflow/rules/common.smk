@@ -4,10 +4,9 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
 from snakemake.exceptions import WorkflowError
 
-from rdt import layout
+from rdt import layout, train_config
 from rdt.errors import UserError
 from rdt.plan import Plan, code_fingerprint, write_settings
 from rdt.utils.atomic import write_text

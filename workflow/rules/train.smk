@@ -5,18 +5,6 @@
 # trainer computes the same identity and never resumes or re-exports a checkpoint of another one.
 
 
-def launch_precision(wildcards, resources):
-    """accelerate launch's --mixed_precision: train.mixed_precision resolved as the trainer resolves it (auto = bf16
-    with GPUs, no without; TrainConfig.resolved_mixed_precision). The trainer passes its own value to Accelerator,
-    which takes precedence over the launcher's; giving the launcher every setting it would otherwise default
-    (processes, machines, precision, dynamo) keeps accelerate's "values were not passed ... defaults used" warning
-    out of the top of the log."""
-    precision = PLAN.train_settings(train_run(wildcards))["mixed_precision"]
-    if precision == "auto":
-        return "bf16" if resources.gpu > 0 else "no"
-    return precision
-
-
 rule run_config:
     output:
         f"{RESULTS}/train/{{key}}/run.yaml",
@@ -26,7 +14,7 @@ rule run_config:
         f"{RESULTS}/logs/run_config/{{key}}.log",
     localrule: True
     run:
-        write_text(output[0], yaml.safe_dump(params.settings, sort_keys=False))
+        write_text(output[0], train_config.dump(params.settings))
         write_text(log[0], f"wrote {output[0]}\n")
 
 
@@ -40,7 +28,7 @@ rule train:
         lang=lambda w: PLAN.language_path(train_run(w)),
         previous=previous_export,
     output:
-        directory(f"{RESULTS}/train/{{key}}/export/step-{{step}}"),
+        directory(layout.export_dir(f"{RESULTS}/train/{{key}}", "{step}")),
     params:
         out=lambda w, output: str(Path(output[0]).parent.parent),
         identity=lambda w: PLAN.train_identity(train_run(w)),
