@@ -6,13 +6,20 @@ on the same (task, init state) jobs. Episodes per hour count everything an evalu
 environment creation, resets, settle steps, stepping and policy calls. Simulator time per step is the 1-process
 run's wall time minus its policy time, divided by the steps executed (resets and settling included).
 
-    python bench/evaluate.py [--episodes 4] [--max-steps 32] [--horizon 8] [--camera-size 128]
+    python bench/evaluate.py [--episodes 4] [--max-steps 32] [--horizon 8] [--camera-size 128] [--render-threads N]
+
+Software EGL (Mesa llvmpipe) renders with several threads, so one simulator process keeps more than one core busy
+(``cores_busy``, CPU seconds of the parent and its workers per wall second): on 2 cores the 1-process baseline then
+already uses part of the second core and the ratio is below what 2 independent single-core processes give.
+``--render-threads 1`` (``LP_NUM_THREADS``) holds each process to one rendering thread, the condition under which
+the ratio measures the scheduler alone.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -75,15 +82,22 @@ def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
     settings = Settings(suite=SUITE, tasks=(TASK,), episodes=args.episodes, horizon=args.horizon,
                         max_steps=args.max_steps, envs=envs, seed=0, camera_size=args.camera_size,
                         videos_per_task=0)
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), cpu_seconds()
     summary = evaluate(policy, settings, out, lang)
-    wall = time.monotonic() - t0
+    wall, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
     steps = sum(json.loads(line)["steps"] for line in (out / "episodes.jsonl").read_text().splitlines())
     return {"envs": envs, "episodes": summary["overall"]["episodes"], "steps": steps, "wall_s": round(wall, 1),
             "episodes_per_hour": round(3600 * summary["overall"]["episodes"] / wall, 1),
             "policy_calls": policy.calls, "policy_s_per_call": round(policy.seconds / max(policy.calls, 1), 4),
             "policy_s_per_step": round(policy.seconds / max(steps, 1), 4),
-            "sim_s_per_step": round((wall - policy.seconds) / max(steps, 1), 4)}
+            "sim_s_per_step": round((wall - policy.seconds) / max(steps, 1), 4),
+            "cpu_s": round(cpu, 1), "cores_busy": round(cpu / wall, 2)}
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the simulator workers, joined when a run ends)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -92,7 +106,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=32, help="policy steps per episode")
     p.add_argument("--horizon", type=int, default=8, help="execution horizon")
     p.add_argument("--camera-size", type=int, default=128, help="camera resolution")
+    p.add_argument("--render-threads", type=int, help="LP_NUM_THREADS for llvmpipe (default: Mesa's, one per core)")
     args = p.parse_args()
+    if args.render_threads:
+        os.environ["LP_NUM_THREADS"] = str(args.render_threads)     # inherited by the spawned simulator workers
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ckpt, lang = build_inputs(root, args.camera_size)
@@ -103,7 +120,10 @@ def main() -> None:
     print(f"episodes/hour: 1 process {one['episodes_per_hour']}, 2 processes {two['episodes_per_hour']}, "
           f"ratio {two['episodes_per_hour'] / one['episodes_per_hour']:.2f}x")
     print(f"per executed step (1 process): policy {1000 * one['policy_s_per_step']:.1f} ms, simulator "
-          f"{1000 * one['sim_s_per_step']:.1f} ms (resets and settling included)")
+          f"{1000 * one['sim_s_per_step']:.1f} ms (resets and settling included); policy share "
+          f"{100 * one['policy_s_per_step'] / (one['policy_s_per_step'] + one['sim_s_per_step']):.1f} %")
+    print(f"cores busy: 1 process {one['cores_busy']}, 2 processes {two['cores_busy']} "
+          f"(render threads: {os.environ.get('LP_NUM_THREADS', 'Mesa default')})")
 
 
 if __name__ == "__main__":
