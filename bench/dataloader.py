@@ -10,6 +10,7 @@ sample (measured in one process, so independent of other load) gives the cores a
 
     python bench/dataloader.py [--seconds 8] [--workers 4] [--batch 4] [--gpus 8] [--step-time 0.5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,10 +62,17 @@ class NaiveReader(Dataset):
         background = np.full_like(ext[0], 127)
         prev = max(t - 1, 0)
         frames = [ext[prev], wrist[prev], background, ext[t], wrist[t], background]
-        return {"state": torch.from_numpy(state[t:t + 1]), "actions": torch.from_numpy(action[steps]),
-                "state_mask": torch.ones(128), "images": torch.from_numpy(np.stack(frames)),
-                "image_valid": torch.tensor([t > 0, t > 0, False, True, True, False]), "instruction": instruction,
-                "ctrl_freq": 20, "episode": e, "step": t}
+        return {
+            "state": torch.from_numpy(state[t : t + 1]),
+            "actions": torch.from_numpy(action[steps]),
+            "state_mask": torch.ones(128),
+            "images": torch.from_numpy(np.stack(frames)),
+            "image_valid": torch.tensor([t > 0, t > 0, False, True, True, False]),
+            "instruction": instruction,
+            "ctrl_freq": 20,
+            "episode": e,
+            "step": t,
+        }
 
 
 def make_data(folder: Path, tasks: int, demos: int, steps: int) -> Path:
@@ -79,8 +87,15 @@ def make_data(folder: Path, tasks: int, demos: int, steps: int) -> Path:
 def measure(dataset: Dataset, seconds: float, workers: int, batch: int) -> float:
     """Samples/s after the first batch (worker start-up excluded), over about ``seconds``."""
     sampler = RandomSampler(dataset, replacement=True, num_samples=10**7, generator=torch.Generator().manual_seed(0))
-    loader = DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=workers, collate_fn=collate,
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
     it = iter(loader)
     next(it)
     n, start = 0, time.perf_counter()
@@ -107,22 +122,28 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=4, help="DataLoader workers (default 4)")
     p.add_argument("--batch", type=int, default=4, help="batch size (default 4)")
     p.add_argument("--gpus", type=int, default=8, help="GPUs the target is computed for (default 8)")
-    p.add_argument("--step-time", type=float, default=0.5,
-                   help="assumed RDT-1B optimizer step time in seconds at per-device batch --batch (default 0.5)")
+    p.add_argument(
+        "--step-time",
+        type=float,
+        default=0.5,
+        help="assumed RDT-1B optimizer step time in seconds at per-device batch --batch (default 0.5)",
+    )
     p.add_argument("--tasks", type=int, default=3)
     p.add_argument("--demos", type=int, default=4)
     p.add_argument("--steps", type=int, default=120, help="steps per synthetic demo (128x128 frames)")
     args = p.parse_args()
     torch.set_num_threads(1)
-    warnings.filterwarnings("ignore", message="This DataLoader will create")   # 4 workers on fewer cores: on purpose
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # 4 workers on fewer cores: on purpose
     with tempfile.TemporaryDirectory(prefix="rdt-bench-") as tmp:
         t0 = time.perf_counter()
         data = make_data(Path(tmp), args.tasks, args.demos, args.steps)
         stats = compute_stats(data)["libero"]
         size_mb = data.stat().st_size / 2**20
-        print(f"data: {args.tasks} tasks x {args.demos} demos x {args.steps} steps, 128x128 frames, "
-              f"{size_mb:.1f} MiB converted (generated in {time.perf_counter() - t0:.1f} s); "
-              f"{os.cpu_count()} CPU cores; DataLoader {args.workers} workers, batch {args.batch}")
+        print(
+            f"data: {args.tasks} tasks x {args.demos} demos x {args.steps} steps, 128x128 frames, "
+            f"{size_mb:.1f} MiB converted (generated in {time.perf_counter() - t0:.1f} s); "
+            f"{os.cpu_count()} CPU cores; DataLoader {args.workers} workers, batch {args.batch}"
+        )
         plain = dict(cond_mask_prob=0.0, state_noise_snr=None, image_aug=False)
         ours = LiberoDataset(data, None, stats, **plain)
         loaders = {
@@ -130,7 +151,8 @@ def main() -> int:
             "LiberoDataset (no augmentation)": ours,
             "LiberoDataset (RDT options: masking, noise, augmentation)": LiberoDataset(data, None, stats),
             "  + SigLIP preprocessing to 384x384 in the workers": LiberoDataset(
-                data, None, stats, image_transform=ImagePreprocessor(384)),
+                data, None, stats, image_transform=ImagePreprocessor(384)
+            ),
         }
         rates, costs = {}, {}
         print(f"{'':<60} {'DataLoader':>12} {'CPU per sample':>15}")
@@ -139,21 +161,29 @@ def main() -> int:
             costs[name] = cpu_cost(ds, min(args.seconds, 3.0))
             print(f"{name:<60} {rates[name]:8.1f} /s {1000 * costs[name]:12.1f} ms", flush=True)
     naive, fast = NAIVE, "LiberoDataset (no augmentation)"
-    print(f"speed-up over the naive reader (no augmentation): {rates[fast] / rates[naive]:.1f}x in samples/s, "
-          f"{costs[naive] / costs[fast]:.1f}x in CPU time per sample")
+    print(
+        f"speed-up over the naive reader (no augmentation): {rates[fast] / rates[naive]:.1f}x in samples/s, "
+        f"{costs[naive] / costs[fast]:.1f}x in CPU time per sample"
+    )
     target = args.gpus * args.batch / args.step_time
     per_process = args.batch / args.step_time
-    print(f"target: {args.gpus} GPUs x batch {args.batch} / {args.step_time} s per step (ASSUMED RDT-1B step time, "
-          f"not measured) = {target:.0f} samples/s in total, {per_process:.0f} samples/s per training process")
+    print(
+        f"target: {args.gpus} GPUs x batch {args.batch} / {args.step_time} s per step (ASSUMED RDT-1B step time, "
+        f"not measured) = {target:.0f} samples/s in total, {per_process:.0f} samples/s per training process"
+    )
     ours = [k for k in rates if k != NAIVE]
     worst = min(ours, key=lambda k: rates[k])
-    print(f"slowest LiberoDataset configuration here: {rates[worst]:.1f} samples/s with {args.workers} workers on "
-          f"{os.cpu_count()} shared cores -> {target:.0f}/s total: {'MET' if rates[worst] >= target else 'NOT met'}; "
-          f"{per_process:.0f}/s per training process (each has its own loader): "
-          f"{'met' if rates[worst] >= per_process else 'NOT met'}")
+    print(
+        f"slowest LiberoDataset configuration here: {rates[worst]:.1f} samples/s with {args.workers} workers on "
+        f"{os.cpu_count()} shared cores -> {target:.0f}/s total: {'MET' if rates[worst] >= target else 'NOT met'}; "
+        f"{per_process:.0f}/s per training process (each has its own loader): "
+        f"{'met' if rates[worst] >= per_process else 'NOT met'}"
+    )
     for k in ours:
-        print(f"cores needed for {target:.0f} samples/s at {1000 * costs[k]:.1f} CPU-ms/sample: "
-              f"{target * costs[k]:5.1f}  ({k.strip()})")
+        print(
+            f"cores needed for {target:.0f} samples/s at {1000 * costs[k]:.1f} CPU-ms/sample: "
+            f"{target * costs[k]:5.1f}  ({k.strip()})"
+        )
     return 0
 
 

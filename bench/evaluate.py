@@ -14,6 +14,7 @@ already uses part of the second core and the ratio is below what 2 independent s
 ``--render-threads 1`` (``LP_NUM_THREADS``) holds each process to one rendering thread, the condition under which
 the ratio measures the scheduler alone.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,20 @@ def build_inputs(root: Path, camera_size: int) -> tuple[Path, dict]:
     with torch.no_grad():
         for p in runner.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
-    ckpt = save_checkpoint(root / "ckpt", runner, config, pipeline={
-        "text_encoder": "tiny", "vision_encoder": "tiny", "image_size": camera_size, "control_frequency": 20,
-        "action_space": "delta_eef", "step": 0, "run": "bench"})
+    ckpt = save_checkpoint(
+        root / "ckpt",
+        runner,
+        config,
+        pipeline={
+            "text_encoder": "tiny",
+            "vision_encoder": "tiny",
+            "image_size": camera_size,
+            "control_frequency": 20,
+            "action_space": "delta_eef",
+            "step": 0,
+            "run": "bench",
+        },
+    )
     task = suites.select_tasks(SUITE, [TASK])[0]
     lang = {task.name: load_text_encoder("tiny").encode([task.language])[0]}
     return ckpt, lang
@@ -79,19 +91,34 @@ def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
     from rdt.policy import Policy
 
     policy = TimedPolicy(Policy.from_checkpoint(ckpt, device="cpu", seed=0))
-    settings = Settings(suite=SUITE, tasks=(TASK,), episodes=args.episodes, horizon=args.horizon,
-                        max_steps=args.max_steps, envs=envs, seed=0, camera_size=args.camera_size,
-                        videos_per_task=0)
+    settings = Settings(
+        suite=SUITE,
+        tasks=(TASK,),
+        episodes=args.episodes,
+        horizon=args.horizon,
+        max_steps=args.max_steps,
+        envs=envs,
+        seed=0,
+        camera_size=args.camera_size,
+        videos_per_task=0,
+    )
     t0, cpu0 = time.monotonic(), cpu_seconds()
     summary = evaluate(policy, settings, out, lang)
     wall, cpu = time.monotonic() - t0, cpu_seconds() - cpu0
     steps = sum(json.loads(line)["steps"] for line in (out / "episodes.jsonl").read_text().splitlines())
-    return {"envs": envs, "episodes": summary["overall"]["episodes"], "steps": steps, "wall_s": round(wall, 1),
-            "episodes_per_hour": round(3600 * summary["overall"]["episodes"] / wall, 1),
-            "policy_calls": policy.calls, "policy_s_per_call": round(policy.seconds / max(policy.calls, 1), 4),
-            "policy_s_per_step": round(policy.seconds / max(steps, 1), 4),
-            "sim_s_per_step": round((wall - policy.seconds) / max(steps, 1), 4),
-            "cpu_s": round(cpu, 1), "cores_busy": round(cpu / wall, 2)}
+    return {
+        "envs": envs,
+        "episodes": summary["overall"]["episodes"],
+        "steps": steps,
+        "wall_s": round(wall, 1),
+        "episodes_per_hour": round(3600 * summary["overall"]["episodes"] / wall, 1),
+        "policy_calls": policy.calls,
+        "policy_s_per_call": round(policy.seconds / max(policy.calls, 1), 4),
+        "policy_s_per_step": round(policy.seconds / max(steps, 1), 4),
+        "sim_s_per_step": round((wall - policy.seconds) / max(steps, 1), 4),
+        "cpu_s": round(cpu, 1),
+        "cores_busy": round(cpu / wall, 2),
+    }
 
 
 def cpu_seconds() -> float:
@@ -109,7 +136,7 @@ def main() -> None:
     p.add_argument("--render-threads", type=int, help="LP_NUM_THREADS for llvmpipe (default: Mesa's, one per core)")
     args = p.parse_args()
     if args.render_threads:
-        os.environ["LP_NUM_THREADS"] = str(args.render_threads)     # inherited by the spawned simulator workers
+        os.environ["LP_NUM_THREADS"] = str(args.render_threads)  # inherited by the spawned simulator workers
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ckpt, lang = build_inputs(root, args.camera_size)
@@ -117,13 +144,19 @@ def main() -> None:
         two = run(ckpt, lang, 2, args, root / "two")
     for r in (one, two):
         print(json.dumps(r))
-    print(f"episodes/hour: 1 process {one['episodes_per_hour']}, 2 processes {two['episodes_per_hour']}, "
-          f"ratio {two['episodes_per_hour'] / one['episodes_per_hour']:.2f}x")
-    print(f"per executed step (1 process): policy {1000 * one['policy_s_per_step']:.1f} ms, simulator "
-          f"{1000 * one['sim_s_per_step']:.1f} ms (resets and settling included); policy share "
-          f"{100 * one['policy_s_per_step'] / (one['policy_s_per_step'] + one['sim_s_per_step']):.1f} %")
-    print(f"cores busy: 1 process {one['cores_busy']}, 2 processes {two['cores_busy']} "
-          f"(render threads: {os.environ.get('LP_NUM_THREADS', 'Mesa default')})")
+    print(
+        f"episodes/hour: 1 process {one['episodes_per_hour']}, 2 processes {two['episodes_per_hour']}, "
+        f"ratio {two['episodes_per_hour'] / one['episodes_per_hour']:.2f}x"
+    )
+    print(
+        f"per executed step (1 process): policy {1000 * one['policy_s_per_step']:.1f} ms, simulator "
+        f"{1000 * one['sim_s_per_step']:.1f} ms (resets and settling included); policy share "
+        f"{100 * one['policy_s_per_step'] / (one['policy_s_per_step'] + one['sim_s_per_step']):.1f} %"
+    )
+    print(
+        f"cores busy: 1 process {one['cores_busy']}, 2 processes {two['cores_busy']} "
+        f"(render threads: {os.environ.get('LP_NUM_THREADS', 'Mesa default')})"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ absolute difference between the two modes' actions from the same initial noise.
     python bench/inference.py                                   # rdt-170m on CPU, 2 threads
     python bench/inference.py --preset rdt-1b --device cuda --dtype bf16
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=PRESETS, default="rdt-170m", help="architecture (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32",
-                   help="fp32, or bf16 autocast (parameters stay fp32) (default: %(default)s)")
+    p.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="fp32",
+        help="fp32, or bf16 autocast (parameters stay fp32) (default: %(default)s)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="timed chunks per mode (default: %(default)s)")
     p.add_argument("--lang-len", type=int, default=32, help="language tokens (default: %(default)s)")
@@ -68,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         ctrl_freqs=torch.tensor([20], device=device),
     )
     noise = torch.randn(b, cfg.pred_horizon, cfg.action_dim, device=device)
-    autocast = (torch.autocast(device.type, dtype=DTYPES[args.dtype]) if args.dtype != "fp32"
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=DTYPES[args.dtype]) if args.dtype != "fp32" else contextlib.nullcontext()
+    )
 
     def chunk(reuse: bool) -> tuple[float, torch.Tensor]:
         _sync(device)
@@ -83,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     actions: dict[bool, torch.Tensor] = {}
     with Progress((args.repeats + 1) * 2, f"bench {args.preset}", unit="chunk", every=10.0) as progress:
         for reuse in (True, False):
-            chunk(reuse)                                           # warm-up
+            chunk(reuse)  # warm-up
             progress.update(1)
             for _ in range(args.repeats):
                 seconds, actions[reuse] = chunk(reuse)
@@ -92,11 +98,16 @@ def main(argv: list[str] | None = None) -> int:
     with_reuse, without = statistics.median(times[True]), statistics.median(times[False])
     diff = (actions[True] - actions[False]).abs().max().item()
     params = runner.num_parameters()
-    print(f"\nRDT inference benchmark: preset {args.preset} ({params / 1e6:.1f}M params), device {args.device}"
-          f" ({torch.get_num_threads()} threads)" if device.type == "cpu" else
-          f"\nRDT inference benchmark: preset {args.preset} ({params / 1e6:.1f}M params), device {args.device}")
-    print(f"dtype {args.dtype}, batch {b}, {args.lang_len} language + {cfg.img_cond_len} image tokens, "
-          f"{cfg.num_inference_timesteps} steps per chunk, median of {args.repeats}")
+    print(
+        f"\nRDT inference benchmark: preset {args.preset} ({params / 1e6:.1f}M params), device {args.device}"
+        f" ({torch.get_num_threads()} threads)"
+        if device.type == "cpu"
+        else f"\nRDT inference benchmark: preset {args.preset} ({params / 1e6:.1f}M params), device {args.device}"
+    )
+    print(
+        f"dtype {args.dtype}, batch {b}, {args.lang_len} language + {cfg.img_cond_len} image tokens, "
+        f"{cfg.num_inference_timesteps} steps per chunk, median of {args.repeats}"
+    )
     print(f"| {'mode':<22} | {'s / chunk':>10} | {'chunks / s':>10} |")
     print(f"|{'-' * 24}|{'-' * 12}|{'-' * 12}|")
     print(f"| {'no reuse (original)':<22} | {without:>10.4f} | {1 / without:>10.2f} |")

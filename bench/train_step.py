@@ -10,6 +10,7 @@ process (weights, gradients, AdamW state, EMA copy and activations), GPU = torch
 
     python bench/train_step.py            # CPU: tiny (batch 4) and rdt-170m (batch 1); GPU: + rdt-170m / rdt-1b at 4
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,13 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
         state_tokens=torch.randn(batch, 1, c.state_token_dim, device=device),
         action_gt=torch.randn(batch, c.pred_horizon, c.action_dim, device=device),
         action_mask=torch.ones(batch, 1, c.action_dim, device=device),
-        ctrl_freqs=torch.full((batch,), 20, device=device))
-    amp = torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast(
-        device_type="cpu", enabled=False)
+        ctrl_freqs=torch.full((batch,), 20, device=device),
+    )
+    amp = (
+        torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        if device == "cuda"
+        else torch.autocast(device_type="cpu", enabled=False)
+    )
 
     def step() -> None:
         with amp:
@@ -60,7 +65,7 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
         opt.zero_grad(set_to_none=True)
         ema.step(runner)
 
-    step()                                                            # warm-up (allocates AdamW state)
+    step()  # warm-up (allocates AdamW state)
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -73,13 +78,23 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
         times.append(time.perf_counter() - t0)
         cpu_times.append(time.process_time() - c0)
     step_s = sorted(times)[len(times) // 2]
-    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
-    return {"preset": preset, "device": device, "precision": "bf16 autocast" if device == "cuda" else "fp32",
-            "batch": batch, "params_M": runner.num_parameters() / 1e6, "step_s": step_s,
-            "cpu_s": sorted(cpu_times)[len(cpu_times) // 2],
-            "samples_per_s": batch / step_s, "peak_GiB": peak / 2 ** 30,
-            "gpu": torch.cuda.get_device_name() if device == "cuda" else ""}
+    peak = (
+        torch.cuda.max_memory_allocated()
+        if device == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    )
+    return {
+        "preset": preset,
+        "device": device,
+        "precision": "bf16 autocast" if device == "cuda" else "fp32",
+        "batch": batch,
+        "params_M": runner.num_parameters() / 1e6,
+        "step_s": step_s,
+        "cpu_s": sorted(cpu_times)[len(cpu_times) // 2],
+        "samples_per_s": batch / step_s,
+        "peak_GiB": peak / 2**30,
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "",
+    }
 
 
 def main() -> int:
@@ -99,20 +114,30 @@ def main() -> int:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     rows = []
     for preset, batch, device, steps in plan:
-        proc = subprocess.run([sys.executable, __file__, "--one", preset, str(batch), device, str(steps)],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", preset, str(batch), device, str(steps)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             print(f"{preset} on {device}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             return 1
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"training step (forward + backward + clip + AdamW + LR schedule + EMA), torch threads="
-          f"{torch.get_num_threads()}; step s = wall-clock median, cpu s = process CPU time (all threads) of that step")
-    print(f"{'preset':<10} {'device':<6} {'precision':<13} {'batch':>5} {'params':>8} {'step s':>8} "
-          f"{'cpu s':>8} {'samples/s':>10} {'peak GiB':>9}  note")
+    print(
+        f"training step (forward + backward + clip + AdamW + LR schedule + EMA), torch threads="
+        f"{torch.get_num_threads()}; step s = wall-clock median, cpu s = process CPU time (all threads) of that step"
+    )
+    print(
+        f"{'preset':<10} {'device':<6} {'precision':<13} {'batch':>5} {'params':>8} {'step s':>8} "
+        f"{'cpu s':>8} {'samples/s':>10} {'peak GiB':>9}  note"
+    )
     for r in rows:
         note = r["gpu"] or "peak = process RSS"
-        print(f"{r['preset']:<10} {r['device']:<6} {r['precision']:<13} {r['batch']:>5} {r['params_M']:>7.0f}M "
-              f"{r['step_s']:>8.3f} {r['cpu_s']:>8.3f} {r['samples_per_s']:>10.2f} {r['peak_GiB']:>9.2f}  {note}")
+        print(
+            f"{r['preset']:<10} {r['device']:<6} {r['precision']:<13} {r['batch']:>5} {r['params_M']:>7.0f}M "
+            f"{r['step_s']:>8.3f} {r['cpu_s']:>8.3f} {r['samples_per_s']:>10.2f} {r['peak_GiB']:>9.2f}  {note}"
+        )
     return 0
 
 

@@ -14,6 +14,7 @@ Rows (same run, so the shared machine's load affects all alike):
     python bench/train_throughput.py [--data D --lang L --stats S] [--batch 32] [--steps 12]
 Without --data it writes synthetic demos of two tasks (128 px frames, the official LIBERO layout) and converts them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,16 +63,29 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
     from rdt import train_config
     from rdt.training.trainer import Trainer
 
-    cfg = train_config.from_dict(dict(
-        model="tiny", init_from=None, text_encoder="tiny", vision_encoder="tiny", **paths, heldout_episodes=0,
-        effective_batch_size=batch, per_device_batch_size=batch, learning_rate=5e-4, lr_warmup_steps=50,
-        sample_period=0, checkpointing_period=10_000, **ROWS[row]))
+    cfg = train_config.from_dict(
+        dict(
+            model="tiny",
+            init_from=None,
+            text_encoder="tiny",
+            vision_encoder="tiny",
+            **paths,
+            heldout_episodes=0,
+            effective_batch_size=batch,
+            per_device_batch_size=batch,
+            learning_rate=5e-4,
+            lr_warmup_steps=50,
+            sample_period=0,
+            checkpointing_period=10_000,
+            **ROWS[row],
+        )
+    )
     t_setup = time.perf_counter()
     trainer = Trainer(cfg, out)
     setup_s = time.perf_counter() - t_setup
     data = trainer.data_iterator()
     parts, cpu_start = [], None
-    for i in range(steps + 2):                                  # the first two steps warm up (workers, allocator)
+    for i in range(steps + 2):  # the first two steps warm up (workers, allocator)
         if i == 2:
             cpu_start = cpu_seconds()
         t0 = time.perf_counter()
@@ -89,9 +103,17 @@ def one(row: str, paths: dict[str, str], batch: int, steps: int, out: Path) -> d
     cpu_per_step = (cpu_seconds() - cpu_start) / steps
     med = [sorted(p[k] for p in parts)[len(parts) // 2] for k in range(3)]
     total = sorted(sum(p) for p in parts)[len(parts) // 2]
-    return {"row": row, "data_s": med[0], "encoder_s": med[1], "model_s": med[2], "step_s": total,
-            "samples_per_s": batch / total, "setup_s": setup_s, "threads": torch.get_num_threads(),
-            "cpu_s": cpu_per_step}
+    return {
+        "row": row,
+        "data_s": med[0],
+        "encoder_s": med[1],
+        "model_s": med[2],
+        "step_s": total,
+        "samples_per_s": batch / total,
+        "setup_s": setup_s,
+        "threads": torch.get_num_threads(),
+        "cpu_s": cpu_per_step,
+    }
 
 
 def cpu_seconds() -> float:
@@ -123,30 +145,51 @@ def main() -> int:
             print(json.dumps(one(args.one, json.loads(args.paths), args.batch, args.steps, Path(out))))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
-        paths = ({"data": args.data, "lang": args.lang, "stats": args.stats} if args.data
-                 else make_data(Path(tmp)))
+        paths = {"data": args.data, "lang": args.lang, "stats": args.stats} if args.data else make_data(Path(tmp))
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
         rows = []
         for row in ROWS:
-            proc = subprocess.run([sys.executable, __file__, "--one", row, "--paths", json.dumps(paths), "--batch",
-                                   str(args.batch), "--steps", str(args.steps)], capture_output=True, text=True,
-                                  env=env)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    row,
+                    "--paths",
+                    json.dumps(paths),
+                    "--batch",
+                    str(args.batch),
+                    "--steps",
+                    str(args.steps),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if proc.returncode != 0:
                 print(f"{row}: failed\n{proc.stderr[-3000:]}", file=sys.stderr)
                 return 1
             rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     base = rows[0]["step_s"]
-    print(f"tiny training step at batch {args.batch} on CPU (torch threads {rows[0]['threads']}), median of "
-          f"{args.steps} steps; data = waiting for the DataLoader, encoder = image tokens, model = fwd+bwd+AdamW+EMA")
+    print(
+        f"tiny training step at batch {args.batch} on CPU (torch threads {rows[0]['threads']}), median of "
+        f"{args.steps} steps; data = waiting for the DataLoader, encoder = image tokens, model = fwd+bwd+AdamW+EMA"
+    )
     base_cpu = rows[0]["cpu_s"]
-    print("cpu s = CPU seconds per step of the training process and its loader workers (what a 2-core machine pays;"
-          " wall times hide a worker's work while it overlaps the model)")
-    print(f"{'row':<16} {'data s':>7} {'encoder s':>9} {'model s':>8} {'step s':>7} {'samples/s':>9} "
-          f"{'data %':>6} {'speed-up':>8} {'cpu s':>6} {'cpu speed-up':>12} {'set-up s':>8}")
+    print(
+        "cpu s = CPU seconds per step of the training process and its loader workers (what a 2-core machine pays;"
+        " wall times hide a worker's work while it overlaps the model)"
+    )
+    print(
+        f"{'row':<16} {'data s':>7} {'encoder s':>9} {'model s':>8} {'step s':>7} {'samples/s':>9} "
+        f"{'data %':>6} {'speed-up':>8} {'cpu s':>6} {'cpu speed-up':>12} {'set-up s':>8}"
+    )
     for r in rows:
-        print(f"{r['row']:<16} {r['data_s']:>7.3f} {r['encoder_s']:>9.3f} {r['model_s']:>8.3f} {r['step_s']:>7.3f} "
-              f"{r['samples_per_s']:>9.1f} {100 * (r['data_s'] + r['encoder_s']) / r['step_s']:>5.0f}% "
-              f"{base / r['step_s']:>7.2f}x {r['cpu_s']:>6.3f} {base_cpu / r['cpu_s']:>11.2f}x {r['setup_s']:>8.1f}")
+        print(
+            f"{r['row']:<16} {r['data_s']:>7.3f} {r['encoder_s']:>9.3f} {r['model_s']:>8.3f} {r['step_s']:>7.3f} "
+            f"{r['samples_per_s']:>9.1f} {100 * (r['data_s'] + r['encoder_s']) / r['step_s']:>5.0f}% "
+            f"{base / r['step_s']:>7.2f}x {r['cpu_s']:>6.3f} {base_cpu / r['cpu_s']:>11.2f}x {r['setup_s']:>8.1f}"
+        )
     return 0
 
 

@@ -17,6 +17,7 @@ improved training (reference/seed_config_comparison.md); ``finetune.sh`` = the o
 original's constant scheduler ignores warmup; checkpoint period 1000; batch 32 per GPU), the recipe column follows the
 seed analysis and the ``original`` column shows the script's value, so the user sees both.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,8 +52,15 @@ class Row:
         return COMPARISON if self.comparison else DEVIATES
 
     def as_dict(self) -> dict[str, Any]:
-        return {"setting": self.setting, "recipe": self.recipe, "source": self.source, "original": self.original,
-                "value": self.value, "formula": self.formula, "flag": self.flag}
+        return {
+            "setting": self.setting,
+            "recipe": self.recipe,
+            "source": self.source,
+            "original": self.original,
+            "value": self.value,
+            "formula": self.formula,
+            "flag": self.flag,
+        }
 
 
 COLUMNS = ("setting", "recipe", "source", "original", "value", "formula", "flag")
@@ -70,24 +78,52 @@ def _named(name: str | None, want: str) -> bool:
 def horizon_rows(exec_horizons: list[int], chunk: int = PRED_HORIZON) -> list[Row]:
     """One row per evaluated execution horizon; outside 8-16 it is a comparison when 8-16 is also evaluated."""
     any_recipe = any(_in_range(h, *RECIPE_HORIZONS) for h in exec_horizons)
-    return [Row(f"exec horizon h{h}", "8-16", str(h), f"steps executed per predicted chunk of {chunk}"
-                + ("" if _in_range(h, *RECIPE_HORIZONS) or not any_recipe else "; evaluated next to a recipe "
-                   "horizon, as a comparison"),
-                _in_range(h, *RECIPE_HORIZONS), SEED, "64 (agilex_inference.py executes the whole chunk)",
-                comparison=any_recipe) for h in exec_horizons]
+    return [
+        Row(
+            f"exec horizon h{h}",
+            "8-16",
+            str(h),
+            f"steps executed per predicted chunk of {chunk}"
+            + (
+                ""
+                if _in_range(h, *RECIPE_HORIZONS) or not any_recipe
+                else "; evaluated next to a recipe horizon, as a comparison"
+            ),
+            _in_range(h, *RECIPE_HORIZONS),
+            SEED,
+            "64 (agilex_inference.py executes the whole chunk)",
+            comparison=any_recipe,
+        )
+        for h in exec_horizons
+    ]
 
 
 def encoder_rows(text_encoder: str | None, vision_encoder: str | None, image_size: int | None = None) -> list[Row]:
-    rows = [Row("text encoder", T5_XXL, str(text_encoder), "", _named(text_encoder, T5_XXL), CODE),
-            Row("vision encoder", SIGLIP, str(vision_encoder), "", _named(vision_encoder, SIGLIP), CODE)]
+    rows = [
+        Row("text encoder", T5_XXL, str(text_encoder), "", _named(text_encoder, T5_XXL), CODE),
+        Row("vision encoder", SIGLIP, str(vision_encoder), "", _named(vision_encoder, SIGLIP), CODE),
+    ]
     if image_size is not None:
-        rows.append(Row("vision input size", f"{SIGLIP_INPUT} px", f"{image_size} px",
-                        "images resized to the vision encoder's input", image_size == SIGLIP_INPUT, CODE))
+        rows.append(
+            Row(
+                "vision input size",
+                f"{SIGLIP_INPUT} px",
+                f"{image_size} px",
+                "images resized to the vision encoder's input",
+                image_size == SIGLIP_INPUT,
+                CODE,
+            )
+        )
     return rows
 
 
-def audit(train: TrainConfig | dict[str, Any], gpus: int, exec_horizons: list[int], max_steps: int | None = None,
-          data: dict[str, Any] | None = None) -> list[Row]:
+def audit(
+    train: TrainConfig | dict[str, Any],
+    gpus: int,
+    exec_horizons: list[int],
+    max_steps: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> list[Row]:
     """Audit rows of one run. ``train`` is a TrainConfig or the mapping of RUN.yaml keys (data paths optional);
     ``max_steps``: the run's last step; ``data``: the workflow's data section (image_size)."""
     if isinstance(train, dict):
@@ -107,58 +143,178 @@ def audit(train: TrainConfig | dict[str, Any], gpus: int, exec_horizons: list[in
     history = model.img_pos_embed_config[0][1][0]
     sched = model.noise_scheduler
     init = train.init_from
-    vision_size = SIGLIP_INPUT if _named(train.vision_encoder, SIGLIP) else (64 if train.vision_encoder == "tiny"
-                                                                             else None)
+    vision_size = (
+        SIGLIP_INPUT if _named(train.vision_encoder, SIGLIP) else (64 if train.vision_encoder == "tiny" else None)
+    )
     rows = [
-        Row("model preset", "rdt-1b", train.model, f"hidden {model.hidden_size}, depth {model.depth}, "
-            f"{model.num_heads} heads", train.model == "rdt-1b", SEED, "rdt-1b"),
-        Row("initial weights", f"released {RELEASED['rdt-1b']}", "random (init_from: null)" if not init else str(init),
-            "fine-tuning starts from the released pre-trained weights" if init else
-            f"random initialisation from seed {train.seed}: nothing pre-trained",
+        Row(
+            "model preset",
+            "rdt-1b",
+            train.model,
+            f"hidden {model.hidden_size}, depth {model.depth}, {model.num_heads} heads",
+            train.model == "rdt-1b",
+            SEED,
+            "rdt-1b",
+        ),
+        Row(
+            "initial weights",
+            f"released {RELEASED['rdt-1b']}",
+            "random (init_from: null)" if not init else str(init),
+            "fine-tuning starts from the released pre-trained weights"
+            if init
+            else f"random initialisation from seed {train.seed}: nothing pre-trained",
             bool(init),
-            FINETUNE, RELEASED["rdt-1b"]),
+            FINETUNE,
+            RELEASED["rdt-1b"],
+        ),
         *encoder_rows(train.text_encoder, train.vision_encoder, vision_size),
-        Row("effective batch", "256", str(effective), f"per device x accumulation x processes: {batch_formula}",
-            effective == 256 and accumulation is not None, SEED, "32 per GPU x GPUs of the hostfile"),
+        Row(
+            "effective batch",
+            "256",
+            str(effective),
+            f"per device x accumulation x processes: {batch_formula}",
+            effective == 256 and accumulation is not None,
+            SEED,
+            "32 per GPU x GPUs of the hostfile",
+        ),
         Row("per-device batch", "4-8", str(per_device), "", _in_range(per_device, 4, 8), SEED, "32"),
-        Row("gradient accumulation", "256 / (per device x processes)",
+        Row(
+            "gradient accumulation",
+            "256 / (per device x processes)",
             str(accumulation) if accumulation is not None else "not an integer",
             f"{effective} / ({per_device} x {processes})" if accumulation else batch_formula,
-            accumulation is not None and effective == 256, SEED, "1"),
-        Row("learning rate", "1e-4 constant", f"{train.learning_rate:g} constant", "", train.learning_rate == 1e-4,
-            FINETUNE, "1e-4 constant"),
-        Row("warmup steps", "5000-10000", str(train.lr_warmup_steps), "", _in_range(train.lr_warmup_steps, 5000, 10000),
-            SEED, "none (the constant scheduler ignores --lr_warmup_steps)"),
-        Row("mixed precision", "bf16", precision, f"mixed_precision={train.mixed_precision}, "
-            f"{'GPU' if gpus > 0 else 'CPU'}", precision == "bf16", FINETUNE, "bf16"),
-        Row("image augmentation", "on", "on" if train.image_aug else "off", "", bool(train.image_aug), FINETUNE,
-            "--image_aug"),
-        Row("state noise", "40 dB SNR", "off" if train.state_noise_snr is None else f"{train.state_noise_snr:g} dB",
-            "", train.state_noise_snr == 40, FINETUNE, "--state_noise_snr=40"),
-        Row("condition masking", "0.1", f"{train.cond_mask_prob:g}", "probability of dropping each condition",
-            train.cond_mask_prob == 0.1, CODE, "0.1 (default)"),
-        Row("action chunk", str(PRED_HORIZON), str(model.pred_horizon), f"model preset {train.model}",
-            model.pred_horizon == PRED_HORIZON, SEED, str(PRED_HORIZON)),
+            accumulation is not None and effective == 256,
+            SEED,
+            "1",
+        ),
+        Row(
+            "learning rate",
+            "1e-4 constant",
+            f"{train.learning_rate:g} constant",
+            "",
+            train.learning_rate == 1e-4,
+            FINETUNE,
+            "1e-4 constant",
+        ),
+        Row(
+            "warmup steps",
+            "5000-10000",
+            str(train.lr_warmup_steps),
+            "",
+            _in_range(train.lr_warmup_steps, 5000, 10000),
+            SEED,
+            "none (the constant scheduler ignores --lr_warmup_steps)",
+        ),
+        Row(
+            "mixed precision",
+            "bf16",
+            precision,
+            f"mixed_precision={train.mixed_precision}, {'GPU' if gpus > 0 else 'CPU'}",
+            precision == "bf16",
+            FINETUNE,
+            "bf16",
+        ),
+        Row(
+            "image augmentation",
+            "on",
+            "on" if train.image_aug else "off",
+            "",
+            bool(train.image_aug),
+            FINETUNE,
+            "--image_aug",
+        ),
+        Row(
+            "state noise",
+            "40 dB SNR",
+            "off" if train.state_noise_snr is None else f"{train.state_noise_snr:g} dB",
+            "",
+            train.state_noise_snr == 40,
+            FINETUNE,
+            "--state_noise_snr=40",
+        ),
+        Row(
+            "condition masking",
+            "0.1",
+            f"{train.cond_mask_prob:g}",
+            "probability of dropping each condition",
+            train.cond_mask_prob == 0.1,
+            CODE,
+            "0.1 (default)",
+        ),
+        Row(
+            "action chunk",
+            str(PRED_HORIZON),
+            str(model.pred_horizon),
+            f"model preset {train.model}",
+            model.pred_horizon == PRED_HORIZON,
+            SEED,
+            str(PRED_HORIZON),
+        ),
     ]
     if max_steps is not None:
-        rows.append(Row("training steps", ">= 100000", str(max_steps), "fine-tuning length (RDT README: at least "
-                        "150K steps)", max_steps >= 100000, SEED, "200000"))
+        rows.append(
+            Row(
+                "training steps",
+                ">= 100000",
+                str(max_steps),
+                "fine-tuning length (RDT README: at least 150K steps)",
+                max_steps >= 100000,
+                SEED,
+                "200000",
+            )
+        )
     rows += horizon_rows(exec_horizons, model.pred_horizon)
     if data is not None:
         size = data.get("image_size")
-        rows.append(Row("camera image size", "the demos' size", "the demos' size" if not size else f"{size} px",
-                        "frames stored for training and rendered in evaluation; resized to the vision input",
-                        True, SEED, "-"))
+        rows.append(
+            Row(
+                "camera image size",
+                "the demos' size",
+                "the demos' size" if not size else f"{size} px",
+                "frames stored for training and rendered in evaluation; resized to the vision input",
+                True,
+                SEED,
+                "-",
+            )
+        )
     rows += [
         Row("image history", "2", str(history), "frames per camera (t-1, t)", history == 2, SEED, "2"),
-        Row("checkpoint period", "2000-5000", str(train.checkpointing_period), "",
-            _in_range(train.checkpointing_period, 2000, 5000), SEED, "1000"),
-        Row("checkpoints kept", "30-50", str(train.checkpoints_total_limit), "",
-            _in_range(train.checkpoints_total_limit, 30, 50), SEED, "40 (has no effect in the original code)"),
-        Row("inference steps", "5", str(sched["num_inference_timesteps"]), "DPM-Solver++ steps",
-            int(sched["num_inference_timesteps"]) == 5, CODE, "5"),
-        Row("beta schedule", "squaredcos_cap_v2", str(sched["beta_schedule"]), "",
-            sched["beta_schedule"] == "squaredcos_cap_v2", CODE, "squaredcos_cap_v2"),
+        Row(
+            "checkpoint period",
+            "2000-5000",
+            str(train.checkpointing_period),
+            "",
+            _in_range(train.checkpointing_period, 2000, 5000),
+            SEED,
+            "1000",
+        ),
+        Row(
+            "checkpoints kept",
+            "30-50",
+            str(train.checkpoints_total_limit),
+            "",
+            _in_range(train.checkpoints_total_limit, 30, 50),
+            SEED,
+            "40 (has no effect in the original code)",
+        ),
+        Row(
+            "inference steps",
+            "5",
+            str(sched["num_inference_timesteps"]),
+            "DPM-Solver++ steps",
+            int(sched["num_inference_timesteps"]) == 5,
+            CODE,
+            "5",
+        ),
+        Row(
+            "beta schedule",
+            "squaredcos_cap_v2",
+            str(sched["beta_schedule"]),
+            "",
+            sched["beta_schedule"] == "squaredcos_cap_v2",
+            CODE,
+            "squaredcos_cap_v2",
+        ),
     ]
     return rows
 

@@ -5,6 +5,7 @@ Only the chosen command's module is imported, so ``python -m rdt --help`` stays 
 Bad input (UserError) and an output location that is full, read-only or forbidden (checked before the command
 starts, and any such OSError later) end in one ``error:`` line naming the path and the cause, exit status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,34 +37,53 @@ COMMANDS: dict[str, tuple[str, str]] = {
 #: form one walk-through in a scratch folder work/ (README, "Command line"): each reads only files of the repository
 #: or what an earlier example wrote (tests/test_cli_help.py checks this). The module's docstring follows the options.
 HELP: dict[str, tuple[str, str]] = {
-    "expert": ("Generate demonstrations of LIBERO pick-and-place tasks with a scripted expert in the simulator, "
-               "written as official LIBERO demo files.",
-               "python -m rdt expert --suite libero_object --tasks pick_up_the_alphabet_soup_and_place_it_in_the_basket"
-               " --episodes 1 --out work/demos"),
-    "convert": ("Convert LIBERO demo files (official, regenerated, or expert-made) into one training HDF5.",
-                "python -m rdt convert --demos work/demos --suite libero_object --out work/data.h5"),
-    "stats": ("Compute the dataset statistics (RDT's dataset_stat.json) of a training HDF5.",
-              "python -m rdt stats --data work/data.h5 --out work/dataset_stat.json"),
-    "encode": ("Encode every instruction of a training HDF5 (or of LIBERO tasks) once with the T5 text encoder.",
-               "python -m rdt encode --data work/data.h5 --text-encoder tiny --out work/lang.safetensors"),
-    "train": ("Fine-tune RDT on a training HDF5 up to a given optimizer step, resuming the run folder's newest "
-              "checkpoint (several GPUs: `accelerate launch --num_processes N -m rdt train ...`).",
-              "python -m rdt train --config docs/examples/tiny_run.yaml --until-step 20 --out work/train"),
-    "evaluate": ("Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons and write "
-                 "per-episode results, a summary and videos.",
-                 "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
-                 "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8"),
-    "report": ("Build the figures and tables of the report from evaluation (and training) results.",
-               "python -m rdt report --results work/run --out work/report"),
-    "verify-checkpoint": ("Load a checkpoint folder with strict key checking (and check its parity vectors when it "
-                          "has them).",
-                          "python -m rdt verify-checkpoint work/train/export/step-20"),
-    "fingerprint": ("Print the code fingerprint of an rdt module and the rdt modules it imports (what the workflow "
-                    "uses to rerun a stage whose code changed).",
-                    "python -m rdt fingerprint rdt.train"),
-    "plan": ("Print what the evaluations of a workflow configuration will cost (episodes, simulator steps, policy "
-             "calls and hours) before anything runs.",
-             "python -m rdt plan --configfile config/rdt1b_libero90.yaml"),
+    "expert": (
+        "Generate demonstrations of LIBERO pick-and-place tasks with a scripted expert in the simulator, "
+        "written as official LIBERO demo files.",
+        "python -m rdt expert --suite libero_object --tasks pick_up_the_alphabet_soup_and_place_it_in_the_basket"
+        " --episodes 1 --out work/demos",
+    ),
+    "convert": (
+        "Convert LIBERO demo files (official, regenerated, or expert-made) into one training HDF5.",
+        "python -m rdt convert --demos work/demos --suite libero_object --out work/data.h5",
+    ),
+    "stats": (
+        "Compute the dataset statistics (RDT's dataset_stat.json) of a training HDF5.",
+        "python -m rdt stats --data work/data.h5 --out work/dataset_stat.json",
+    ),
+    "encode": (
+        "Encode every instruction of a training HDF5 (or of LIBERO tasks) once with the T5 text encoder.",
+        "python -m rdt encode --data work/data.h5 --text-encoder tiny --out work/lang.safetensors",
+    ),
+    "train": (
+        "Fine-tune RDT on a training HDF5 up to a given optimizer step, resuming the run folder's newest "
+        "checkpoint (several GPUs: `accelerate launch --num_processes N -m rdt train ...`).",
+        "python -m rdt train --config docs/examples/tiny_run.yaml --until-step 20 --out work/train",
+    ),
+    "evaluate": (
+        "Evaluate a checkpoint in the LIBERO simulator at one or more execution horizons and write "
+        "per-episode results, a summary and videos.",
+        "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
+        "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8",
+    ),
+    "report": (
+        "Build the figures and tables of the report from evaluation (and training) results.",
+        "python -m rdt report --results work/run --out work/report",
+    ),
+    "verify-checkpoint": (
+        "Load a checkpoint folder with strict key checking (and check its parity vectors when it has them).",
+        "python -m rdt verify-checkpoint work/train/export/step-20",
+    ),
+    "fingerprint": (
+        "Print the code fingerprint of an rdt module and the rdt modules it imports (what the workflow "
+        "uses to rerun a stage whose code changed).",
+        "python -m rdt fingerprint rdt.train",
+    ),
+    "plan": (
+        "Print what the evaluations of a workflow configuration will cost (episodes, simulator steps, policy "
+        "calls and hours) before anything runs.",
+        "python -m rdt plan --configfile config/rdt1b_libero90.yaml",
+    ),
 }
 
 #: commands whose --out is a folder (for the others it is a file, and its folder is checked)
@@ -86,9 +106,12 @@ def command_parser(name: str, module) -> argparse.ArgumentParser:
     """The command's parser: its sentence and example (HELP) on top, the module's own notes after the options."""
     sentence, example = HELP[name]
     notes = (module.__doc__ or "").strip()
-    parser = argparse.ArgumentParser(prog=f"python -m rdt {name}", description=f"{sentence}\n\nexample:\n  {example}",
-                                     epilog=f"details:\n{notes}" if notes else None,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m rdt {name}",
+        description=f"{sentence}\n\nexample:\n  {example}",
+        epilog=f"details:\n{notes}" if notes else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     module.add_arguments(parser)
     return parser
 
@@ -103,21 +126,24 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from {', '.join(sorted(COMMANDS))}")
     module_name, _ = COMMANDS[name]
-    quiet_third_party()                      # before any command module imports robosuite
-    setup_logging(logging.WARNING)           # time-stamped records; a command may log more (evaluate: INFO)
+    quiet_third_party()  # before any command module imports robosuite
+    setup_logging(logging.WARNING)  # time-stamped records; a command may log more (evaluate: INFO)
     module = importlib.import_module(module_name)
     parser = command_parser(name, module)
     args = parser.parse_args(rest)
     try:
         out = getattr(args, "out", None)
-        if out:      # a full or read-only output location fails here, before any model or data is loaded
+        if out:  # a full or read-only output location fails here, before any model or data is loaded
             folder = Path(out) if name in OUT_IS_FOLDER else Path(out).parent
             try:
                 check_writable(folder)
             except OSError as e:
-                if disk_error_line(e) is None:      # e.g. a file where the folder should be
-                    why = ("a file is in the way of the folder" if e.errno in (errno.EEXIST, errno.ENOTDIR)
-                           else e.strerror or str(e))
+                if disk_error_line(e) is None:  # e.g. a file where the folder should be
+                    why = (
+                        "a file is in the way of the folder"
+                        if e.errno in (errno.EEXIST, errno.ENOTDIR)
+                        else e.strerror or str(e)
+                    )
                     raise UserError(f"--out {out}: cannot write into {e.filename or folder} ({why})") from None
                 raise
         return int(module.main(args) or 0)

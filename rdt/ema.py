@@ -5,6 +5,7 @@ RDT (models/ema_model.py) uses ``decay(n) = clip(1 - (1 + n / inv_gamma)^-power,
 code, :meth:`EMA.step` is called once per *optimizer* step (not per micro-batch), and the average is float32
 whatever the training precision. Parameters that do not require gradients and buffers are copied.
 """
+
 from __future__ import annotations
 
 import copy

@@ -15,6 +15,7 @@ Image preprocessing is RDT's: pad to a square canvas of the processor's mean col
 to the encoder's image size, scale to [0, 1], normalise with the processor's mean/std; a missing image (``None``)
 is the background image, a solid square of the mean colour.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,14 @@ from rdt.utils.files import read_json
 TINY = "tiny"
 T5_XXL = "google/t5-v1_1-xxl"
 SIGLIP_SO400M = "google/siglip-so400m-patch14-384"
-T5_MAX_LENGTH = 1024          # RDT's tokenizer limit (model_max_length=1024, truncation=True)
-TINY_TEXT_MAX_LENGTH = 256    # = RDTConfig.preset("tiny").max_lang_cond_len
-SIGLIP_MEAN_STD = 0.5         # SiglipImageProcessor default image_mean = image_std = (0.5, 0.5, 0.5)
+T5_MAX_LENGTH = 1024  # RDT's tokenizer limit (model_max_length=1024, truncation=True)
+TINY_TEXT_MAX_LENGTH = 256  # = RDTConfig.preset("tiny").max_lang_cond_len
+SIGLIP_MEAN_STD = 0.5  # SiglipImageProcessor default image_mean = image_std = (0.5, 0.5, 0.5)
 
 _TINY_TEXT = dict(d_model=32, num_layers=2, num_heads=2, d_kv=16, d_ff=64)
-_TINY_VISION = dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                    intermediate_size=64)
+_TINY_VISION = dict(
+    image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+)
 
 
 # ================================================================================================ preprocessing
@@ -54,8 +56,12 @@ class ImagePreprocessor:
     equal shape are processed as one batch.
     """
 
-    def __init__(self, image_size: int, mean: Sequence[float] = (SIGLIP_MEAN_STD,) * 3,
-                 std: Sequence[float] = (SIGLIP_MEAN_STD,) * 3) -> None:
+    def __init__(
+        self,
+        image_size: int,
+        mean: Sequence[float] = (SIGLIP_MEAN_STD,) * 3,
+        std: Sequence[float] = (SIGLIP_MEAN_STD,) * 3,
+    ) -> None:
         self.image_size = int(image_size)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
@@ -81,19 +87,22 @@ class ImagePreprocessor:
 
     def background(self) -> torch.Tensor:
         """The preprocessed background image (3, S, S): the mean colour, normalised."""
-        return self._normalise(torch.tensor(self.background_color, dtype=torch.float32)
-                               .view(1, 3, 1, 1).expand(1, 3, self.image_size, self.image_size))[0]
+        return self._normalise(
+            torch.tensor(self.background_color, dtype=torch.float32)
+            .view(1, 3, 1, 1)
+            .expand(1, 3, self.image_size, self.image_size)
+        )[0]
 
     def _process_batch(self, images: np.ndarray) -> torch.Tensor:
         """uint8 (N, H, W, 3) -> float32 (N, 3, S, S)."""
-        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()   # (N,3,H,W), 0..255
+        x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()  # (N,3,H,W), 0..255
         n, _, h, w = x.shape
         if h != w:
             side = max(h, w)
             canvas = torch.tensor(self.background_color, dtype=torch.float32).view(1, 3, 1, 1)
             canvas = canvas.expand(n, 3, side, side).clone()
             top, left = (side - h) // 2, (side - w) // 2
-            canvas[:, :, top:top + h, left:left + w] = x
+            canvas[:, :, top : top + h, left : left + w] = x
             x = canvas
         if x.shape[-1] != self.image_size:
             # PIL's order: horizontal pass, round/clip to uint8 values, vertical pass, round/clip
@@ -115,10 +124,10 @@ class ImagePreprocessor:
 def _check_uint8_images(images: np.ndarray, what: str, batched: bool) -> None:
     ndim = 4 if batched else 3
     shape = "(N, H, W, 3)" if batched else "(H, W, 3)"
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != ndim \
-            or images.shape[-1] != 3:
-        desc = f"{type(images).__name__}" if not isinstance(images, np.ndarray) else \
-            f"array {images.shape} {images.dtype}"
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != ndim or images.shape[-1] != 3:
+        desc = (
+            f"{type(images).__name__}" if not isinstance(images, np.ndarray) else f"array {images.shape} {images.dtype}"
+        )
         raise UserError(f"{what}: got {desc}; expected a uint8 RGB array {shape}")
 
 
@@ -143,12 +152,18 @@ class TextEncoder:
         Texts are encoded ``batch_size`` at a time, padded to the longest of their batch."""
         out: list[torch.Tensor] = []
         for start in range(0, len(texts), batch_size):
-            batch = list(texts[start:start + batch_size])
-            tok = self.tokenizer(batch, padding="longest", truncation=True, max_length=self.max_length,
-                                 add_special_tokens=True, return_tensors="pt")
+            batch = list(texts[start : start + batch_size])
+            tok = self.tokenizer(
+                batch,
+                padding="longest",
+                truncation=True,
+                max_length=self.max_length,
+                add_special_tokens=True,
+                return_tensors="pt",
+            )
             ids = tok["input_ids"].to(self.device)
             mask = tok["attention_mask"].to(self.device)
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state      # (b, L, D)
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, L, D)
             for row, m in zip(hidden, mask.bool()):
                 out.append(row[m].float().cpu())
         return out
@@ -187,8 +202,10 @@ class VisionEncoder:
         """Preprocessed images (N, 3, S, S) -> features (N, P, D) on the encoder's device.
         (``no_grad``, not ``inference_mode``: training feeds the features to trainable adaptors.)"""
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
-            raise UserError(f"vision encoder {self.name!r}: pixels have shape {tuple(pixels.shape)}; expected "
-                            f"(N, 3, {self.image_size}, {self.image_size}) (use .preprocess first)")
+            raise UserError(
+                f"vision encoder {self.name!r}: pixels have shape {tuple(pixels.shape)}; expected "
+                f"(N, 3, {self.image_size}, {self.image_size}) (use .preprocess first)"
+            )
         pixels = pixels.to(self.device, self.dtype, non_blocking=True)
         return self.model(pixel_values=pixels).last_hidden_state
 
@@ -218,8 +235,8 @@ class VisionEncoder:
                 raise UserError(f"pixels have shape {tuple(images.shape)}; expected (B={b}, {NUM_VIEWS}, 3, S, S)")
             keep = valid_t.reshape(-1).to(images.device)
             pixels = images.reshape(b * NUM_VIEWS, *images.shape[2:])[keep] if bool(keep.any()) else None
-        background = self.background_features()                                   # (P, D)
-        feats = background.expand(b * NUM_VIEWS, -1, -1).clone()                  # (B*6, P, D)
+        background = self.background_features()  # (P, D)
+        feats = background.expand(b * NUM_VIEWS, -1, -1).clone()  # (B*6, P, D)
         if pixels is not None:
             encoded = self.encode(pixels)
             feats = feats.to(encoded.dtype)
@@ -229,8 +246,13 @@ class VisionEncoder:
     def background_features(self) -> torch.Tensor:
         """Features (P, D) of the background image, cached per device, dtype, autocast and inference mode."""
         autocast = torch.is_autocast_enabled(self.device.type)
-        key = (self.device, self.dtype, autocast, torch.get_autocast_dtype(self.device.type) if autocast else None,
-               torch.is_inference_mode_enabled())
+        key = (
+            self.device,
+            self.dtype,
+            autocast,
+            torch.get_autocast_dtype(self.device.type) if autocast else None,
+            torch.is_inference_mode_enabled(),
+        )
         if self._background is None or self._background[0] != key:
             feats = self.encode(self.preprocessor.background().unsqueeze(0))[0]
             self._background = (key, feats)
@@ -242,18 +264,22 @@ def check_vision_fits(vision: VisionEncoder, config, model: str = "the model") -
     """UserError unless ``vision``'s tokens are the image condition of the RDT ``config`` (``model`` names it):
     ``NUM_VIEWS`` x patches tokens of ``img_token_dim`` dims."""
     if vision.hidden_size != config.img_token_dim or NUM_VIEWS * vision.num_patches != config.img_cond_len:
-        raise UserError(f"vision encoder {vision.name!r} gives {NUM_VIEWS} x {vision.num_patches} tokens of "
-                        f"{vision.hidden_size} dims, but {model} expects img_cond_len={config.img_cond_len} image "
-                        f"tokens of img_token_dim={config.img_token_dim} (pass the vision encoder the model was "
-                        "trained with)")
+        raise UserError(
+            f"vision encoder {vision.name!r} gives {NUM_VIEWS} x {vision.num_patches} tokens of "
+            f"{vision.hidden_size} dims, but {model} expects img_cond_len={config.img_cond_len} image "
+            f"tokens of img_token_dim={config.img_token_dim} (pass the vision encoder the model was "
+            "trained with)"
+        )
 
 
 def check_text_fits(hidden_size: int, config, source: str, model: str = "the model") -> None:
     """UserError unless language embeddings of ``hidden_size`` dims (from ``source``, e.g. a language table) fit
     the RDT ``config``'s ``lang_token_dim`` (``model`` names it)."""
     if hidden_size != config.lang_token_dim:
-        raise UserError(f"{source}: embeddings have {hidden_size} dims, but {model} expects "
-                        f"lang_token_dim={config.lang_token_dim} (were they made with the model's text encoder?)")
+        raise UserError(
+            f"{source}: embeddings have {hidden_size} dims, but {model} expects "
+            f"lang_token_dim={config.lang_token_dim} (were they made with the model's text encoder?)"
+        )
 
 
 # ================================================================================================ loading
@@ -274,17 +300,25 @@ def _hide_unloadable_torchvision() -> None:
         sys.modules["torchvision"] = None  # type: ignore[assignment]
 
 
-def load_text_encoder(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                      seed: int = 0) -> TextEncoder:
+def load_text_encoder(
+    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> TextEncoder:
     """``tiny`` (built from a config, weights from ``seed``) or a T5 model id / local folder (local files only)."""
     _hide_unloadable_torchvision()
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     if name == TINY:
         tokenizer = ByT5Tokenizer()
-        config = T5Config(vocab_size=len(tokenizer), feed_forward_proj="gated-gelu", dropout_rate=0.0,
-                          is_encoder_decoder=False, use_cache=False, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id, **_TINY_TEXT)
+        config = T5Config(
+            vocab_size=len(tokenizer),
+            feed_forward_proj="gated-gelu",
+            dropout_rate=0.0,
+            is_encoder_decoder=False,
+            use_cache=False,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **_TINY_TEXT,
+        )
         with torch.random.fork_rng(devices=[]):
             model = T5EncoderModel(config)
         _seed_weights(model, seed)
@@ -301,8 +335,9 @@ def load_text_encoder(name: str, device: str | torch.device = "cpu", dtype: torc
     return TextEncoder(name, tokenizer, model.to(device), T5_MAX_LENGTH)
 
 
-def load_vision_encoder(name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                        seed: int = 0) -> VisionEncoder:
+def load_vision_encoder(
+    name: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> VisionEncoder:
     """``tiny`` (built from a config, weights from ``seed``) or a SigLIP model id / local folder (local files
     only; the processor's mean/std are read from its ``preprocessor_config.json`` when present)."""
     _hide_unloadable_torchvision()
@@ -344,20 +379,25 @@ def _local_source(name: str, kind: str) -> str:
     if path.is_dir():
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UserError(f"{kind} encoder folder {name!r} does not exist; pass an existing folder holding the "
-                        f"model, a Hugging Face id in the local cache, or 'tiny'")
+        raise UserError(
+            f"{kind} encoder folder {name!r} does not exist; pass an existing folder holding the "
+            f"model, a Hugging Face id in the local cache, or 'tiny'"
+        )
     return name
 
 
 def _missing_model(name: str, kind: str, err: Exception) -> UserError:
     if Path(name).expanduser().is_dir():
-        return UserError(f"{kind} encoder folder {name!r} could not be loaded: {str(err).splitlines()[0]} "
-                         f"(expected a saved Hugging Face model: config.json, weights and, for T5, the tokenizer)")
+        return UserError(
+            f"{kind} encoder folder {name!r} could not be loaded: {str(err).splitlines()[0]} "
+            f"(expected a saved Hugging Face model: config.json, weights and, for T5, the tokenizer)"
+        )
     cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
     return UserError(
         f"{kind} encoder {name!r} is not available locally: not in the Hugging Face cache ({cache}) and not a "
         f"folder; nothing is downloaded. Fetch it on a machine with network access with "
-        f"`hf download {name}` (same HF_HOME), or pass the path of a folder holding it, or use 'tiny'")
+        f"`hf download {name}` (same HF_HOME), or pass the path of a folder holding it, or use 'tiny'"
+    )
 
 
 def _processor_mean_std(source: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -365,8 +405,9 @@ def _processor_mean_std(source: str) -> tuple[tuple[float, ...], tuple[float, ..
     try:
         from transformers.utils import cached_file
 
-        path = cached_file(source, "preprocessor_config.json", local_files_only=True,
-                           _raise_exceptions_for_missing_entries=False)
+        path = cached_file(
+            source, "preprocessor_config.json", local_files_only=True, _raise_exceptions_for_missing_entries=False
+        )
     except OSError:
         return default
     if not path:

@@ -14,6 +14,7 @@ already there and retries those that ended with a simulator error), summary.json
 with 95% Wilson intervals), videos/<task>__init<i>__<success|failure>.mp4 (both cameras side by side) and
 evaluate.log.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,8 @@ EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "evaluate.log"
 VIDEO_DIR = "videos"
-DEFAULT_CAMERA_SIZE = suites.DEMO_CAMERA_SIZE     # without pipeline.json image_size: the official demos' size
-DEFAULT_EPISODES = 50                # per task: the published LIBERO evaluations
+DEFAULT_CAMERA_SIZE = suites.DEMO_CAMERA_SIZE  # without pipeline.json image_size: the official demos' size
+DEFAULT_EPISODES = 50  # per task: the published LIBERO evaluations
 #: a state value is "far outside" the training range when it lies beyond min/max by more than this fraction of
 #: the range (or than STATE_FAR_ABS for dimensions that were constant in training).
 STATE_FAR_FRACTION = 0.5
@@ -74,8 +75,16 @@ class ChunkPolicy(Protocol):
     bool; states (B, 128); state_mask (B, 128); noise_seeds: one sampling-noise seed per row (:func:`noise_seed`)
     -> unified actions (B, chunk, 128)."""
 
-    def act(self, lang_embeds: list, images: np.ndarray, image_mask: np.ndarray, states: np.ndarray,
-            state_mask: np.ndarray, *, noise_seeds: Sequence[int]) -> np.ndarray: ...
+    def act(
+        self,
+        lang_embeds: list,
+        images: np.ndarray,
+        image_mask: np.ndarray,
+        states: np.ndarray,
+        state_mask: np.ndarray,
+        *,
+        noise_seeds: Sequence[int],
+    ) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -94,14 +103,17 @@ class Settings:
 # ------------------------------------------------------------------------------------------------ validation
 def check_horizon(horizon: int, chunk: int = PRED_HORIZON) -> None:
     if not 1 <= horizon <= chunk:
-        raise UserError(f"--horizon {horizon}: the execution horizon must be between 1 and the predicted chunk "
-                        f"length {chunk}")
+        raise UserError(
+            f"--horizon {horizon}: the execution horizon must be between 1 and the predicted chunk length {chunk}"
+        )
 
 
 def check_episodes(episodes: int) -> None:
     if not 1 <= episodes <= suites.INIT_STATES_PER_TASK:
-        raise UserError(f"--episodes {episodes}: each task has {suites.INIT_STATES_PER_TASK} init states and "
-                        f"episode i uses init state i, so 1..{suites.INIT_STATES_PER_TASK} episodes are possible")
+        raise UserError(
+            f"--episodes {episodes}: each task has {suites.INIT_STATES_PER_TASK} init states and "
+            f"episode i uses init state i, so 1..{suites.INIT_STATES_PER_TASK} episodes are possible"
+        )
 
 
 # ------------------------------------------------------------------------------------------------ episode records
@@ -134,7 +146,7 @@ def append_episode(path: Path, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:        # a full disk: name the file (a partial line is ignored when read back)
+    except OSError as e:  # a full disk: name the file (a partial line is ignored when read back)
         raise OSError(e.errno, e.strerror, str(path)) from e
 
 
@@ -191,8 +203,12 @@ def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
 
     stale = [r for r in records if not current(r)]
     if stale:
-        log.warning("%s: %d record(s) were made with other settings, another checkpoint or other code; their "
-                    "episodes run again", path, len(stale))
+        log.warning(
+            "%s: %d record(s) were made with other settings, another checkpoint or other code; their "
+            "episodes run again",
+            path,
+            len(stale),
+        )
     keep = [r for r in records if current(r) and not r.get("error")]
     seen: set[tuple[str, int]] = set()
     unique = []
@@ -206,11 +222,16 @@ def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
     return unique
 
 
-def plan_jobs(tasks: Sequence[suites.Task], episodes: int, videos_per_task: int,
-              finished: set[tuple[str, int]]) -> list[Job]:
+def plan_jobs(
+    tasks: Sequence[suites.Task], episodes: int, videos_per_task: int, finished: set[tuple[str, int]]
+) -> list[Job]:
     """The (task, init state) jobs still to run, task by task; episodes 0..videos_per_task-1 record video."""
-    return [Job(task, i, record_video=i < videos_per_task)
-            for task in tasks for i in range(episodes) if (task.name, i) not in finished]
+    return [
+        Job(task, i, record_video=i < videos_per_task)
+        for task in tasks
+        for i in range(episodes)
+        if (task.name, i) not in finished
+    ]
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -220,8 +241,14 @@ def success_counts(records: list[dict]) -> dict[str, Any]:
     valid = len(records) - errors
     successes = sum(1 for r in records if r.get("success") and not r.get("error"))
     ci = wilson_interval(successes, valid)
-    return {"episodes": len(records), "successes": successes, "failures": valid - successes, "errors": errors,
-            "success_rate": successes / valid if valid else None, "ci95": list(ci) if ci else None}
+    return {
+        "episodes": len(records),
+        "successes": successes,
+        "failures": valid - successes,
+        "errors": errors,
+        "success_rate": successes / valid if valid else None,
+        "ci95": list(ci) if ci else None,
+    }
 
 
 class StateRangeCheck:
@@ -243,7 +270,7 @@ class StateRangeCheck:
         self.warned = False
 
     def update(self, states: np.ndarray) -> None:
-        v = np.asarray(states, dtype=np.float64)[:, self.idx]          # (B, S)
+        v = np.asarray(states, dtype=np.float64)[:, self.idx]  # (B, S)
         outside = (v < self.lo) | (v > self.hi)
         self.checked += len(v)
         self.far += int(outside.any(axis=1).sum())
@@ -251,19 +278,30 @@ class StateRangeCheck:
         if outside.any() and not self.warned:
             self.warned = True
             b, s = np.argwhere(outside)[0]
-            log.warning("observed state %s = %.4g is far outside the training range [%.4g, %.4g] "
-                        "(a distribution shift between the training data and the simulator; warned once, counted "
-                        "in summary.json state_range)", self.names[s], v[b, s], self.train_min[s], self.train_max[s])
+            log.warning(
+                "observed state %s = %.4g is far outside the training range [%.4g, %.4g] "
+                "(a distribution shift between the training data and the simulator; warned once, counted "
+                "in summary.json state_range)",
+                self.names[s],
+                v[b, s],
+                self.train_min[s],
+                self.train_max[s],
+            )
 
     def summary(self) -> dict:
-        return {"states_checked": self.checked, "states_far_outside": self.far,
-                "far_fraction": STATE_FAR_FRACTION, "far_abs": STATE_FAR_ABS,
-                "far_per_slot": {n: int(c) for n, c in zip(self.names, self.far_per_slot) if c}}
+        return {
+            "states_checked": self.checked,
+            "states_far_outside": self.far,
+            "far_fraction": STATE_FAR_FRACTION,
+            "far_abs": STATE_FAR_ABS,
+            "far_per_slot": {n: int(c) for n, c in zip(self.names, self.far_per_slot) if c},
+        }
 
 
 # ------------------------------------------------------------------------------------------------ policy inputs
-def policy_inputs(observations: Sequence[Observation], mask: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def policy_inputs(
+    observations: Sequence[Observation], mask: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Observations -> (images (B,2,3,S,S,3) uint8, image_mask (B,2,3) bool, states (B,128) f32,
     state_mask (B,128) f32). History index 0 = t-1, 1 = t; the left-wrist slot is absent. ``mask``: the
     availability mask the checkpoint was trained with (default mapping.MASK); state slots outside it are 0."""
@@ -292,12 +330,17 @@ def noise_seed(seed: int, job: Job, call: int) -> int:
     return int(settings_key([seed, job.task.suite, job.task.name, job.init_state, call]), 16) & (2**63 - 1)
 
 
-def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRangeCheck | None,
-                 timing: dict[str, float], seed: int = 0):
+def make_planner(
+    policy: ChunkPolicy,
+    lang: dict[str, Any],
+    state_check: StateRangeCheck | None,
+    timing: dict[str, float],
+    seed: int = 0,
+):
     """The scheduler's planning callback: ONE policy call for all ready episodes -> LIBERO commands (B, chunk, 7)."""
     # the state slots the checkpoint was trained with (pipeline.json state_slots; e.g. no joints from LeRobot data)
     mask = mapping.availability_mask((getattr(policy, "pipeline", None) or {}).get("state_slots"))
-    calls: dict[Job, int] = {}      # policy calls made so far per episode
+    calls: dict[Job, int] = {}  # policy calls made so far per episode
 
     def plan(ready: list[tuple[Job, Observation]]) -> list[np.ndarray]:
         observations = [obs for _, obs in ready]
@@ -309,8 +352,9 @@ def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRa
             seeds.append(noise_seed(seed, job, calls.get(job, 0)))
             calls[job] = calls.get(job, 0) + 1
         t0 = time.perf_counter()
-        unified = np.asarray(policy.act([lang[job.task.name] for job, _ in ready], images, valid, states,
-                                        state_mask, noise_seeds=seeds))
+        unified = np.asarray(
+            policy.act([lang[job.task.name] for job, _ in ready], images, valid, states, state_mask, noise_seeds=seeds)
+        )
         timing["policy_s"] += time.perf_counter() - t0
         timing["policy_calls"] += 1
         if unified.ndim != 3 or unified.shape[0] != len(ready) or unified.shape[2] != statevec.STATE_DIM:
@@ -321,9 +365,15 @@ def make_planner(policy: ChunkPolicy, lang: dict[str, Any], state_check: StateRa
 
 
 # ------------------------------------------------------------------------------------------------ the run
-def evaluate(policy: ChunkPolicy, settings: Settings, out: str | os.PathLike, lang: dict[str, Any],
-             info: dict[str, Any] | None = None, stats: dict | None = None,
-             sim_factory: Callable[[], Simulator] | None = None) -> dict:
+def evaluate(
+    policy: ChunkPolicy,
+    settings: Settings,
+    out: str | os.PathLike,
+    lang: dict[str, Any],
+    info: dict[str, Any] | None = None,
+    stats: dict | None = None,
+    sim_factory: Callable[[], Simulator] | None = None,
+) -> dict:
     """Run the missing episodes of ``settings`` into ``out`` and write summary.json; returns the summary.
 
     ``lang``: task name -> instruction embedding (L, D); ``info``: checkpoint/step/device facts for the records and
@@ -340,17 +390,17 @@ def evaluate(policy: ChunkPolicy, settings: Settings, out: str | os.PathLike, la
     handler = logging.FileHandler(out / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
-    log.setLevel(logging.INFO)      # the run log gets every episode, whatever the root logger's level
+    log.setLevel(logging.INFO)  # the run log gets every episode, whatever the root logger's level
     try:
-        return _evaluate(policy, settings, out, lang, info, stats,
-                         sim_factory or partial(LiberoSimulator, settings.camera_size))
+        return _evaluate(
+            policy, settings, out, lang, info, stats, sim_factory or partial(LiberoSimulator, settings.camera_size)
+        )
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None,
-              sim_factory) -> dict:
+def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None, sim_factory) -> dict:
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
     episodes_path = out / EPISODES_FILE
@@ -360,8 +410,16 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
     jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
     total = len(tasks) * settings.episodes
-    log.info("evaluate %s horizon %d: %d episodes requested, %d already in %s, %d to run on %d simulator(s)",
-             settings.suite, settings.horizon, total, len(finished), episodes_path, len(jobs), settings.envs)
+    log.info(
+        "evaluate %s horizon %d: %d episodes requested, %d already in %s, %d to run on %d simulator(s)",
+        settings.suite,
+        settings.horizon,
+        total,
+        len(finished),
+        episodes_path,
+        len(jobs),
+        settings.envs,
+    )
     state_check = StateRangeCheck(stats) if stats is not None else None
     timing = {"policy_s": 0.0, "policy_calls": 0}
     done_ok = sum(1 for r in records if (r["task"], int(r["init_state"])) in wanted and r.get("success"))
@@ -369,43 +427,72 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
 
     def on_result(res: EpisodeResult) -> None:
         nonlocal done_ok
-        record = {"task": res.job.task.name, "suite": settings.suite, "init_state": res.job.init_state,
-                  "horizon": settings.horizon, "step": info.get("step"), "success": bool(res.success),
-                  "steps": res.steps, "seconds": round(res.seconds, 3), "error": res.error,
-                  "key": keys[res.job.task.name]}
+        record = {
+            "task": res.job.task.name,
+            "suite": settings.suite,
+            "init_state": res.job.init_state,
+            "horizon": settings.horizon,
+            "step": info.get("step"),
+            "success": bool(res.success),
+            "steps": res.steps,
+            "seconds": round(res.seconds, 3),
+            "error": res.error,
+            "key": keys[res.job.task.name],
+        }
         if res.job.record_video and res.video:
             # before the record: a video that cannot be written (full disk) stops the run with the episode still
             # missing, so the rerun plays it again and writes its video (write_video checks the file first)
             from rdt.video import video_name, write_video
 
-            write_video(out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
-                        res.video, fps=suites.CONTROL_FREQUENCY_HZ)
+            write_video(
+                out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
+                res.video,
+                fps=suites.CONTROL_FREQUENCY_HZ,
+            )
         append_episode(episodes_path, record)
         records.append(record)
         done_ok += int(res.success)
         status = "ERROR" if res.error else ("success" if res.success else "failure")
-        log.info("episode %s init %d: %s after %d steps (%.1f s)%s", record["task"], record["init_state"], status,
-                 res.steps, res.seconds, f"\n{res.error}" if res.error else "")
+        log.info(
+            "episode %s init %d: %s after %d steps (%.1f s)%s",
+            record["task"],
+            record["init_state"],
+            status,
+            res.steps,
+            res.seconds,
+            f"\n{res.error}" if res.error else "",
+        )
         progress.update(1, success=f"{done_ok}/{progress.n + 1}")
 
     if jobs:
         with WorkerPool(min(settings.envs, len(jobs)), sim_factory) as pool:
-            run_jobs(pool, jobs, make_planner(policy, lang, state_check, timing, settings.seed), settings.horizon,
-                     settings.max_steps, settings.seed, on_result)
+            run_jobs(
+                pool,
+                jobs,
+                make_planner(policy, lang, state_check, timing, settings.seed),
+                settings.horizon,
+                settings.max_steps,
+                settings.seed,
+                on_result,
+            )
             restarts = pool.restarts
     else:
         restarts = 0
     progress.close()
     final = [r for r in records if (r["task"], int(r["init_state"])) in wanted]
     summary = {
-        "checkpoint": info.get("checkpoint"), "step": info.get("step"), "suite": settings.suite,
+        "checkpoint": info.get("checkpoint"),
+        "step": info.get("step"),
+        "suite": settings.suite,
         "horizon": settings.horizon,
         "overall": success_counts(final),
         "tasks": {t.name: success_counts([r for r in final if r["task"] == t.name]) for t in tasks},
-        "episodes_this_run": len(jobs), "episodes_from_earlier_runs": len(finished),
+        "episodes_this_run": len(jobs),
+        "episodes_from_earlier_runs": len(finished),
         "wall_time_s": round(time.monotonic() - t_start, 2),
         "episode_seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in final), 2),
-        "policy_calls": timing["policy_calls"], "policy_seconds": round(timing["policy_s"], 3),
+        "policy_calls": timing["policy_calls"],
+        "policy_seconds": round(timing["policy_s"], 3),
         "worker_restarts": restarts,
         "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
         "state_range": state_check.summary() if state_check is not None else None,
@@ -415,53 +502,112 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
     }
     write_json(out / SUMMARY_FILE, summary)
     o = summary["overall"]
-    log.info("done: %d/%d successes, %d errors, %.1f s", o["successes"], o["episodes"], o["errors"],
-             summary["wall_time_s"])
+    log.info(
+        "done: %d/%d successes, %d errors, %.1f s", o["successes"], o["episodes"], o["errors"], summary["wall_time_s"]
+    )
     return summary
 
 
 # ------------------------------------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="DIR",
-                   help="checkpoint folder (ours: config.json, model.safetensors, ema/, pipeline.json; or a released "
-                        "RDT folder / weights file / cached hub id)")
-    p.add_argument("--lang", metavar="FILE",
-                   help="lang.safetensors with an embedding for every evaluated task's instruction "
-                        "(python -m rdt encode --instructions-from-tasks SUITE ...); default: the tasks' "
-                        "instructions are encoded here with the checkpoint's text encoder into --out/lang.safetensors")
-    p.add_argument("--stats", metavar="FILE",
-                   help="dataset_stat.json of the training data, for checkpoints made elsewhere (our exports carry "
-                        "theirs in pipeline.json): observed states far outside its state range are warned about "
-                        "(once) and counted in summary.json state_range (without statistics: no check)")
-    p.add_argument("--horizon", required=True, type=int, nargs="+", metavar="H",
-                   help="execution horizon(s): actions executed from each predicted 64-step chunk before re-planning "
-                        "(1..64); with several, each is evaluated into --out/h<H>/ with the model loaded once")
-    p.add_argument("--suite", metavar="S", help="LIBERO suite: " + ", ".join(suites.suite_names())
-                   + " (default: the suite the checkpoint was trained on, from pipeline.json)")
-    p.add_argument("--tasks", nargs="+", metavar="T",
-                   help="task names, indices or shell patterns of the suite, or 'all' (default: the tasks the "
-                        "checkpoint was trained on when --suite is theirs, from pipeline.json; else all)")
-    p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES, metavar="N",
-                   help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK}; "
-                        f"default {DEFAULT_EPISODES}, the LIBERO convention)")
-    p.add_argument("--max-steps", type=int, metavar="M",
-                   help="policy steps per episode (default: the suite's published limit, "
-                        + ", ".join(f"{k} {v}" for k, v in suites.MAX_STEPS.items()) + ")")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="DIR",
+        help="checkpoint folder (ours: config.json, model.safetensors, ema/, pipeline.json; or a released "
+        "RDT folder / weights file / cached hub id)",
+    )
+    p.add_argument(
+        "--lang",
+        metavar="FILE",
+        help="lang.safetensors with an embedding for every evaluated task's instruction "
+        "(python -m rdt encode --instructions-from-tasks SUITE ...); default: the tasks' "
+        "instructions are encoded here with the checkpoint's text encoder into --out/lang.safetensors",
+    )
+    p.add_argument(
+        "--stats",
+        metavar="FILE",
+        help="dataset_stat.json of the training data, for checkpoints made elsewhere (our exports carry "
+        "theirs in pipeline.json): observed states far outside its state range are warned about "
+        "(once) and counted in summary.json state_range (without statistics: no check)",
+    )
+    p.add_argument(
+        "--horizon",
+        required=True,
+        type=int,
+        nargs="+",
+        metavar="H",
+        help="execution horizon(s): actions executed from each predicted 64-step chunk before re-planning "
+        "(1..64); with several, each is evaluated into --out/h<H>/ with the model loaded once",
+    )
+    p.add_argument(
+        "--suite",
+        metavar="S",
+        help="LIBERO suite: "
+        + ", ".join(suites.suite_names())
+        + " (default: the suite the checkpoint was trained on, from pipeline.json)",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="T",
+        help="task names, indices or shell patterns of the suite, or 'all' (default: the tasks the "
+        "checkpoint was trained on when --suite is theirs, from pipeline.json; else all)",
+    )
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=DEFAULT_EPISODES,
+        metavar="N",
+        help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK}; "
+        f"default {DEFAULT_EPISODES}, the LIBERO convention)",
+    )
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        metavar="M",
+        help="policy steps per episode (default: the suite's published limit, "
+        + ", ".join(f"{k} {v}" for k, v in suites.MAX_STEPS.items())
+        + ")",
+    )
     p.add_argument("--envs", type=int, default=1, metavar="K", help="parallel simulator processes (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="env.seed for every episode and the policy's noise seed "
-                                                      "(default 0)")
-    p.add_argument("--camera-size", type=int, metavar="PX",
-                   help=f"camera resolution (default: pipeline.json image_size, else {DEFAULT_CAMERA_SIZE})")
-    p.add_argument("--videos-per-task", type=int, default=1, metavar="V",
-                   help="record the first V episodes of each task as MP4 (default 1; 0 = none)")
-    p.add_argument("--weights", choices=["ema", "model"],
-                   help="which weights to load (default: ema when the checkpoint has them, else model)")
-    p.add_argument("--text-encoder", metavar="NAME",
-                   help="text encoder the checkpoint was trained with (default: from pipeline.json)")
-    p.add_argument("--vision-encoder", metavar="NAME",
-                   help="vision encoder the checkpoint was trained with (default: from pipeline.json)")
-    p.add_argument("--control-frequency", type=int, metavar="HZ",
-                   help="control frequency given to the model (default: from pipeline.json)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="env.seed for every episode and the policy's noise seed (default 0)"
+    )
+    p.add_argument(
+        "--camera-size",
+        type=int,
+        metavar="PX",
+        help=f"camera resolution (default: pipeline.json image_size, else {DEFAULT_CAMERA_SIZE})",
+    )
+    p.add_argument(
+        "--videos-per-task",
+        type=int,
+        default=1,
+        metavar="V",
+        help="record the first V episodes of each task as MP4 (default 1; 0 = none)",
+    )
+    p.add_argument(
+        "--weights",
+        choices=["ema", "model"],
+        help="which weights to load (default: ema when the checkpoint has them, else model)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        metavar="NAME",
+        help="text encoder the checkpoint was trained with (default: from pipeline.json)",
+    )
+    p.add_argument(
+        "--vision-encoder",
+        metavar="NAME",
+        help="vision encoder the checkpoint was trained with (default: from pipeline.json)",
+    )
+    p.add_argument(
+        "--control-frequency",
+        type=int,
+        metavar="HZ",
+        help="control frequency given to the model (default: from pipeline.json)",
+    )
     p.add_argument("--device", help="torch device for the policy (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one per checkpoint x horizon)")
 
@@ -471,13 +617,15 @@ def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str]
     trained on (the tasks only when the suite is that one; otherwise all tasks)."""
     try:
         trained = read_json(Path(checkpoint) / "pipeline.json")
-    except UserError:               # none (a checkpoint made elsewhere) or unreadable: no defaults from it
+    except UserError:  # none (a checkpoint made elsewhere) or unreadable: no defaults from it
         trained = {}
     if suite is None:
         suite = trained.get("suite")
         if not suite:
-            raise UserError(f"--suite is not given and {checkpoint} has no pipeline.json naming the suite it was "
-                            "trained on (a checkpoint made elsewhere): pass --suite S [--tasks ...]")
+            raise UserError(
+                f"--suite is not given and {checkpoint} has no pipeline.json naming the suite it was "
+                "trained on (a checkpoint made elsewhere): pass --suite S [--tasks ...]"
+            )
     if tasks is None:
         tasks = list(trained.get("tasks") or ["all"]) if suite == trained.get("suite") else ["all"]
     return suite, tasks
@@ -489,7 +637,7 @@ def _check_positive(value: int | None, flag: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    setup_logging()         # time, level and logger name on each record
+    setup_logging()  # time, level and logger name on each record
     # everything that can be wrong with the request is checked before a model or simulator is loaded
     horizons = list(dict.fromkeys(args.horizon))
     for h in horizons:
@@ -511,14 +659,20 @@ def main(args: argparse.Namespace) -> int:
     from rdt.encoders import check_text_fits
     from rdt.policy import Policy
 
-    policy = Policy.from_checkpoint(args.checkpoint, vision_encoder=args.vision_encoder,
-                                    text_encoder=args.text_encoder, control_frequency=args.control_frequency,
-                                    weights=args.weights, device=args.device, seed=args.seed)
+    policy = Policy.from_checkpoint(
+        args.checkpoint,
+        vision_encoder=args.vision_encoder,
+        text_encoder=args.text_encoder,
+        control_frequency=args.control_frequency,
+        weights=args.weights,
+        device=args.device,
+        seed=args.seed,
+    )
     pipeline = policy.pipeline
     from rdt.model.verify import check_finite
 
     check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({pipeline.get('weights')} weights)")
-    if table is None:       # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
+    if table is None:  # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
         args.lang = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
         table = LanguageTable.load(args.lang)
         lang = {t.name: table.get(t.language) for t in tasks}
@@ -530,28 +684,44 @@ def main(args: argparse.Namespace) -> int:
     # the statistics reach evaluation one way: from the export's pipeline.json (the entry it was trained with),
     # or --stats for a checkpoint made elsewhere; never both
     if args.stats and pipeline.get("dataset_stat"):
-        raise UserError(f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
-                        "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out")
+        raise UserError(
+            f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
+            "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out"
+        )
     stats = load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
-    info = {"checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
-            "step": pipeline.get("step"), "device": str(policy.device), "weights": pipeline.get("weights"),
-            "text_encoder": policy.text_encoder, "vision_encoder": policy.vision.name,
-            "control_frequency": policy.control_frequency, "lang": str(args.lang),
-            "stats": args.stats or ("pipeline.json" if stats else None),
-            "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
-            "code": fingerprint("rdt.evaluate")}
+    info = {
+        "checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
+        "step": pipeline.get("step"),
+        "device": str(policy.device),
+        "weights": pipeline.get("weights"),
+        "text_encoder": policy.text_encoder,
+        "vision_encoder": policy.vision.name,
+        "control_frequency": policy.control_frequency,
+        "lang": str(args.lang),
+        "stats": args.stats or ("pipeline.json" if stats else None),
+        "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
+        "code": fingerprint("rdt.evaluate"),
+    }
     for h in horizons:
         settings = Settings(
-            suite=args.suite, tasks=tuple(t.name for t in tasks), episodes=args.episodes, horizon=h,
-            max_steps=args.max_steps or suites.MAX_STEPS[args.suite], envs=args.envs, seed=args.seed,
+            suite=args.suite,
+            tasks=tuple(t.name for t in tasks),
+            episodes=args.episodes,
+            horizon=h,
+            max_steps=args.max_steps or suites.MAX_STEPS[args.suite],
+            envs=args.envs,
+            seed=args.seed,
             camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
-            videos_per_task=args.videos_per_task)
+            videos_per_task=args.videos_per_task,
+        )
         out = horizon_out(Path(args.out), h, horizons)
         summary = evaluate(policy, settings, out, lang, info=info, stats=stats)
         o = summary["overall"]
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
-        print(f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
-              f"{o['errors']} errors -> {out / SUMMARY_FILE}")
+        print(
+            f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
+            f"{o['errors']} errors -> {out / SUMMARY_FILE}"
+        )
     return 0
 
 
@@ -579,7 +749,7 @@ def encode_task_language(tasks: Sequence[suites.Task], text_encoder: str, out: P
         except UserError:
             pass
     out.mkdir(parents=True, exist_ok=True)
-    dtype = torch.float32 if text_encoder == TINY else torch.bfloat16      # as `python -m rdt encode` does
+    dtype = torch.float32 if text_encoder == TINY else torch.bfloat16  # as `python -m rdt encode` does
     encoder = load_text_encoder(text_encoder, device=device, dtype=dtype)
     log.info("encoding %d task instruction(s) with %s into %s", len(set(wanted)), text_encoder, path)
     encode_instructions(wanted, encoder, path)

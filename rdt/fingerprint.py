@@ -5,6 +5,7 @@ transitively, with comments, docstrings and formatting removed (the AST is hashe
 rule's ``params``, so editing the code of a stage reruns that stage and what depends on it, and editing a comment
 reruns nothing.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,8 +29,12 @@ def _strip_docstrings(tree: ast.AST) -> ast.AST:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(getattr(body[0], "value", None), ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 node.body = body[1:] or [ast.Pass()]
     return tree
 
@@ -54,7 +59,7 @@ def _parsed(path: Path) -> tuple[str, tuple[str, ...]]:
             if mod.split(".")[0] != "rdt":
                 continue
             imports.add(mod)
-            imports.update(f"{mod}.{a.name}" for a in node.names)   # `from rdt.model import runner`
+            imports.update(f"{mod}.{a.name}" for a in node.names)  # `from rdt.model import runner`
     text = ast.unparse(_strip_docstrings(tree))
     return text, tuple(sorted(imports))
 

@@ -12,6 +12,7 @@ Evaluation-only example (a released checkpoint on LIBERO-10, with T5-XXL in the 
   python -m rdt encode --instructions-from-tasks libero_10 --text-encoder google/t5-v1_1-xxl \
       --out work/lang10.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,7 @@ from rdt.utils.atomic import atomic_path
 from rdt.utils.progress import Progress
 
 FORMAT = "rdt-lang/1"
-EMPTY = ""          # the empty instruction: RDT's empty_lang_embed for condition-masked training samples
+EMPTY = ""  # the empty instruction: RDT's empty_lang_embed for condition-masked training samples
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
@@ -35,8 +36,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 class LanguageTable:
     """Instruction -> embedding (L, D) float32, with the identity of the encoder that made them."""
 
-    def __init__(self, path: Path, embeddings: dict[str, torch.Tensor], encoder: str, max_length: int,
-                 hidden_size: int) -> None:
+    def __init__(
+        self, path: Path, embeddings: dict[str, torch.Tensor], encoder: str, max_length: int, hidden_size: int
+    ) -> None:
         self.path = path
         self.embeddings = embeddings
         self.encoder = encoder
@@ -56,8 +58,10 @@ class LanguageTable:
                 names = set(f.keys())
                 missing = [k for k in ("encoder", "max_length", "hidden_size", "instructions") if k not in meta]
                 if missing:
-                    raise UserError(f"{path}: metadata lacks {', '.join(missing)}; expected a file written by "
-                                    "`python -m rdt encode` (docs/formats.md section 4)")
+                    raise UserError(
+                        f"{path}: metadata lacks {', '.join(missing)}; expected a file written by "
+                        "`python -m rdt encode` (docs/formats.md section 4)"
+                    )
                 instructions = json.loads(meta["instructions"])
                 embeddings = {}
                 for i, text in enumerate(instructions):
@@ -66,7 +70,7 @@ class LanguageTable:
                     embeddings[text] = f.get_tensor(f"emb_{i}").float()
         except UserError:
             raise
-        except Exception as e:   # safetensors raises its own error types for corrupt/other files
+        except Exception as e:  # safetensors raises its own error types for corrupt/other files
             raise UserError(f"{path}: not a readable safetensors language-embedding file ({e})") from None
         return cls(path, embeddings, meta["encoder"], int(meta["max_length"]), int(meta["hidden_size"]))
 
@@ -91,14 +95,17 @@ class LanguageTable:
         raise UserError(
             f"{self.path}: no embedding for instruction {instruction!r} ({len(self)} instructions encoded; "
             f"{'closest' if close else 'e.g.'}: {', '.join(repr(s) for s in shown)}). Re-run `python -m rdt encode` "
-            f"including this instruction (--data / --instructions / --instructions-from-tasks)")
+            f"including this instruction (--data / --instructions / --instructions-from-tasks)"
+        )
 
     def check_encoder(self, name: str) -> None:
         """UserError unless the embeddings were made by text encoder ``name``."""
         if name != self.encoder:
-            raise UserError(f"{self.path} was made with text encoder {self.encoder!r}, but {name!r} is expected "
-                            f"(the checkpoint's text encoder); re-encode with `python -m rdt encode --text-encoder "
-                            f"{name} ...`")
+            raise UserError(
+                f"{self.path} was made with text encoder {self.encoder!r}, but {name!r} is expected "
+                f"(the checkpoint's text encoder); re-encode with `python -m rdt encode --text-encoder "
+                f"{name} ...`"
+            )
 
 
 def pad_language(embeds: Sequence[torch.Tensor], dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +117,16 @@ def pad_language(embeds: Sequence[torch.Tensor], dim: int | None = None) -> tupl
     dim = int(embeds[0].shape[-1]) if dim is None else dim
     for i, e in enumerate(embeds):
         if e.ndim != 2 or e.shape[1] != dim or e.shape[0] < 1:
-            raise UserError(f"language embedding {i} has shape {tuple(e.shape)}; the model expects (L>=1, {dim}) "
-                            "(were the embeddings made with the checkpoint's text encoder?)")
+            raise UserError(
+                f"language embedding {i} has shape {tuple(e.shape)}; the model expects (L>=1, {dim}) "
+                "(were the embeddings made with the checkpoint's text encoder?)"
+            )
     length = max(e.shape[0] for e in embeds)
     lang = torch.zeros(len(embeds), length, dim)
     mask = torch.zeros(len(embeds), length, dtype=torch.bool)
     for i, e in enumerate(embeds):
-        lang[i, :e.shape[0]] = e.float()
-        mask[i, :e.shape[0]] = True
+        lang[i, : e.shape[0]] = e.float()
+        mask[i, : e.shape[0]] = True
     return lang, mask
 
 
@@ -135,13 +144,18 @@ def encode_instructions(instructions: Iterable[str], encoder, out: str | Path, b
     tensors: dict[str, torch.Tensor] = {}
     with Progress(len(unique), "encode", unit="instr", every=10.0) as progress:
         for start in range(0, len(unique), batch_size):
-            chunk = unique[start:start + batch_size]
+            chunk = unique[start : start + batch_size]
             for i, emb in enumerate(encoder.encode(chunk, batch_size=batch_size), start=start):
                 tensors[f"emb_{i}"] = emb.float().contiguous()
             progress.update(len(chunk))
-    metadata = {"format": FORMAT, "encoder": encoder.name, "max_length": str(encoder.max_length),
-                "hidden_size": str(encoder.hidden_size), "dtype": str(encoder.model.dtype).replace("torch.", ""),
-                "instructions": json.dumps(unique)}
+    metadata = {
+        "format": FORMAT,
+        "encoder": encoder.name,
+        "max_length": str(encoder.max_length),
+        "hidden_size": str(encoder.hidden_size),
+        "dtype": str(encoder.model.dtype).replace("torch.", ""),
+        "instructions": json.dumps(unique),
+    }
     with atomic_path(out) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return len(unique)
@@ -181,19 +195,37 @@ def instructions_from_tasks(suite: str, selectors: list[str]) -> list[str]:
 # ================================================================================================ command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("instruction sources (at least one; all given are combined)")
-    src.add_argument("--data", nargs="+", default=[], metavar="H5",
-                     help="training HDF5 file(s): the instruction of every episode")
+    src.add_argument(
+        "--data", nargs="+", default=[], metavar="H5", help="training HDF5 file(s): the instruction of every episode"
+    )
     src.add_argument("--instructions", metavar="FILE", help="text file with one instruction per line")
-    src.add_argument("--instructions-from-tasks", nargs="+", action="append", default=[], metavar="ARG",
-                     help="SUITE [TASK ...]: instructions of LIBERO tasks (names, indices, patterns; none = all "
-                          "tasks of the suite); may be repeated")
-    p.add_argument("--text-encoder", required=True, metavar="NAME",
-                   help="'tiny', a Hugging Face id in the local cache (google/t5-v1_1-xxl) or a local folder")
+    src.add_argument(
+        "--instructions-from-tasks",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="SUITE [TASK ...]: instructions of LIBERO tasks (names, indices, patterns; none = all "
+        "tasks of the suite); may be repeated",
+    )
+    p.add_argument(
+        "--text-encoder",
+        required=True,
+        metavar="NAME",
+        help="'tiny', a Hugging Face id in the local cache (google/t5-v1_1-xxl) or a local folder",
+    )
     p.add_argument("--out", required=True, metavar="FILE", help="output .safetensors file (written atomically)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                   help="torch device for the encoder (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=["auto", *_DTYPES], default="auto",
-                   help="encoder weights dtype; auto = float32 for 'tiny', bfloat16 otherwise (as RDT encodes)")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="torch device for the encoder (default: cuda if available, else cpu)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", *_DTYPES],
+        default="auto",
+        help="encoder weights dtype; auto = float32 for 'tiny', bfloat16 otherwise (as RDT encodes)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="instructions per encoder call (default 8)")
 
 
@@ -211,10 +243,15 @@ def main(args: argparse.Namespace) -> int:
         raise UserError("give at least one instruction source: --data, --instructions or --instructions-from-tasks")
     if args.batch_size < 1:
         raise UserError(f"--batch-size={args.batch_size}; expected a positive integer")
-    dtype = _DTYPES[args.dtype] if args.dtype != "auto" else \
-        (torch.float32 if args.text_encoder == TINY else torch.bfloat16)
+    dtype = (
+        _DTYPES[args.dtype]
+        if args.dtype != "auto"
+        else (torch.float32 if args.text_encoder == TINY else torch.bfloat16)
+    )
     encoder = load_text_encoder(args.text_encoder, device=args.device, dtype=dtype)
     n = encode_instructions(instructions, encoder, args.out, batch_size=args.batch_size)
-    print(f"encoded {n} embeddings ({len(instructions)} instructions given, duplicates once, plus the empty "
-          f"instruction) with {encoder.name!r} -> {args.out}")
+    print(
+        f"encoded {n} embeddings ({len(instructions)} instructions given, duplicates once, plus the empty "
+        f"instruction) with {encoder.name!r} -> {args.out}"
+    )
     return 0

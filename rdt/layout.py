@@ -7,6 +7,7 @@ The plan (rdt/plan.py) and the workflow's rules build their paths here, the trai
 report read by the same names. The path functions take ``str`` (also Snakemake wildcard patterns such as
 ``"{step}"``) and return ``str``, or take a ``Path`` and return a ``Path``.
 """
+
 from __future__ import annotations
 
 import os

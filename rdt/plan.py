@@ -16,6 +16,7 @@ defaults, validates it, and answers every question the rules ask:
 Evaluation never feeds training: a training depends on the demos, data, training language (training data + text
 encoder) and train settings only, so runs that differ only in ``eval`` share one training (``results/train/<key>``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -40,8 +41,15 @@ RESERVED_NAMES = ("cache", "logs", "benchmarks", "report", "train")
 #: train keys that belong to the workflow, not to RUN.yaml
 WORKFLOW_TRAIN_KEYS = ("gpus", "max_steps")
 #: the entry module of each stage; a stage's code fingerprint covers it and every rdt module it imports
-STAGE_MODULES = {"expert": "rdt.libero.expert", "convert": "rdt.libero.convert", "stats": "rdt.data.stats",
-                 "encode": "rdt.lang", "train": "rdt.train", "evaluate": "rdt.evaluate", "report": "rdt.report"}
+STAGE_MODULES = {
+    "expert": "rdt.libero.expert",
+    "convert": "rdt.libero.convert",
+    "stats": "rdt.data.stats",
+    "encode": "rdt.lang",
+    "train": "rdt.train",
+    "evaluate": "rdt.evaluate",
+    "report": "rdt.report",
+}
 EVAL_KEYS = ("suite", "tasks", "episodes_per_task", "max_steps", "weights", "seed", "videos_per_task")
 SETTINGS_FORMAT = "rdt-settings/1"
 SETTINGS_FILE = "settings.json"
@@ -101,7 +109,7 @@ def coerce(value: Any, schema: dict, root: dict) -> Any:
         schema = target
     types = _types(schema)
     if isinstance(value, str) and not ("string" in types and len(types) == 1):
-        if "string" in types:     # e.g. [string, "null"]: only the null spelling converts
+        if "string" in types:  # e.g. [string, "null"]: only the null spelling converts
             return None if value.strip().lower() in ("null", "none", "~") and "null" in types else value
         return _from_string(value, types)
     if isinstance(value, dict):
@@ -146,8 +154,10 @@ def validate(config: dict, where: str = "config", schema: dict | None = None) ->
         for e in errors[:10]:
             key = ".".join(map(str, e.absolute_path)) or "(top level)"
             lines.append(f"  {key}: {e.message}")
-        hint = ("\nOn the command line give numbers unquoted, e.g. snakemake --config 'train={max_steps: 90}' "
-                "or 'eval={exec_horizons: [8, 16]}'; every key is described in config/README.md.")
+        hint = (
+            "\nOn the command line give numbers unquoted, e.g. snakemake --config 'train={max_steps: 90}' "
+            "or 'eval={exec_horizons: [8, 16]}'; every key is described in config/README.md."
+        )
         raise UserError(f"{where} does not fit workflow/schemas/config.schema.yaml:\n" + "\n".join(lines) + hint)
     return out
 
@@ -169,8 +179,10 @@ def check_target_names(runs: list[str], checkpoints: list[str]) -> None:
     for kind, names in (("runs", runs), ("evaluate_checkpoints", checkpoints)):
         bad = sorted(set(names) & set(RESERVED_NAMES))
         if bad:
-            raise UserError(f"{kind}: name(s) {bad} are reserved for folders of results/ "
-                            f"({', '.join(RESERVED_NAMES)}); choose other names")
+            raise UserError(
+                f"{kind}: name(s) {bad} are reserved for folders of results/ "
+                f"({', '.join(RESERVED_NAMES)}); choose other names"
+            )
     dup = sorted({n for n in checkpoints if checkpoints.count(n) > 1})
     if dup:
         raise UserError(f"evaluate_checkpoints: name(s) {dup} appear more than once; each entry needs its own name")
@@ -189,17 +201,21 @@ def check_run_numbers(where: str, settings: dict, train: dict) -> None:
     processes = max(int(settings["train"].get("gpus") or 0), 1)
     effective, per_device = train["effective_batch_size"], train["per_device_batch_size"]
     if effective % (per_device * processes):
-        raise UserError(f"{where}.train: effective_batch_size={effective} is not divisible by per_device_batch_size="
-                        f"{per_device} x {processes} process(es) (train.gpus={settings['train'].get('gpus')}) = "
-                        f"{per_device * processes}; choose an effective batch that is a multiple of their product")
+        raise UserError(
+            f"{where}.train: effective_batch_size={effective} is not divisible by per_device_batch_size="
+            f"{per_device} x {processes} process(es) (train.gpus={settings['train'].get('gpus')}) = "
+            f"{per_device * processes}; choose an effective batch that is a multiple of their product"
+        )
     d = settings["demos"]
     if d.get("source") == "expert":
         episodes, first = d["episodes_per_task"], d.get("first_init_state", 0)
         attempts = d.get("max_attempts") or episodes
         if not episodes <= attempts <= INIT_STATES_PER_TASK - first:
-            raise UserError(f"{where}.demos: {episodes} demos per task with max_attempts={attempts} from init state "
-                            f"{first} on do not fit the {INIT_STATES_PER_TASK} init states of a task (expected "
-                            f"episodes_per_task <= max_attempts <= {INIT_STATES_PER_TASK - first})")
+            raise UserError(
+                f"{where}.demos: {episodes} demos per task with max_attempts={attempts} from init state "
+                f"{first} on do not fit the {INIT_STATES_PER_TASK} init states of a task (expected "
+                f"episodes_per_task <= max_attempts <= {INIT_STATES_PER_TASK - first})"
+            )
     check_eval_numbers(where, settings["eval"])
 
 
@@ -207,9 +223,11 @@ def check_eval_numbers(where: str, e: dict) -> None:
     from rdt.libero.suites import INIT_STATES_PER_TASK
 
     if not 1 <= e["episodes_per_task"] <= INIT_STATES_PER_TASK:
-        raise UserError(f"{where}.eval: episodes_per_task={e['episodes_per_task']}; each task has "
-                        f"{INIT_STATES_PER_TASK} init states and episode i uses init state i, so 1.."
-                        f"{INIT_STATES_PER_TASK} episodes are possible")
+        raise UserError(
+            f"{where}.eval: episodes_per_task={e['episodes_per_task']}; each task has "
+            f"{INIT_STATES_PER_TASK} init states and episode i uses init state i, so 1.."
+            f"{INIT_STATES_PER_TASK} episodes are possible"
+        )
 
 
 # ============================================================================================ the plan
@@ -226,13 +244,15 @@ class Plan:
         self.base = self._run_settings(None, {})
         self.checkpoints = {c["name"]: c for c in self.config["evaluate_checkpoints"]}
         for run in self.runs:
-            check_run_numbers(f"runs.{run}", self.runs[run], self.resolved_train(run))   # valid, and they fit
+            check_run_numbers(f"runs.{run}", self.runs[run], self.resolved_train(run))  # valid, and they fit
         if self.checkpoints:
             check_eval_numbers("config", self.base["eval"])
         if not self.runs and not self.checkpoints:
-            raise UserError("config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to "
-                            "train, evaluate or report; add a run (e.g. runs: {default: {}}) or a checkpoint to "
-                            "evaluate")
+            raise UserError(
+                "config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to "
+                "train, evaluate or report; add a run (e.g. runs: {default: {}}) or a checkpoint to "
+                "evaluate"
+            )
         if check_files:
             self.check_files()
 
@@ -264,46 +284,69 @@ class Plan:
             d = s["demos"]
             if d["source"] in ("folder", "lerobot"):
                 if not d["folder"]:
-                    raise UserError(f"runs.{run}: demos.source is {d['source']!r} but demos.folder is not set "
-                                    "(expected a folder of LIBERO *_demo.hdf5 files, or a LeRobot dataset folder)")
+                    raise UserError(
+                        f"runs.{run}: demos.source is {d['source']!r} but demos.folder is not set "
+                        "(expected a folder of LIBERO *_demo.hdf5 files, or a LeRobot dataset folder)"
+                    )
                 if not self._path(d["folder"]).is_dir():
-                    raise UserError(f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
-                                    f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})")
+                    raise UserError(
+                        f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
+                        f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})"
+                    )
             init = self.resolved_train(run)["init_from"]
             if init and not self._exists(init):
-                raise UserError(f"runs.{run}: train.init_from {init!r} is neither a local checkpoint folder nor in "
-                                "the local Hugging Face cache (expected a folder with config.json and weights, or "
-                                "an id fetched with `hf download ID`; null = random initialisation)")
+                raise UserError(
+                    f"runs.{run}: train.init_from {init!r} is neither a local checkpoint folder nor in "
+                    "the local Hugging Face cache (expected a folder with config.json and weights, or "
+                    "an id fetched with `hf download ID`; null = random initialisation)"
+                )
         for name, c in self.checkpoints.items():
             if not self._exists(c["path"]):
-                raise UserError(f"evaluate_checkpoints.{name}: path {c['path']!r} does not exist (expected a "
-                                "checkpoint folder with config.json and model.safetensors or pytorch_model.bin, "
-                                "or a Hugging Face id in the local cache)")
+                raise UserError(
+                    f"evaluate_checkpoints.{name}: path {c['path']!r} does not exist (expected a "
+                    "checkpoint folder with config.json and model.safetensors or pytorch_model.bin, "
+                    "or a Hugging Face id in the local cache)"
+                )
             if c.get("stats") and not self._path(c["stats"]).is_file():
-                raise UserError(f"evaluate_checkpoints.{name}: stats {c['stats']!r} does not exist (expected the "
-                                "dataset_stat.json of the checkpoint's training data, or null)")
+                raise UserError(
+                    f"evaluate_checkpoints.{name}: stats {c['stats']!r} does not exist (expected the "
+                    "dataset_stat.json of the checkpoint's training data, or null)"
+                )
             pipeline = self._path(c["path"]) / "pipeline.json"
             if c.get("stats") and pipeline.is_file() and "dataset_stat" in _json_or_empty(pipeline):
-                raise UserError(f"evaluate_checkpoints.{name}: stats {c['stats']!r} is set but {pipeline} carries the "
-                                "statistics the checkpoint was trained with (dataset_stat); statistics reach "
-                                "evaluation one way: set stats: null")
+                raise UserError(
+                    f"evaluate_checkpoints.{name}: stats {c['stats']!r} is set but {pipeline} carries the "
+                    "statistics the checkpoint was trained with (dataset_stat); statistics reach "
+                    "evaluation one way: set stats: null"
+                )
 
     # ------------------------------------------------------------------------------------------------ shared stages
     def demo_settings(self, run: str) -> dict:
         d = self.runs[run]["demos"]
         if d["source"] in ("folder", "lerobot"):
             return {"source": d["source"], "folder": str(self._path(d["folder"]).resolve())}
-        return {"source": "expert", "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
-                "episodes_per_task": d["episodes_per_task"], "max_attempts": d["max_attempts"], "seed": d["seed"],
-                "first_init_state": d["first_init_state"]}
+        return {
+            "source": "expert",
+            "suite": d["suite"],
+            "tasks": [str(t) for t in d["tasks"]],
+            "episodes_per_task": d["episodes_per_task"],
+            "max_attempts": d["max_attempts"],
+            "seed": d["seed"],
+            "first_init_state": d["first_init_state"],
+        }
 
     def data_settings(self, run: str) -> dict:
         d, s = self.runs[run]["demos"], self.runs[run]["data"]
-        return {"demos": self.demo_settings(run), "suite": d["suite"], "tasks": [str(t) for t in d["tasks"]],
-                "demos_per_task": s["demos_per_task"], "min_steps": s["min_steps"],
-                # issue 13's settings enter the key only when set, so existing data keys stay as they were
-                **({"drop_noops": True} if s.get("drop_noops") else {}),
-                **({"image_size": s["image_size"]} if s.get("image_size") else {})}
+        return {
+            "demos": self.demo_settings(run),
+            "suite": d["suite"],
+            "tasks": [str(t) for t in d["tasks"]],
+            "demos_per_task": s["demos_per_task"],
+            "min_steps": s["min_steps"],
+            # issue 13's settings enter the key only when set, so existing data keys stay as they were
+            **({"drop_noops": True} if s.get("drop_noops") else {}),
+            **({"image_size": s["image_size"]} if s.get("image_size") else {}),
+        }
 
     def language_settings(self, run: str) -> dict:
         """Training language: the instructions of the training data, and the text encoder; nothing else."""
@@ -326,8 +369,11 @@ class Plan:
 
     @cached_property
     def demos(self) -> dict[str, dict]:
-        return {key_of(self.demo_settings(r)): self.demo_settings(r) for r in self.runs
-                if self.demo_settings(r)["source"] == "expert"}
+        return {
+            key_of(self.demo_settings(r)): self.demo_settings(r)
+            for r in self.runs
+            if self.demo_settings(r)["source"] == "expert"
+        }
 
     @cached_property
     def data(self) -> dict[str, dict]:
@@ -356,8 +402,9 @@ class Plan:
         language (no evaluation setting, no run name), so runs that differ only in evaluation or bookkeeping share
         one training folder and its checkpoints."""
         weights = {k: v for k, v in self.resolved_train(run).items() if k not in train_config.NOT_IN_FINGERPRINT}
-        return key_of({"train": weights, "data": key_of(self.data_settings(run)),
-                       "lang": key_of(self.language_settings(run))})
+        return key_of(
+            {"train": weights, "data": key_of(self.data_settings(run)), "lang": key_of(self.language_settings(run))}
+        )
 
     def train_dir(self, run: str) -> str:
         return f"{self.results}/train/{self.train_key(run)}"
@@ -365,8 +412,13 @@ class Plan:
     def train_settings(self, run: str) -> dict:
         """RUN.yaml of a run's training: the resolved settings with the workflow's data, language and statistics
         paths; ``run`` is the training's key (the folder name)."""
-        return {**self.resolved_train(run), "data": self.data_path(run), "lang": self.language_path(run),
-                "stats": self.stats_path(run), "run": self.train_key(run)}
+        return {
+            **self.resolved_train(run),
+            "data": self.data_path(run),
+            "lang": self.language_path(run),
+            "stats": self.stats_path(run),
+            "run": self.train_key(run),
+        }
 
     def train_identity(self, run: str) -> dict:
         """What decides a training's weights, as Snakemake's params carry it: the settings without the
@@ -448,10 +500,12 @@ class Plan:
         bad = sorted(set(listed) - set(ends))
         if bad:
             shown = ", ".join(map(str, ends[:6])) + (", ..." if len(ends) > 6 else "")
-            raise UserError(f"runs.{target}.eval.checkpoints.steps: {bad} are not segment ends of the training "
-                            f"(expected steps from {shown}, {ends[-1]}: multiples of checkpointing_period and "
-                            "max_steps)")
-        chosen = {ends[-1]} | set(listed) | set(ends[len(ends) - last:] if last else [])
+            raise UserError(
+                f"runs.{target}.eval.checkpoints.steps: {bad} are not segment ends of the training "
+                f"(expected steps from {shown}, {ends[-1]}: multiples of checkpointing_period and "
+                "max_steps)"
+            )
+        chosen = {ends[-1]} | set(listed) | set(ends[len(ends) - last :] if last else [])
         if every:
             chosen |= {s for i, s in enumerate(ends, 1) if i % every == 0}
         return sorted(chosen)
@@ -485,8 +539,10 @@ class Plan:
         try:
             return read_json(pipeline)["text_encoder"]
         except (UserError, KeyError, TypeError):
-            raise UserError(f"evaluate_checkpoints.{target}: {pipeline} does not name the text encoder; set "
-                            "text_encoder for this entry") from None
+            raise UserError(
+                f"evaluate_checkpoints.{target}: {pipeline} does not name the text encoder; set "
+                "text_encoder for this entry"
+            ) from None
 
     def task_language_settings(self, target: str) -> dict:
         """The language table of an evaluation: (suite, tasks, text encoder)."""
@@ -517,15 +573,25 @@ class Plan:
     # ------------------------------------------------------------------------------------------------ the report
     def settings_document(self, target: str) -> dict:
         """``results/<target>/settings.json``: what the report audits and records as provenance."""
-        doc = {"format": SETTINGS_FORMAT, "target": target, "exec_horizons": self.horizons(target),
-               "eval": self.eval_settings(target), "code": {"evaluate": code_fingerprint("evaluate")},
-               "eval_plan": json.loads(json.dumps(self.eval_cost(target)))}
+        doc = {
+            "format": SETTINGS_FORMAT,
+            "target": target,
+            "exec_horizons": self.horizons(target),
+            "eval": self.eval_settings(target),
+            "code": {"evaluate": code_fingerprint("evaluate")},
+            "eval_plan": json.loads(json.dumps(self.eval_cost(target))),
+        }
         if target in self.runs:
             identity = self.train_identity(target)
-            doc.update(kind="run", gpus=self.runs[target]["train"]["gpus"], train=self.train_settings(target),
-                       train_folder=os.path.relpath(self.train_dir(target), f"{self.results}/{target}"),
-                       train_code=identity["code"], max_steps=self.runs[target]["train"]["max_steps"],
-                       workflow=self.runs[target])
+            doc.update(
+                kind="run",
+                gpus=self.runs[target]["train"]["gpus"],
+                train=self.train_settings(target),
+                train_folder=os.path.relpath(self.train_dir(target), f"{self.results}/{target}"),
+                train_code=identity["code"],
+                max_steps=self.runs[target]["train"]["max_steps"],
+                workflow=self.runs[target],
+            )
         else:
             doc.update(kind="checkpoint", checkpoint=self.checkpoints[target])
         return doc
@@ -555,20 +621,26 @@ class Plan:
                 c["policy_calls_max"] += episodes * -(-max_steps // h)
         for c in per_h.values():
             sim = c["episodes"] * rates.get("episode_overhead_s", 0.0) + c["sim_steps_max"] * rates["sim_step_s"]
-            policy = (c["policy_calls_max"] * rates["policy_call_s"] if rates.get("policy_call_s") is not None
-                      else None)
+            policy = c["policy_calls_max"] * rates["policy_call_s"] if rates.get("policy_call_s") is not None else None
             c["hours_max"] = round((sim + (policy or 0.0)) / 3600, 2)
             c["policy_hours_max"] = None if policy is None else round(policy / 3600, 2)
-        total = {k: sum(c[k] for c in per_h.values()) for k in ("jobs", "episodes", "sim_steps_max",
-                                                                  "policy_calls_max")}
+        total = {
+            k: sum(c[k] for c in per_h.values()) for k in ("jobs", "episodes", "sim_steps_max", "policy_calls_max")
+        }
         total["hours_max"] = round(sum(c["hours_max"] for c in per_h.values()), 2)
         gpus = e.get("gpus") or 0
         total["gpu_hours_max"] = round(total["hours_max"] * gpus, 2)
-        out = {"steps": self.eval_steps(target),
-               "episodes_per_task": {s: self.eval_episodes(target, s) for s in self.eval_steps(target)},
-               "horizons": {s: self.horizons(target, s) for s in self.eval_steps(target)},
-               "tasks": n_tasks, "max_steps": max_steps, "per_horizon": per_h, "total": total,
-               "rates": dict(rates), "policy_calls_unknown": rates.get("policy_call_s") is None}
+        out = {
+            "steps": self.eval_steps(target),
+            "episodes_per_task": {s: self.eval_episodes(target, s) for s in self.eval_steps(target)},
+            "horizons": {s: self.horizons(target, s) for s in self.eval_steps(target)},
+            "tasks": n_tasks,
+            "max_steps": max_steps,
+            "per_horizon": per_h,
+            "total": total,
+            "rates": dict(rates),
+            "policy_calls_unknown": rates.get("policy_call_s") is None,
+        }
         if target in self.runs:
             t = self.runs[target]["train"]
             train = self.resolved_train(target)
@@ -576,8 +648,12 @@ class Plan:
             # model work: a training sample costs one forward and one backward pass (about 3 forward passes) of the
             # transformer; a policy call 5 forward passes (the denoising steps); both one vision-encoder pass. So
             # evaluation / training model work <= (5 x calls) / (3 x samples), whatever the encoder costs.
-            out["train"] = {"max_steps": t["max_steps"], "samples": samples, "gpus": t["gpus"],
-                            "model_work_ratio_max": round(5 * total["policy_calls_max"] / (3 * samples), 4)}
+            out["train"] = {
+                "max_steps": t["max_steps"],
+                "samples": samples,
+                "gpus": t["gpus"],
+                "model_work_ratio_max": round(5 * total["policy_calls_max"] / (3 * samples), 4),
+            }
             if rates.get("train_step_s"):
                 hours = t["max_steps"] * rates["train_step_s"] / 3600
                 out["train"]["hours"] = round(hours, 2)
@@ -618,8 +694,10 @@ def read_settings(folder: str | os.PathLike) -> dict | None:
         return None
     doc = read_json(path)
     if not isinstance(doc, dict) or doc.get("format") != SETTINGS_FORMAT:
-        raise UserError(f"{path}: not a settings document of format {SETTINGS_FORMAT!r} (written by the workflow's "
-                        "target_settings rule from rdt.plan.Plan.settings_document); rerun the workflow")
+        raise UserError(
+            f"{path}: not a settings document of format {SETTINGS_FORMAT!r} (written by the workflow's "
+            "target_settings rule from rdt.plan.Plan.settings_document); rerun the workflow"
+        )
     if doc.get("train_folder"):
         doc["train_folder"] = str(Path(folder) / doc["train_folder"])
     return doc
@@ -640,8 +718,11 @@ def _n(x: float | int | None) -> str:
 
 
 def _steps_text(steps: list[int]) -> str:
-    return ", ".join(map(str, steps)) if len(steps) <= 8 else \
-        f"{', '.join(map(str, steps[:4]))}, ..., {', '.join(map(str, steps[-2:]))}"
+    return (
+        ", ".join(map(str, steps))
+        if len(steps) <= 8
+        else f"{', '.join(map(str, steps[:4]))}, ..., {', '.join(map(str, steps[-2:]))}"
+    )
 
 
 def cost_lines(plan: Plan, target: str, cost: dict | None = None) -> list[str]:
@@ -659,34 +740,49 @@ def cost_lines(plan: Plan, target: str, cost: dict | None = None) -> list[str]:
     if inter:
         head += f", x {'/'.join(map(str, inter))} at the others"
     head += f"; at most {c['max_steps']} policy steps per episode"
-    lines = [head,
-             f"  {'H':>4} {'jobs':>6} {'episodes':>10} {'sim steps (max)':>17} {'policy calls (max)':>19} "
-             f"{'hours (max)':>12}"]
+    lines = [
+        head,
+        f"  {'H':>4} {'jobs':>6} {'episodes':>10} {'sim steps (max)':>17} {'policy calls (max)':>19} "
+        f"{'hours (max)':>12}",
+    ]
     for h, r in sorted(c["per_horizon"].items(), key=lambda kv: int(kv[0])):
-        lines.append(f"  {int(h):>4} {r['jobs']:>6,} {r['episodes']:>10,} {r['sim_steps_max']:>17,} "
-                     f"{r['policy_calls_max']:>19,} {_n(r['hours_max']):>12}")
+        lines.append(
+            f"  {int(h):>4} {r['jobs']:>6,} {r['episodes']:>10,} {r['sim_steps_max']:>17,} "
+            f"{r['policy_calls_max']:>19,} {_n(r['hours_max']):>12}"
+        )
     t = c["total"]
-    lines.append(f"  {'all':>4} {t['jobs']:>6,} {t['episodes']:>10,} {t['sim_steps_max']:>17,} "
-                 f"{t['policy_calls_max']:>19,} {_n(t['hours_max']):>12}")
+    lines.append(
+        f"  {'all':>4} {t['jobs']:>6,} {t['episodes']:>10,} {t['sim_steps_max']:>17,} "
+        f"{t['policy_calls_max']:>19,} {_n(t['hours_max']):>12}"
+    )
     if c.get("policy_calls_unknown"):
         lines.append("  hours leave out the policy (eval.rates.policy_call_s is null)")
     if "train" in c:
         tr = c["train"]
         ratio = tr["model_work_ratio_max"]
-        lines.append(f"  training: {tr['max_steps']:,} steps x effective batch = {tr['samples']:,} samples; "
-                     f"evaluation model work <= {100 * ratio:.1f}% of training's (5 x policy calls / 3 x samples)"
-                     + ("" if ratio <= 1 else "  ** evaluation costs more model work than training **"))
+        lines.append(
+            f"  training: {tr['max_steps']:,} steps x effective batch = {tr['samples']:,} samples; "
+            f"evaluation model work <= {100 * ratio:.1f}% of training's (5 x policy calls / 3 x samples)"
+            + ("" if ratio <= 1 else "  ** evaluation costs more model work than training **")
+        )
         train_gpu = tr.get("gpu_hours")
-        lines.append(f"  GPU-hours (max): evaluation {_n(t['gpu_hours_max'])}, training "
-                     + (_n(train_gpu) if train_gpu is not None else "unknown (set eval.rates.train_step_s)"))
+        lines.append(
+            f"  GPU-hours (max): evaluation {_n(t['gpu_hours_max'])}, training "
+            + (_n(train_gpu) if train_gpu is not None else "unknown (set eval.rates.train_step_s)")
+        )
     return lines
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--configfile", required=True, metavar="FILE",
-                   help="workflow configuration (as given to snakemake --configfile)")
-    p.add_argument("--target", nargs="+", metavar="NAME", help="runs or evaluation-only checkpoints to show "
-                   "(default: all)")
+    p.add_argument(
+        "--configfile",
+        required=True,
+        metavar="FILE",
+        help="workflow configuration (as given to snakemake --configfile)",
+    )
+    p.add_argument(
+        "--target", nargs="+", metavar="NAME", help="runs or evaluation-only checkpoints to show (default: all)"
+    )
 
 
 def main(args) -> int:
@@ -699,9 +795,11 @@ def main(args) -> int:
     if unknown:
         raise UserError(f"--target {unknown}: not a run or checkpoint of {args.configfile} ({', '.join(p.targets)})")
     first = p.settings(targets[0])["eval"].get("rates") or {}
-    print(f"evaluation plan of {args.configfile} (upper bounds: every episode runs to the step limit); rates: "
-          f"simulator {first.get('sim_step_s')} s/step + {first.get('episode_overhead_s')} s/episode, policy "
-          f"{first.get('policy_call_s') or 'unknown'} s/call, from: {first.get('source')}")
+    print(
+        f"evaluation plan of {args.configfile} (upper bounds: every episode runs to the step limit); rates: "
+        f"simulator {first.get('sim_step_s')} s/step + {first.get('episode_overhead_s')} s/episode, policy "
+        f"{first.get('policy_call_s') or 'unknown'} s/call, from: {first.get('source')}"
+    )
     for target in targets:
         print()
         print("\n".join(cost_lines(p, target)))

@@ -6,6 +6,7 @@ and control frequency from the folder's ``pipeline.json`` (docs/formats.md §5);
 checkpoints made elsewhere). Language embeddings are precomputed (``rdt.lang.LanguageTable``); check them with
 ``table.check_encoder(policy.text_encoder)``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,17 @@ class Policy:
     (evaluation: one seed per episode and call, so an episode's actions do not depend on what it is batched with),
     or else from a generator seeded with ``seed`` (a fixed seed and the same call sequence give the same actions)."""
 
-    def __init__(self, runner, vision: VisionEncoder, *, text_encoder: str, control_frequency: int,
-                 device: str | torch.device = "cpu", seed: int = 0, pipeline: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        runner,
+        vision: VisionEncoder,
+        *,
+        text_encoder: str,
+        control_frequency: int,
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        pipeline: dict[str, Any] | None = None,
+    ) -> None:
         check_vision_fits(vision, runner.config)
         self.runner = runner.eval()
         self.vision = vision
@@ -42,13 +52,21 @@ class Policy:
         self.pipeline = dict(pipeline or {})
         self.generator = torch.Generator().manual_seed(int(seed))
         with torch.inference_mode(), self._autocast():
-            self.vision.background_features()        # cached now, so each act() makes one encoder call
+            self.vision.background_features()  # cached now, so each act() makes one encoder call
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: str | Path, *, vision_encoder: str | None = None,
-                        text_encoder: str | None = None, control_frequency: int | None = None,
-                        weights: str | None = None, device: str | torch.device | None = None,
-                        dtype: torch.dtype = torch.float32, seed: int = 0) -> Policy:
+    def from_checkpoint(
+        cls,
+        checkpoint: str | Path,
+        *,
+        vision_encoder: str | None = None,
+        text_encoder: str | None = None,
+        control_frequency: int | None = None,
+        weights: str | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int = 0,
+    ) -> Policy:
         """Build from a checkpoint folder (or a weights file / cached hub id, as ``load_runner`` accepts).
 
         ``weights``: ``"ema"`` or ``"model"``; default ``"ema"`` when the folder has EMA weights, else ``"model"``.
@@ -65,26 +83,44 @@ class Policy:
         def setting(value: Any, key: str, flag: str) -> Any:
             recorded = pipeline.get(key)
             if value is not None and recorded is not None and not _same_setting(value, recorded):
-                raise UserError(f"checkpoint {checkpoint} was trained with {key} {recorded!r} (pipeline.json), not "
-                                f"{value!r}; leave out {flag.split('(')[-1].rstrip(')')} (it is for checkpoints "
-                                "made elsewhere) or give the same value")
+                raise UserError(
+                    f"checkpoint {checkpoint} was trained with {key} {recorded!r} (pipeline.json), not "
+                    f"{value!r}; leave out {flag.split('(')[-1].rstrip(')')} (it is for checkpoints "
+                    "made elsewhere) or give the same value"
+                )
             if value is not None:
                 return value
             if pipeline.get(key) is None:
-                raise UserError(f"checkpoint {checkpoint}: pipeline.json does not give {key!r} (a checkpoint made "
-                                f"elsewhere); pass {flag}")
+                raise UserError(
+                    f"checkpoint {checkpoint}: pipeline.json does not give {key!r} (a checkpoint made "
+                    f"elsewhere); pass {flag}"
+                )
             return pipeline[key]
 
         vision_name = setting(vision_encoder, "vision_encoder", "the vision encoder name (--vision-encoder)")
         text_name = setting(text_encoder, "text_encoder", "the text encoder name (--text-encoder)")
         freq = setting(control_frequency, "control_frequency", "the control frequency (--control-frequency)")
         vision = load_vision_encoder(vision_name, device=device, dtype=dtype)
-        return cls(runner, vision, text_encoder=text_name, control_frequency=int(freq), device=device, seed=seed,
-                   pipeline={**pipeline, "weights": weights})
+        return cls(
+            runner,
+            vision,
+            text_encoder=text_name,
+            control_frequency=int(freq),
+            device=device,
+            seed=seed,
+            pipeline={**pipeline, "weights": weights},
+        )
 
-    def act(self, lang_embeds: Sequence[torch.Tensor], images: np.ndarray, valid: np.ndarray, states: np.ndarray,
-            state_mask: np.ndarray, noise: torch.Tensor | None = None,
-            noise_seeds: Sequence[int] | None = None) -> np.ndarray:
+    def act(
+        self,
+        lang_embeds: Sequence[torch.Tensor],
+        images: np.ndarray,
+        valid: np.ndarray,
+        states: np.ndarray,
+        state_mask: np.ndarray,
+        noise: torch.Tensor | None = None,
+        noise_seeds: Sequence[int] | None = None,
+    ) -> np.ndarray:
         """Action chunks (B, 64, 128) float32, zero where ``state_mask`` is 0.
 
         ``lang_embeds``: B tensors (L_i, D) (padded here with a boolean mask); ``images``: uint8
@@ -106,8 +142,9 @@ class Policy:
         if noise is None and noise_seeds is not None:
             if len(noise_seeds) != b:
                 raise UserError(f"{len(noise_seeds)} noise seeds for a batch of {b}")
-            noise = torch.stack([torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seed)))
-                                 for seed in noise_seeds])
+            noise = torch.stack(
+                [torch.randn(shape[1:], generator=torch.Generator().manual_seed(int(seed))) for seed in noise_seeds]
+            )
         elif noise is None:
             noise = torch.randn(shape, generator=self.generator)
         elif tuple(noise.shape) != shape:
@@ -115,14 +152,16 @@ class Policy:
 
         lang, lang_mask = pad_language(lang_embeds, cfg.lang_token_dim)
         dev = self.device
-        mask = torch.from_numpy(state_mask).to(dev).unsqueeze(1)                        # (B,1,128)
-        state = torch.from_numpy(states).to(dev).unsqueeze(1) * mask                      # (B,1,128)
-        freqs = torch.full((b,), self.control_frequency, dtype=torch.long, device=dev)   # (B,)
+        mask = torch.from_numpy(state_mask).to(dev).unsqueeze(1)  # (B,1,128)
+        state = torch.from_numpy(states).to(dev).unsqueeze(1) * mask  # (B,1,128)
+        freqs = torch.full((b,), self.control_frequency, dtype=torch.long, device=dev)  # (B,)
         with torch.inference_mode(), self._autocast():
-            img_tokens = self.vision.encode_views(images.reshape(b, NUM_VIEWS, *images.shape[3:]),
-                                                  valid.reshape(b, NUM_VIEWS))            # (B, 6P, Di)
-            actions = self.runner.predict_action(lang.to(dev), lang_mask.to(dev), img_tokens, state, mask, freqs,
-                                                 noise=noise.to(dev))
+            img_tokens = self.vision.encode_views(
+                images.reshape(b, NUM_VIEWS, *images.shape[3:]), valid.reshape(b, NUM_VIEWS)
+            )  # (B, 6P, Di)
+            actions = self.runner.predict_action(
+                lang.to(dev), lang_mask.to(dev), img_tokens, state, mask, freqs, noise=noise.to(dev)
+            )
         return actions.float().cpu().numpy()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
@@ -135,8 +174,10 @@ def _expect(arr: np.ndarray, shape: tuple, name: str, dtype: type | None = None)
     ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape))
     if not ok or (dtype is not None and arr.dtype != dtype):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
-        raise UserError(f"policy input {name!r} has shape {arr.shape} dtype {arr.dtype}; expected {want}"
-                        + (f" {np.dtype(dtype).name}" if dtype is not None else ""))
+        raise UserError(
+            f"policy input {name!r} has shape {arr.shape} dtype {arr.dtype}; expected {want}"
+            + (f" {np.dtype(dtype).name}" if dtype is not None else "")
+        )
 
 
 def _same_setting(given: Any, recorded: Any) -> bool:

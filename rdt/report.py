@@ -20,6 +20,7 @@ tables, the rollout videos playing in the page, and every figure). Statistics: r
 example:
   python -m rdt report --results results/current results/improved --out results/report
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,14 +47,26 @@ from rdt.utils.files import read_json
 from rdt.utils.progress import track
 from rdt.utils.versions import package_versions
 
-RESULT_COLUMNS = ("run", "step", "horizon", "task", "episodes", "successes", "failures", "errors", "success_rate",
-                  "ci95_low", "ci95_high")
+RESULT_COLUMNS = (
+    "run",
+    "step",
+    "horizon",
+    "task",
+    "episodes",
+    "successes",
+    "failures",
+    "errors",
+    "success_rate",
+    "ci95_low",
+    "ci95_high",
+)
 STAGE_MODULES = tuple(plan.STAGE_MODULES.values())
 
 
 @dataclass
 class Result:
     """One evaluation (checkpoint step x execution horizon) of one run."""
+
     step: int
     horizon: int
     folder: Path
@@ -96,7 +109,7 @@ class Run:
     name: str
     folder: Path
     settings: dict[str, Any] | None
-    metrics: list[dict[str, float]]     # rows of metrics.csv (rdt.training.run_folder.read_metrics)
+    metrics: list[dict[str, float]]  # rows of metrics.csv (rdt.training.run_folder.read_metrics)
     results: list[Result] = field(default_factory=list)
 
     @property
@@ -140,7 +153,7 @@ def read_run(folder: Path) -> Run:
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"--results {folder}: not a folder (expected a run folder with eval/step-<S>/h<H>/)")
-    settings = plan.read_settings(folder)           # the settings document of rdt.plan (None when absent)
+    settings = plan.read_settings(folder)  # the settings document of rdt.plan (None when absent)
     run = Run(folder.name, folder, settings, read_metrics(plan.train_folder(folder, settings)))
     for step, horizon, h_dir in layout.evaluations(folder):
         summary_path = h_dir / layout.SUMMARY
@@ -161,10 +174,21 @@ def result_rows(runs: list[Run]) -> list[dict[str, Any]]:
             scopes = [("overall", r.overall)] + sorted(r.summary["tasks"].items())
             for task, c in scopes:
                 ci = c.get("ci95") or [None, None]
-                rows.append({"run": run.name, "step": r.step, "horizon": r.horizon, "task": task,
-                             "episodes": c["episodes"], "successes": c["successes"], "failures": c["failures"],
-                             "errors": c["errors"], "success_rate": c["success_rate"], "ci95_low": ci[0],
-                             "ci95_high": ci[1]})
+                rows.append(
+                    {
+                        "run": run.name,
+                        "step": r.step,
+                        "horizon": r.horizon,
+                        "task": task,
+                        "episodes": c["episodes"],
+                        "successes": c["successes"],
+                        "failures": c["failures"],
+                        "errors": c["errors"],
+                        "success_rate": c["success_rate"],
+                        "ci95_low": ci[0],
+                        "ci95_high": ci[1],
+                    }
+                )
     return rows
 
 
@@ -176,8 +200,9 @@ def audit_rows(runs: list[Run]) -> list[dict[str, Any]]:
         s = run.settings or {}
         horizons = s.get("exec_horizons", run.horizons)
         if "train" in s:
-            found = audit(s["train"], s.get("gpus", 0), horizons, s.get("max_steps"),
-                          (s.get("workflow") or {}).get("data"))
+            found = audit(
+                s["train"], s.get("gpus", 0), horizons, s.get("max_steps"), (s.get("workflow") or {}).get("data")
+            )
         elif run.results:
             found = checkpoint_audit(run.results[-1].summary.get("info") or {}, horizons)
         else:
@@ -200,13 +225,25 @@ def provenance(runs: list[Run]) -> dict[str, Any]:
     code = {m: fingerprint.fingerprint(m) for m in STAGE_MODULES if fingerprint.closure(m)}
     return {
         "report": {"versions": versions, "code_fingerprints": code, "machine": platform.platform()},
-        "runs": {run.name: {
-            "settings": run.settings,
-            "results": [{"step": r.step, "horizon": r.horizon, "checkpoint": r.summary.get("checkpoint"),
-                         "device": r.summary.get("device"), "versions": r.summary.get("versions"),
-                         "settings": r.summary.get("settings"), "info": r.summary.get("info"),
-                         "overall": r.overall} for r in run.results],
-        } for run in runs},
+        "runs": {
+            run.name: {
+                "settings": run.settings,
+                "results": [
+                    {
+                        "step": r.step,
+                        "horizon": r.horizon,
+                        "checkpoint": r.summary.get("checkpoint"),
+                        "device": r.summary.get("device"),
+                        "versions": r.summary.get("versions"),
+                        "settings": r.summary.get("settings"),
+                        "info": r.summary.get("info"),
+                        "overall": r.overall,
+                    }
+                    for r in run.results
+                ],
+            }
+            for run in runs
+        },
     }
 
 
@@ -230,8 +267,7 @@ def _step_axis(ax) -> None:
     from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(
-        lambda v, _: f"{v / 1000:g}k" if abs(v) >= 10000 else f"{v:g}"))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1000:g}k" if abs(v) >= 10000 else f"{v:g}"))
 
 
 def plot_success(runs: list[Run], path: Path) -> None:
@@ -246,8 +282,14 @@ def plot_success(runs: list[Run], path: Path) -> None:
             res = [r for r in run.results if r.horizon == h and r.rate() is not None]
             steps = [r.step for r in res]
             offset = 0.012 * (k - (n_h - 1) / 2)
-            line, = ax.plot(steps, [r.rate() + offset for r in res], marker=markers[k % len(markers)],
-                            linestyle=styles[k % len(styles)], markersize=5, label=f"H={h}")
+            (line,) = ax.plot(
+                steps,
+                [r.rate() + offset for r in res],
+                marker=markers[k % len(markers)],
+                linestyle=styles[k % len(styles)],
+                markersize=5,
+                label=f"H={h}",
+            )
             lo = [r.overall["ci95"][0] for r in res]
             hi = [r.overall["ci95"][1] for r in res]
             ax.fill_between(steps, lo, hi, alpha=0.12, color=line.get_color())
@@ -269,9 +311,14 @@ def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
     tasks = sorted({t for r in runs for t in r.tasks}, key=natural_key)
     width_names = 0.055 * max(len(t) for t in tasks)
     cols = sum(max(len(r.horizons), 1) for r in runs)
-    fig, axes = plt.subplots(1, len(runs), figsize=(width_names + 1.5 + 0.8 * cols, 1.6 + 0.24 * len(tasks)),
-                             squeeze=False, sharey=True,
-                             gridspec_kw={"width_ratios": [max(len(r.horizons), 1) for r in runs]})
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(width_names + 1.5 + 0.8 * cols, 1.6 + 0.24 * len(tasks)),
+        squeeze=False,
+        sharey=True,
+        gridspec_kw={"width_ratios": [max(len(r.horizons), 1) for r in runs]},
+    )
     im = None
     small = len(tasks) <= 30
     for k, (ax, run) in enumerate(zip(axes[0], runs)):
@@ -280,19 +327,28 @@ def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
             grid = [[float("nan")] * len(run.horizons) for _ in tasks]
             title = f"{run.name}: no best checkpoint\n({run.selection().reason})"
         else:
-            grid = [[_nan(run.result(step, h).rate(t) if run.result(step, h) else None) for h in run.horizons]
-                    for t in tasks]
+            grid = [
+                [_nan(run.result(step, h).rate(t) if run.result(step, h) else None) for h in run.horizons]
+                for t in tasks
+            ]
             title = f"{run.name}: {which} checkpoint (step {step})"
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(run.horizons)), [f"H={h}" for h in run.horizons])
-        if k == 0:       # shared rows: the names once, on the left (setting them per panel would clear them)
+        if k == 0:  # shared rows: the names once, on the left (setting them per panel would clear them)
             ax.set_yticks(range(len(tasks)), tasks, fontsize=7 if small else 6)
         ax.tick_params(axis="y", length=0, labelleft=k == 0)
         if small:
             for i, row in enumerate(grid):
                 for j, v in enumerate(row):
-                    ax.text(j, i, "-" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                            color="white" if not math.isnan(v) and v < 0.5 else "black", fontsize=8)
+                    ax.text(
+                        j,
+                        i,
+                        "-" if math.isnan(v) else f"{v:.2f}",
+                        ha="center",
+                        va="center",
+                        color="white" if not math.isnan(v) and v < 0.5 else "black",
+                        fontsize=8,
+                    )
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), label="success rate", fraction=0.04)
     _save(fig, path)
@@ -322,14 +378,20 @@ def plot_training(runs: list[Run], path: Path) -> None:
                 continue
             steps, values = zip(*pts)
             if col in ("loss", "sample_mse") and len(pts) > 20:
-                raw, = ax.plot(steps, values, alpha=0.2, linewidth=0.6)
+                (raw,) = ax.plot(steps, values, alpha=0.2, linewidth=0.6)
                 window = max(5, len(pts) // 50)
-                ax.plot(steps, smooth(list(values), window), color=raw.get_color(),
-                        label=f"{run.name} (mean of {window} logged values)")
+                ax.plot(
+                    steps,
+                    smooth(list(values), window),
+                    color=raw.get_color(),
+                    label=f"{run.name} (mean of {window} logged values)",
+                )
             else:
                 ax.plot(steps, values, marker="." if col == "sample_mse" else None, label=run.name)
-    for ax, title in zip(axes, ("training loss (raw faint, smoothed solid)", "learning rate",
-                                "sample MSE, action slots (held-out episodes)")):
+    for ax, title in zip(
+        axes,
+        ("training loss (raw faint, smoothed solid)", "learning rate", "sample MSE, action slots (held-out episodes)"),
+    ):
         ax.set(title=title, xlabel="step")
         _step_axis(ax)
         ax.grid(alpha=0.3)
@@ -349,11 +411,12 @@ def pick_videos(runs: list[Run], per_run: int) -> list[tuple[str, Path]]:
         if not run.steps:
             continue
         last = [r for r in run.results if r.step == run.steps[-1]]
-        videos = sorted((v for r in last for v in (r.folder / "videos").glob("*.mp4")),
-                        key=lambda v: (v.name, v.parent.parent.name))
+        videos = sorted(
+            (v for r in last for v in (r.folder / "videos").glob("*.mp4")), key=lambda v: (v.name, v.parent.parent.name)
+        )
         good = [v for v in videos if v.stem.endswith("__success")]
         bad = [v for v in videos if v.stem.endswith("__failure")]
-        mixed = [v for pair in zip(good, bad) for v in pair] + good[len(bad):] + bad[len(good):]
+        mixed = [v for pair in zip(good, bad) for v in pair] + good[len(bad) :] + bad[len(good) :]
         chosen += [(run.name, v) for v in mixed[:per_run]]
     return chosen
 
@@ -396,8 +459,6 @@ def _nan(v: float | None) -> float:
     return float("nan") if v is None else v
 
 
-
-
 # ---------------------------------------------------------------------------------------------------- summary page
 def headline_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Per run and horizon at the last checkpoint: counts, rate, 95% interval, and the honest best checkpoint."""
@@ -409,9 +470,19 @@ def headline_rows(runs: list[Run]) -> list[dict[str, Any]]:
                 continue
             o = r.overall
             sel = run.selection(h) if len(run.steps) > 1 else None
-            rows.append({"run": run.name, "horizon": h, "step": run.last_step, "successes": o["successes"],
-                         "valid": o["episodes"] - o["errors"], "errors": o["errors"], "rate": o["success_rate"],
-                         "ci95": o.get("ci95"), "selection": sel})
+            rows.append(
+                {
+                    "run": run.name,
+                    "horizon": h,
+                    "step": run.last_step,
+                    "successes": o["successes"],
+                    "valid": o["episodes"] - o["errors"],
+                    "errors": o["errors"],
+                    "rate": o["success_rate"],
+                    "ci95": o.get("ci95"),
+                    "selection": sel,
+                }
+            )
     return rows
 
 
@@ -420,29 +491,47 @@ def comparisons(runs: list[Run]) -> dict[str, list[rs.Comparison]]:
     checkpoint; each pair of runs at every horizon both evaluated (last checkpoints); each pair of runs at their
     best horizons (chosen on even init states, compared on odd init states)."""
     out: dict[str, list[rs.Comparison]] = {"horizons": [], "runs": [], "best": []}
-    last = {run.name: {h: run.result(run.last_step, h) for h in run.horizons if run.result(run.last_step, h)}
-            for run in runs}
+    last = {
+        run.name: {h: run.result(run.last_step, h) for h in run.horizons if run.result(run.last_step, h)}
+        for run in runs
+    }
     for run in runs:
         hs = sorted(last[run.name])
         for i, a in enumerate(hs):
-            for b in hs[i + 1:]:
-                out["horizons"].append(rs.Comparison(f"{run.name}, step {run.last_step}", f"H={a}", f"H={b}",
-                                                     rs.paired(last[run.name][a].outcomes,
-                                                               last[run.name][b].outcomes)))
+            for b in hs[i + 1 :]:
+                out["horizons"].append(
+                    rs.Comparison(
+                        f"{run.name}, step {run.last_step}",
+                        f"H={a}",
+                        f"H={b}",
+                        rs.paired(last[run.name][a].outcomes, last[run.name][b].outcomes),
+                    )
+                )
     for i, ra in enumerate(runs):
-        for rb in runs[i + 1:]:
+        for rb in runs[i + 1 :]:
             for h in sorted(set(last[ra.name]) & set(last[rb.name])):
-                out["runs"].append(rs.Comparison(f"H={h}, last checkpoints", ra.name, rb.name,
-                                                 rs.paired(last[ra.name][h].outcomes, last[rb.name][h].outcomes)))
+                out["runs"].append(
+                    rs.Comparison(
+                        f"H={h}, last checkpoints",
+                        ra.name,
+                        rb.name,
+                        rs.paired(last[ra.name][h].outcomes, last[rb.name][h].outcomes),
+                    )
+                )
             ha = rs.best_horizon({h: r.outcomes for h, r in last[ra.name].items()})
             hb = rs.best_horizon({h: r.outcomes for h, r in last[rb.name].items()})
             if ha is None or hb is None:
                 continue
             a = rs.half(last[ra.name][ha].outcomes, False)
             b = rs.half(last[rb.name][hb].outcomes, False)
-            out["best"].append(rs.Comparison("best horizon of each (chosen on even init states), compared on odd "
-                                             "init states", f"{ra.name} H={ha}", f"{rb.name} H={hb}",
-                                             rs.paired(a, b)))
+            out["best"].append(
+                rs.Comparison(
+                    "best horizon of each (chosen on even init states), compared on odd init states",
+                    f"{ra.name} H={ha}",
+                    f"{rb.name} H={hb}",
+                    rs.paired(a, b),
+                )
+            )
     rs.adjust([c for group in out.values() for c in group])
     return out
 
@@ -519,26 +608,49 @@ def _plan_html(run: Run) -> str:
         return ""
     rows = []
     for h, r in sorted(c["per_horizon"].items(), key=lambda kv: int(kv[0])):
-        rows.append([f"H={h}", f"{r['jobs']:,}", f"{r['episodes']:,}", f"{r['sim_steps_max']:,}",
-                     f"{r['policy_calls_max']:,}", f"{r['hours_max']:,}"])
+        rows.append(
+            [
+                f"H={h}",
+                f"{r['jobs']:,}",
+                f"{r['episodes']:,}",
+                f"{r['sim_steps_max']:,}",
+                f"{r['policy_calls_max']:,}",
+                f"{r['hours_max']:,}",
+            ]
+        )
     t = c["total"]
-    rows.append(["all", f"{t['jobs']:,}", f"{t['episodes']:,}", f"{t['sim_steps_max']:,}",
-                 f"{t['policy_calls_max']:,}", f"{t['hours_max']:,}"])
+    rows.append(
+        [
+            "all",
+            f"{t['jobs']:,}",
+            f"{t['episodes']:,}",
+            f"{t['sim_steps_max']:,}",
+            f"{t['policy_calls_max']:,}",
+            f"{t['hours_max']:,}",
+        ]
+    )
     eps = {int(k): v for k, v in c["episodes_per_task"].items()}
-    text = (f"<p><b>{_esc(run.name)}</b>: {len(c['steps'])} checkpoint(s) evaluated (steps "
-            f"{_esc(', '.join(map(str, c['steps'])))}), {c['tasks']} task(s), episodes per task "
-            f"{_esc(', '.join(f'{v} at {s}' for s, v in sorted(eps.items())))}; at most {c['max_steps']} policy steps "
-            "per episode.")
+    text = (
+        f"<p><b>{_esc(run.name)}</b>: {len(c['steps'])} checkpoint(s) evaluated (steps "
+        f"{_esc(', '.join(map(str, c['steps'])))}), {c['tasks']} task(s), episodes per task "
+        f"{_esc(', '.join(f'{v} at {s}' for s, v in sorted(eps.items())))}; at most {c['max_steps']} policy steps "
+        "per episode."
+    )
     tr = c.get("train")
     if tr:
-        text += (f" Training: {tr['samples']:,} samples; evaluation model work at most "
-                 f"{100 * tr['model_work_ratio_max']:.1f}% of training's.")
+        text += (
+            f" Training: {tr['samples']:,} samples; evaluation model work at most "
+            f"{100 * tr['model_work_ratio_max']:.1f}% of training's."
+        )
     rates = c.get("rates") or {}
-    text += (f' <span class="note">Hours from rates: simulator {rates.get("sim_step_s", "unknown")} s/step + '
-             f'{rates.get("episode_overhead_s", 0)} s/episode, policy {rates.get("policy_call_s") or "unknown"} '
-             f's/call ({_esc(rates.get("source"))}).</span></p>')
-    return text + _table(["horizon", "jobs", "episodes", "simulator steps (max)", "policy calls (max)",
-                          "hours (max)"], rows)
+    text += (
+        f' <span class="note">Hours from rates: simulator {rates.get("sim_step_s", "unknown")} s/step + '
+        f"{rates.get('episode_overhead_s', 0)} s/episode, policy {rates.get('policy_call_s') or 'unknown'} "
+        f"s/call ({_esc(rates.get('source'))}).</span></p>"
+    )
+    return text + _table(
+        ["horizon", "jobs", "episodes", "simulator steps (max)", "policy calls (max)", "hours (max)"], rows
+    )
 
 
 def _state_range_rows(runs: list[Run]) -> list[tuple[bool, list[str]]]:
@@ -551,21 +663,40 @@ def _state_range_rows(runs: list[Run]) -> list[tuple[bool, list[str]]]:
             checked, far = sr.get("states_checked", 0), sr.get("states_far_outside", 0)
             slots = sorted((sr.get("far_per_slot") or {}).items(), key=lambda kv: -kv[1])
             frac = far / checked if checked else 0.0
-            rows.append((frac > 0.1, [run.name, str(r.step), f"H={r.horizon}", f"{far} of {checked}",
-                                      f"{100 * frac:.0f}%", ", ".join(f"{k} ({v})" for k, v in slots[:4])]))
+            rows.append(
+                (
+                    frac > 0.1,
+                    [
+                        run.name,
+                        str(r.step),
+                        f"H={r.horizon}",
+                        f"{far} of {checked}",
+                        f"{100 * frac:.0f}%",
+                        ", ".join(f"{k} ({v})" for k, v in slots[:4]),
+                    ],
+                )
+            )
     return rows
 
 
-def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], videos: list[tuple[str, Path]],
-                 video_bytes: int = 40 << 20) -> str:
+def summary_html(
+    runs: list[Run],
+    out: Path,
+    audits: list[dict[str, Any]],
+    videos: list[tuple[str, Path]],
+    video_bytes: int = 40 << 20,
+) -> str:
     """The summary page (``out`` holds the figures and videos it embeds)."""
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>RDT LIBERO report: "
-             f"{_esc(', '.join(r.name for r in runs))}</title><style>{CSS}</style></head><body>",
-             "<h1>RDT fine-tuning on LIBERO: summary</h1>",
-             '<p class="note">Runs: ' + ", ".join(f"<b>{_esc(r.name)}</b> (last checkpoint: step {r.last_step})"
-                                                   for r in runs) + ". Every number below is from the <b>last "
-             "checkpoint</b> unless it says otherwise. Horizons and runs are evaluated on the same (task, init "
-             "state) pairs, so they are compared paired.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>RDT LIBERO report: "
+        f"{_esc(', '.join(r.name for r in runs))}</title><style>{CSS}</style></head><body>",
+        "<h1>RDT fine-tuning on LIBERO: summary</h1>",
+        '<p class="note">Runs: '
+        + ", ".join(f"<b>{_esc(r.name)}</b> (last checkpoint: step {r.last_step})" for r in runs)
+        + ". Every number below is from the <b>last "
+        "checkpoint</b> unless it says otherwise. Horizons and runs are evaluated on the same (task, init "
+        "state) pairs, so they are compared paired.</p>",
+    ]
 
     # 1. headline
     parts.append("<h2>Success per run and execution horizon (last checkpoint)</h2>")
@@ -582,22 +713,46 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
             if sel.best == h["step"]:
                 best = f"the last (step {sel.best}): {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
             else:
-                best = (f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
-                        + (f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""))
-        rows.append([h["run"], f"H={h['horizon']}", f"{_pct(h['rate'])}", _ci(h["ci95"]),
-                     f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""), best])
-    parts.append(_table(["run", "horizon", "success", "95% CI (Wilson)", "successes / episodes",
-                         "best checkpoint (chosen on even init states, reported on odd)"], rows))
-    parts.append('<p class="note">"Best" is selected on the even init states and its success is reported on the '
-                 "odd init states, so the number shown was not used to pick it; when all checkpoints tie there is "
-                 "no best.</p>")
+                best = f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states" + (
+                    f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""
+                )
+        rows.append(
+            [
+                h["run"],
+                f"H={h['horizon']}",
+                f"{_pct(h['rate'])}",
+                _ci(h["ci95"]),
+                f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
+                best,
+            ]
+        )
+    parts.append(
+        _table(
+            [
+                "run",
+                "horizon",
+                "success",
+                "95% CI (Wilson)",
+                "successes / episodes",
+                "best checkpoint (chosen on even init states, reported on odd)",
+            ],
+            rows,
+        )
+    )
+    parts.append(
+        '<p class="note">"Best" is selected on the even init states and its success is reported on the '
+        "odd init states, so the number shown was not used to pick it; when all checkpoints tie there is "
+        "no best.</p>"
+    )
 
     # 2. comparisons
     comp = comparisons(runs)
     parts.append("<h2>Paired comparisons</h2>")
-    labels = {"horizons": "Execution horizons within each run (last checkpoint)",
-              "runs": "Runs at equal horizons (last checkpoints)",
-              "best": "Runs at their best horizons"}
+    labels = {
+        "horizons": "Execution horizons within each run (last checkpoint)",
+        "runs": "Runs at equal horizons (last checkpoints)",
+        "best": "Runs at their best horizons",
+    }
     total = sum(len(v) for v in comp.values())
     for key, group in comp.items():
         if not group:
@@ -608,9 +763,11 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
             cls = "better" if " is better than " in v.split(":")[0] else ""
             parts.append(f'<p class="verdict"><span class="{cls}">{_esc(c.scope)}: {_esc(v)}</span></p>')
     if total:
-        parts.append(f'<p class="note">Difference in success rate with a 95% Newcombe interval for paired data and '
-                     f"the exact McNemar test on the discordant pairs; a verdict needs Holm-adjusted p &lt; 0.05 over "
-                     f"the {total} comparisons on this page.</p>")
+        parts.append(
+            f'<p class="note">Difference in success rate with a 95% Newcombe interval for paired data and '
+            f"the exact McNemar test on the discordant pairs; a verdict needs Holm-adjusted p &lt; 0.05 over "
+            f"the {total} comparisons on this page.</p>"
+        )
     else:
         parts.append('<p class="note">Nothing to compare: one run with one horizon.</p>')
 
@@ -638,23 +795,31 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
         for cls in ("dev", "cmp", "ok"):
             table = table.replace(f'<td><span class="{cls}">', f'<td class="{cls}"><span class="{cls}">')
         parts.append(table)
-        parts.append('<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
-                     "comparison next to a recipe horizon; sources: the seed's analysis "
-                     "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
-                     "(reference/RDT_FACTS.md).</p>")
+        parts.append(
+            '<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
+            "comparison next to a recipe horizon; sources: the seed's analysis "
+            "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
+            "(reference/RDT_FACTS.md).</p>"
+        )
 
     # 4. state range
     sr = _state_range_rows(runs)
     if sr:
         parts.append("<h2>Observed states outside the training range</h2>")
-        body = "\n".join(("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{_esc(c)}</td>" for c in row)
-                         + "</tr>" for bad, row in sr)
-        parts.append('<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
-                     "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
-                     f"{body}</tbody></table>")
-        parts.append('<p class="note">A state is far outside when it lies beyond the training min/max by more than '
-                     "half the range (a distribution shift between the training data and the simulator); rows over "
-                     "10% are red.</p>")
+        body = "\n".join(
+            ("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
+            for bad, row in sr
+        )
+        parts.append(
+            '<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
+            "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
+            f"{body}</tbody></table>"
+        )
+        parts.append(
+            '<p class="note">A state is far outside when it lies beyond the training min/max by more than '
+            "half the range (a distribution shift between the training data and the simulator); rows over "
+            "10% are red.</p>"
+        )
 
     # 5. evaluation plan
     plans = [_plan_html(r) for r in runs]
@@ -663,12 +828,13 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
 
     # 6. figures
     parts.append("<h2>Figures</h2>")
-    for name, caption in (("success_vs_step.png", "Success rate vs training step per horizon (95% Wilson bands)"),
-                          ("heatmap_last.png", "Success per task and horizon at the last checkpoint"),
-                          ("heatmap_best.png", "Success per task at the best checkpoint (chosen on even init "
-                                               "states)"),
-                          ("training.png", "Training loss, learning rate and held-out sample MSE"),
-                          ("rollouts.png", "Frames of the rollouts below")):
+    for name, caption in (
+        ("success_vs_step.png", "Success rate vs training step per horizon (95% Wilson bands)"),
+        ("heatmap_last.png", "Success per task and horizon at the last checkpoint"),
+        ("heatmap_best.png", "Success per task at the best checkpoint (chosen on even init states)"),
+        ("training.png", "Training loss, learning rate and held-out sample MSE"),
+        ("rollouts.png", "Frames of the rollouts below"),
+    ):
         if (out / name).is_file():
             parts.append(f'<div class="fig"><p><b>{_esc(caption)}</b></p>{_img(out / name, caption)}</div>')
 
@@ -681,9 +847,11 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
             path = out / "videos" / name
             h_dir = video.parent.parent
             task, init, outcome = video.stem.rsplit("__", 2)
-            parts.append(f"<figure>{_video(path if path.is_file() else video, name, budget)}<figcaption>"
-                         f"{_esc(run)} {_esc(h_dir.parent.name)} H={_esc(h_dir.name[1:])} {_esc(init)} "
-                         f"<b>{_esc(outcome)}</b><br>{_esc(task)}</figcaption></figure>")
+            parts.append(
+                f"<figure>{_video(path if path.is_file() else video, name, budget)}<figcaption>"
+                f"{_esc(run)} {_esc(h_dir.parent.name)} H={_esc(h_dir.name[1:])} {_esc(init)} "
+                f"<b>{_esc(outcome)}</b><br>{_esc(task)}</figcaption></figure>"
+            )
         parts.append("</div>")
 
     # 8. per task
@@ -695,8 +863,9 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
         row = [t]
         for run, h in cols:
             c = run.result(run.last_step, h).summary["tasks"].get(t)
-            row.append("" if c is None else f"{_pct(c['success_rate'])} ({c['successes']}/"
-                       f"{c['episodes'] - c['errors']})")
+            row.append(
+                "" if c is None else f"{_pct(c['success_rate'])} ({c['successes']}/{c['episodes'] - c['errors']})"
+            )
         rows.append(row)
     parts.append(_table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows))
 
@@ -709,16 +878,29 @@ def summary_html(runs: list[Run], out: Path, audits: list[dict[str, Any]], video
                 continue
             for e in r.records:
                 outcome = "ERROR" if e.get("error") else ("success" if e.get("success") else "failure")
-                rows.append([run.name, f"H={r.horizon}", e["task"], str(e["init_state"]), outcome,
-                             str(e.get("steps", "")), str(e.get("seconds", ""))])
+                rows.append(
+                    [
+                        run.name,
+                        f"H={r.horizon}",
+                        e["task"],
+                        str(e["init_state"]),
+                        outcome,
+                        str(e.get("steps", "")),
+                        str(e.get("seconds", "")),
+                    ]
+                )
     if rows:
-        parts.append(f"<details><summary>{len(rows)} episodes (click a column to sort)</summary>"
-                     + _table(["run", "horizon", "task", "init state", "outcome", "steps", "seconds"], rows)
-                     + "</details>")
+        parts.append(
+            f"<details><summary>{len(rows)} episodes (click a column to sort)</summary>"
+            + _table(["run", "horizon", "task", "init state", "outcome", "steps", "seconds"], rows)
+            + "</details>"
+        )
     else:
         parts.append('<p class="note">No episode records (episodes.jsonl) next to the summaries.</p>')
-    parts.append(f'<p class="note">Tables: results.csv, audit.csv; provenance: provenance.json.</p>'
-                 f"<script>{SORT_JS}</script></body></html>")
+    parts.append(
+        f'<p class="note">Tables: results.csv, audit.csv; provenance: provenance.json.</p>'
+        f"<script>{SORT_JS}</script></body></html>"
+    )
     return "\n".join(parts)
 
 
@@ -734,11 +916,13 @@ def write_report(result_dirs: list[Path], out: Path, videos_per_run: int = 4) ->
     results, audits = result_rows(runs), audit_rows(runs)
     videos = pick_videos(runs, videos_per_run)
     with atomic_dir(out) as tmp:
-        steps = [("success_vs_step.png", lambda p: plot_success(runs, p)),
-                 ("heatmap_last.png", lambda p: plot_heatmaps(runs, p, "last")),
-                 ("heatmap_best.png", lambda p: plot_heatmaps(runs, p, "best")),
-                 ("training.png", lambda p: plot_training(runs, p)),
-                 ("rollouts.png", lambda p: plot_rollouts(videos, p))]
+        steps = [
+            ("success_vs_step.png", lambda p: plot_success(runs, p)),
+            ("heatmap_last.png", lambda p: plot_heatmaps(runs, p, "last")),
+            ("heatmap_best.png", lambda p: plot_heatmaps(runs, p, "best")),
+            ("training.png", lambda p: plot_training(runs, p)),
+            ("rollouts.png", lambda p: plot_rollouts(videos, p)),
+        ]
         for name, draw in track(steps, desc="report", unit="figure"):
             draw(tmp / name)
         (tmp / "results.csv").write_text(_csv_text(results, RESULT_COLUMNS))
@@ -752,17 +936,29 @@ def write_report(result_dirs: list[Path], out: Path, videos_per_run: int = 4) ->
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", nargs="+", required=True, metavar="DIR",
-                   help="run folders (results/<run>) holding eval/step-<S>/h<H>/summary.json")
+    p.add_argument(
+        "--results",
+        nargs="+",
+        required=True,
+        metavar="DIR",
+        help="run folders (results/<run>) holding eval/step-<S>/h<H>/summary.json",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="report folder to write (replaced atomically)")
-    p.add_argument("--videos", type=int, default=4, metavar="N",
-                   help="rollout videos shown per run, from its last checkpoint (default 4)")
+    p.add_argument(
+        "--videos",
+        type=int,
+        default=4,
+        metavar="N",
+        help="rollout videos shown per run, from its last checkpoint (default 4)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     if args.videos < 0:
         raise UserError(f"--videos {args.videos}: expected a number >= 0")
     info = write_report(args.results, Path(args.out), args.videos)
-    print(f"report for {', '.join(info['runs'])}: {info['results']} result rows, "
-          f"{info['deviations']} settings deviate from the RDT-1B recipe -> {args.out}")
+    print(
+        f"report for {', '.join(info['runs'])}: {info['results']} result rows, "
+        f"{info['deviations']} settings deviate from the RDT-1B recipe -> {args.out}"
+    )
     return 0

@@ -14,6 +14,7 @@ shown was not used to pick it; when every checkpoint ties on the selection half 
 Everything here is pure Python on mappings ``(task, init_state) -> success`` (episodes with a simulator error are
 left out before), so it is tested on constructed records with known answers.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def mcnemar_exact(b: int, c: int) -> float:
     if n == 0:
         return 1.0
     k = min(b, c)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
     return min(1.0, 2 * tail)
 
 
@@ -62,6 +63,7 @@ def holm(pvalues: list[float]) -> list[float]:
 class Paired:
     """Paired comparison of A and B on the pairs both evaluated. ``both``: pairs A and B solved; ``only_a``: A solved
     and B failed; ``only_b``: B solved and A failed; ``neither``."""
+
     both: int
     only_a: int
     only_b: int
@@ -118,6 +120,7 @@ def paired(a: Outcomes, b: Outcomes) -> Paired:
 @dataclass
 class Comparison:
     """One verdict line: ``a`` vs ``b`` (labels), in ``scope`` (e.g. the run and step), with its paired numbers."""
+
     scope: str
     a: str
     b: str
@@ -133,13 +136,15 @@ class Comparison:
             return f"{self.a} vs {self.b}: no common (task, init state) pairs"
         p = self.p_adjusted if self.p_adjusted is not None else s.p_value
         a, b = self.a, self.b
-        if p < alpha and s.diff < 0:          # the numbers in the order of the conclusion: the better one first
+        if p < alpha and s.diff < 0:  # the numbers in the order of the conclusion: the better one first
             a, b, s = b, a, Paired(s.both, s.only_b, s.only_a, s.neither)
         lo, hi = s.ci95
         head = f"{a} is better than {b}" if p < alpha else f"{a} vs {b}: no significant difference"
-        text = (f"{head}: {100 * s.rate_a:.1f}% vs {100 * s.rate_b:.1f}%, difference {100 * s.diff:+.1f} points "
-                f"[95% CI {100 * lo:+.1f}, {100 * hi:+.1f}] on {s.n} paired episodes ({s.only_a} solved only by "
-                f"{a}, {s.only_b} only by {b}); exact McNemar p = {_fmt_p(s.p_value)}")
+        text = (
+            f"{head}: {100 * s.rate_a:.1f}% vs {100 * s.rate_b:.1f}%, difference {100 * s.diff:+.1f} points "
+            f"[95% CI {100 * lo:+.1f}, {100 * hi:+.1f}] on {s.n} paired episodes ({s.only_a} solved only by "
+            f"{a}, {s.only_b} only by {b}); exact McNemar p = {_fmt_p(s.p_value)}"
+        )
         if self.p_adjusted is not None:
             text += f" (Holm-adjusted {_fmt_p(self.p_adjusted)})"
         return text
@@ -173,6 +178,7 @@ class Selection:
     report episodes); ``reason`` says why. ``selection_rates``: step -> rate on the common selection pairs;
     ``report``: (successes, episodes) of the best step on the report half; ``last_report``: the same for the last
     step (the fair comparison)."""
+
     best: int | None
     reason: str
     selection_rates: dict[int, float]
@@ -200,20 +206,34 @@ def select_best(by_step: Mapping[int, Outcomes]) -> Selection:
     common = set.intersection(*(set(half(by_step[s], True)) for s in steps))
     last_report = _counts(half(by_step[last], False))
     if not common:
-        return Selection(None, "no selection episodes (even init states) common to all checkpoints", {}, 0,
-                         None, last_report)
+        return Selection(
+            None, "no selection episodes (even init states) common to all checkpoints", {}, 0, None, last_report
+        )
     rates = {s: sum(1 for k in common if by_step[s][k]) / len(common) for s in steps}
     if len(steps) > 1 and len(set(rates.values())) == 1:
-        return Selection(None, f"all {len(steps)} checkpoints tie at {100 * rates[last]:.0f}% on the selection "
-                         "half", rates, len(common), None, last_report)
+        return Selection(
+            None,
+            f"all {len(steps)} checkpoints tie at {100 * rates[last]:.0f}% on the selection half",
+            rates,
+            len(common),
+            None,
+            last_report,
+        )
     top = max(rates.values())
     best = max(s for s in steps if rates[s] == top)
     report = _counts(half(by_step[best], False))
     if not report[1]:
-        return Selection(None, "no report episodes (odd init states): evaluate 2 or more episodes per task", rates,
-                         len(common), None, last_report)
-    return Selection(best, "chosen on even init states, reported on odd init states", rates, len(common), report,
-                     last_report)
+        return Selection(
+            None,
+            "no report episodes (odd init states): evaluate 2 or more episodes per task",
+            rates,
+            len(common),
+            None,
+            last_report,
+        )
+    return Selection(
+        best, "chosen on even init states, reported on odd init states", rates, len(common), report, last_report
+    )
 
 
 def best_horizon(by_horizon: Mapping[int, Outcomes]) -> int | None:
@@ -230,8 +250,9 @@ def best_horizon(by_horizon: Mapping[int, Outcomes]) -> int | None:
     return min(h for h, r in rates.items() if r == top)
 
 
-def outcomes_from_records(records: Iterable[dict], tasks: Iterable[str] | None = None,
-                          episodes: int | None = None) -> dict[tuple[str, int], bool]:
+def outcomes_from_records(
+    records: Iterable[dict], tasks: Iterable[str] | None = None, episodes: int | None = None
+) -> dict[tuple[str, int], bool]:
     """``(task, init_state) -> success`` of episode records (episodes.jsonl), without simulator errors, limited to
     ``tasks`` and init states below ``episodes`` when given; the first record of a pair counts."""
     wanted = set(tasks) if tasks is not None else None

@@ -6,6 +6,7 @@ zero and marked unavailable in a 0/1 mask. Single-arm robots use the ``right_`` 
 prefix are aliases of the ``right_`` names. The 6D rotation is the first two *columns* of the rotation matrix,
 flattened column by column: ``[R00, R10, R20, R01, R11, R21]``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -39,7 +40,7 @@ def _build_layout() -> dict[str, int]:
     idx["base_vel_x"], idx["base_vel_y"], idx["base_angular_vel"] = 100, 101, 102
     # un-prefixed aliases of the right-arm names
     for name in [n for n in idx if n.startswith("right_")]:
-        idx[name[len("right_"):]] = idx[name]
+        idx[name[len("right_") :]] = idx[name]
     return idx
 
 
@@ -84,16 +85,20 @@ def mask(names: Iterable[str]) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- rotations
 
+
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
     """Quaternions (..., 4) in xyzw order (robosuite/scipy convention) -> rotation matrices (..., 3, 3)."""
     q = np.asarray(q, dtype=np.float64)
     q = q / np.linalg.norm(q, axis=-1, keepdims=True)
     x, y, z, w = np.moveaxis(q, -1, 0)
-    return np.stack([
-        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-    ], -2)
+    return np.stack(
+        [
+            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
+            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
+            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
+        ],
+        -2,
+    )
 
 
 def matrix_to_quat(m: np.ndarray) -> np.ndarray:

@@ -74,16 +74,41 @@ from rdt.training.trainer import Diverged, Trainer, initial_runner
 from rdt.utils.files import read_json
 
 #: what callers (the tests, bench/) use from here; the pieces live in rdt/training/
-__all__ = ["CHECKPOINTS", "DEEPSPEED_STATE", "EXPORT", "METRICS", "METRICS_HISTORY", "METRIC_COLUMNS",
-           "OPTIMIZER_FILE", "SCHEDULER_FILE", "STATE_FILE", "Diverged", "MetricsLog", "Preempted", "Trainer",
-           "add_arguments", "checkpoint_dir", "deepspeed_plugin", "export_checkpoint", "export_dir", "find_resume",
-           "initial_runner", "list_checkpoints", "main", "prune_checkpoints", "read_metrics", "run_lock",
-           "stop_with_launcher", "train_segment"]
+__all__ = [
+    "CHECKPOINTS",
+    "DEEPSPEED_STATE",
+    "EXPORT",
+    "METRICS",
+    "METRICS_HISTORY",
+    "METRIC_COLUMNS",
+    "OPTIMIZER_FILE",
+    "SCHEDULER_FILE",
+    "STATE_FILE",
+    "Diverged",
+    "MetricsLog",
+    "Preempted",
+    "Trainer",
+    "add_arguments",
+    "checkpoint_dir",
+    "deepspeed_plugin",
+    "export_checkpoint",
+    "export_dir",
+    "find_resume",
+    "initial_runner",
+    "list_checkpoints",
+    "main",
+    "prune_checkpoints",
+    "read_metrics",
+    "run_lock",
+    "stop_with_launcher",
+    "train_segment",
+]
 
 
 # ================================================================================================ export
-def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: str,
-                      identity: str | None = None) -> Path:
+def export_checkpoint(
+    cfg: train_config.TrainConfig, out: Path, step: int, run: str, identity: str | None = None
+) -> Path:
     """Write DIR/export/step-<step> from checkpoint-<step>: config.json, model.safetensors,
     ema/model.safetensors (the original layout) and pipeline.json (docs/formats.md §5) with the training's
     ``identity`` (settings, data and code: ``cfg.fingerprint()``), the code part of it and the training data."""
@@ -96,20 +121,31 @@ def export_checkpoint(cfg: train_config.TrainConfig, out: Path, step: int, run: 
     ema, _ = load_runner(source, weights="ema")
     with open_training_file(cfg.data) as f:
         attrs = {k: f.attrs[k] for k in ("image_size", "control_frequency", "action_space")}
-        state_slots = json.loads(f.attrs.get("state_slots", "null"))   # None: a file from before issue 13
+        state_slots = json.loads(f.attrs.get("state_slots", "null"))  # None: a file from before issue 13
         try:
             created = json.loads(f.attrs.get("created_by", "{}"))
         except (TypeError, ValueError):
             created = {}
-    pipeline = {"text_encoder": cfg.text_encoder, "vision_encoder": cfg.vision_encoder,
-                "image_size": int(attrs["image_size"]), "control_frequency": int(attrs["control_frequency"]),
-                "action_space": str(attrs["action_space"]), "step": step, "run": run,
-                "identity": identity or cfg.fingerprint(), "train_code": cfg.training_code(),
-                "suite": created.get("suite"), "tasks": created.get("tasks"), "data": str(cfg.data),
-                "dataset": created.get("dataset"), "state_slots": state_slots,
-                "dataset_stat": load_entry(cfg.stats)}
-    return save_checkpoint(export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(),
-                           pipeline=pipeline)
+    pipeline = {
+        "text_encoder": cfg.text_encoder,
+        "vision_encoder": cfg.vision_encoder,
+        "image_size": int(attrs["image_size"]),
+        "control_frequency": int(attrs["control_frequency"]),
+        "action_space": str(attrs["action_space"]),
+        "step": step,
+        "run": run,
+        "identity": identity or cfg.fingerprint(),
+        "train_code": cfg.training_code(),
+        "suite": created.get("suite"),
+        "tasks": created.get("tasks"),
+        "data": str(cfg.data),
+        "dataset": created.get("dataset"),
+        "state_slots": state_slots,
+        "dataset_stat": load_entry(cfg.stats),
+    }
+    return save_checkpoint(
+        export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(), pipeline=pipeline
+    )
 
 
 # ================================================================================================ command
@@ -120,18 +156,21 @@ def check_previous_export(folder: str | Path, identity: str, until_step: int) ->
 
     pipeline = read_json(Path(folder) / PIPELINE_FILE, "not found (expected an export of `rdt train`)")
     if pipeline.get("identity") != identity:
-        raise UserError(f"{folder}: made by a training of identity {pipeline.get('identity')}, this segment's is "
-                        f"{identity} (other settings, data or training code); a segment only continues an export "
-                        "of its own training: rerun the earlier segments (snakemake does this when their params "
-                        "changed)")
+        raise UserError(
+            f"{folder}: made by a training of identity {pipeline.get('identity')}, this segment's is "
+            f"{identity} (other settings, data or training code); a segment only continues an export "
+            "of its own training: rerun the earlier segments (snakemake does this when their params "
+            "changed)"
+        )
     step = int(pipeline.get("step", -1))
     if not 0 < step < until_step:
         raise UserError(f"{folder}: export of step {step}; expected a step before --until-step {until_step}")
     return step
 
 
-def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Path,
-                  previous_export: str | Path | None = None) -> Path:
+def train_segment(
+    cfg: train_config.TrainConfig, until_step: int, out: str | Path, previous_export: str | Path | None = None
+) -> Path:
     """Train to ``until_step`` and export it; returns the export folder (on every process; only rank 0 writes).
 
     The training's identity (``cfg.fingerprint()``: settings, data files and training code) decides what may be
@@ -151,19 +190,27 @@ def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Pat
     match, stale = matching_checkpoints(out, identity)
     for folder in stale:
         if rank == 0:
-            print(f"train: ignoring {folder} (another training: identity "
-                  f"{read_trainer_state(folder).get('fingerprint')} != {identity})", flush=True)
+            print(
+                f"train: ignoring {folder} (another training: identity "
+                f"{read_trainer_state(folder).get('fingerprint')} != {identity})",
+                flush=True,
+            )
     if any(step == until_step for step, _ in match):
         if rank == 0:
-            print(f"train: checkpoint-{until_step} exists with these settings and code (identity {identity}); "
-                  "exporting it", flush=True)
+            print(
+                f"train: checkpoint-{until_step} exists with these settings and code (identity {identity}); "
+                "exporting it",
+                flush=True,
+            )
             export_checkpoint(cfg, out, until_step, run, identity)
         return export_dir(out, until_step)
     resume = find_resume(out, identity, until_step)
     if rank == 0 and previous is not None and (resume is None or resume[0] < previous):
-        print(f"train: checkpoint-{previous} (the resumable state of {previous_export}) is gone (retention); "
-              f"recomputing the same trajectory from {resume[1].name if resume else 'the start'}",
-              flush=True)
+        print(
+            f"train: checkpoint-{previous} (the resumable state of {previous_export}) is gone (retention); "
+            f"recomputing the same trajectory from {resume[1].name if resume else 'the start'}",
+            flush=True,
+        )
     trainer = Trainer(cfg, out, resume=None if resume is None else resume[1])
     trainer.run(until_step)
     if trainer.is_main:
@@ -175,12 +222,19 @@ def train_segment(cfg: train_config.TrainConfig, until_step: int, out: str | Pat
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", required=True, help="RUN.yaml with the training settings (see rdt/train_config.py)")
-    p.add_argument("--until-step", type=int, required=True,
-                   help="train up to this optimizer step; writes checkpoint-S and export/step-S")
+    p.add_argument(
+        "--until-step",
+        type=int,
+        required=True,
+        help="train up to this optimizer step; writes checkpoint-S and export/step-S",
+    )
     p.add_argument("--out", required=True, help="run folder (checkpoints/, export/, metrics.csv)")
-    p.add_argument("--previous-export", metavar="DIR",
-                   help="the export this segment continues (the workflow's declared input); it must come from the "
-                        "same training (identity in its pipeline.json)")
+    p.add_argument(
+        "--previous-export",
+        metavar="DIR",
+        help="the export this segment continues (the workflow's declared input); it must come from the "
+        "same training (identity in its pipeline.json)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:

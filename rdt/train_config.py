@@ -8,6 +8,7 @@ Batch arithmetic (the seed failure was 4 per GPU x 1 accumulation x 8 GPUs = 32 
 ``effective_batch_size = per_device_batch_size x gradient_accumulation x num_processes``; the accumulation is
 derived at launch from the configured effective batch, so changing the GPU count keeps the effective batch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -152,13 +153,16 @@ class TrainConfig:
             raise UserError(
                 f"effective_batch_size={self.effective_batch_size} is not divisible by per_device_batch_size="
                 f"{self.per_device_batch_size} x num_processes={num_processes} (= {per_step}); choose an effective "
-                "batch that is a multiple of their product")
+                "batch that is a multiple of their product"
+            )
         return self.effective_batch_size // per_step
 
     def batch_formula(self, num_processes: int) -> str:
         acc = self.accumulation(num_processes)
-        return (f"effective batch {self.effective_batch_size} = {self.per_device_batch_size} per device x "
-                f"{acc} accumulation x {num_processes} processes")
+        return (
+            f"effective batch {self.effective_batch_size} = {self.per_device_batch_size} per device x "
+            f"{acc} accumulation x {num_processes} processes"
+        )
 
     def lr_factor(self, step: int) -> float:
         """LR multiplier used by optimizer step ``step`` (1-based): linear warmup from 0, then 1."""
@@ -212,8 +216,17 @@ def code_fingerprint() -> str:
 
 # settings that do not change the trained weights (the process count does not either: the accumulation keeps the
 # effective batch and the per-sample seeds keep the draws)
-_NOT_IN_FINGERPRINT = ("checkpointing_period", "checkpoints_total_limit", "sample_period", "sample_batches",
-                       "log_period", "dataloader_num_workers", "run", "max_nonfinite_steps", "report_to")
+_NOT_IN_FINGERPRINT = (
+    "checkpointing_period",
+    "checkpoints_total_limit",
+    "sample_period",
+    "sample_batches",
+    "log_period",
+    "dataloader_num_workers",
+    "run",
+    "max_nonfinite_steps",
+    "report_to",
+)
 NOT_IN_FINGERPRINT = _NOT_IN_FINGERPRINT
 
 
@@ -221,12 +234,30 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 #: the allowed values and bounds of the settings. The workflow schema (workflow/schemas/config.schema.yaml, train
 #: section) repeats them so that Snakemake-side validation names the key; tests/test_train_config.py checks that both
 #: accept and refuse the same values.
-CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED,
-            "report_to": REPORT_TO}
-_POSITIVE = ("effective_batch_size", "per_device_batch_size", "checkpointing_period", "checkpoints_total_limit",
-             "log_period", "learning_rate", "adam_eps", "max_grad_norm", "ema_inv_gamma")
-_NON_NEGATIVE = ("lr_warmup_steps", "weight_decay", "ema_update_after_step", "sample_period", "sample_batches",
-                 "dataloader_num_workers", "heldout_episodes", "ema_min", "ema_power", "max_nonfinite_steps")
+CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED, "report_to": REPORT_TO}
+_POSITIVE = (
+    "effective_batch_size",
+    "per_device_batch_size",
+    "checkpointing_period",
+    "checkpoints_total_limit",
+    "log_period",
+    "learning_rate",
+    "adam_eps",
+    "max_grad_norm",
+    "ema_inv_gamma",
+)
+_NON_NEGATIVE = (
+    "lr_warmup_steps",
+    "weight_decay",
+    "ema_update_after_step",
+    "sample_period",
+    "sample_batches",
+    "dataloader_num_workers",
+    "heldout_episodes",
+    "ema_min",
+    "ema_power",
+    "max_nonfinite_steps",
+)
 _UNIT_INTERVAL = ("cond_mask_prob", "adam_beta1", "adam_beta2", "ema_max", "ema_min")
 _REQUIRED = ("data", "lang", "stats")
 
@@ -260,12 +291,15 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
         raise UserError(f"{source}: expected a mapping of training settings, got {type(values).__name__}")
     known = {f.name: f for f in fields(TrainConfig)}
     if values.get("deepspeed") is False:
-        raise UserError(f"{source}: key 'deepspeed' = false (YAML reads an unquoted off as false); expected one of "
-                        "'off' (quoted) or zero2")
+        raise UserError(
+            f"{source}: key 'deepspeed' = false (YAML reads an unquoted off as false); expected one of "
+            "'off' (quoted) or zero2"
+        )
     unknown = sorted(set(values) - set(known))
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: "
-                        f"{', '.join(sorted(known))}")
+        raise UserError(
+            f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; known keys: {', '.join(sorted(known))}"
+        )
     kwargs = {k: _check_type(k, v, str(known[k].type), source) for k, v in values.items()}
     cfg = TrainConfig(**kwargs)
     for key, choices in CHOICES.items():
@@ -281,28 +315,37 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise UserError(f"{source}: key {key!r} = {getattr(cfg, key)!r}; expected a number in [0, 1]")
     if cfg.oversample_transitions is not None and cfg.oversample_transitions < 1.0:
-        raise UserError(f"{source}: key 'oversample_transitions' = {cfg.oversample_transitions!r}; expected a "
-                        "factor >= 1 or null (off)")
+        raise UserError(
+            f"{source}: key 'oversample_transitions' = {cfg.oversample_transitions!r}; expected a "
+            "factor >= 1 or null (off)"
+        )
     if cfg.cache_image_features and cfg.image_aug:
-        raise UserError(f"{source}: key 'cache_image_features' = true needs image_aug: false (augmented frames differ "
-                        "at every draw, so their features cannot be computed once)")
+        raise UserError(
+            f"{source}: key 'cache_image_features' = true needs image_aug: false (augmented frames differ "
+            "at every draw, so their features cannot be computed once)"
+        )
     if cfg.ema_min > cfg.ema_max:
         raise UserError(f"{source}: ema_min={cfg.ema_min} > ema_max={cfg.ema_max}")
     if cfg.report_to != "none":
         import importlib.util
 
         if importlib.util.find_spec(cfg.report_to) is None:
-            raise UserError(f"{source}: key 'report_to' = {cfg.report_to!r}, but the {cfg.report_to} package is not "
-                            f"installed in this environment (pip install {cfg.report_to}); or set report_to: none "
-                            "(metrics.csv and the TensorBoard files are written anyway)")
+            raise UserError(
+                f"{source}: key 'report_to' = {cfg.report_to!r}, but the {cfg.report_to} package is not "
+                f"installed in this environment (pip install {cfg.report_to}); or set report_to: none "
+                "(metrics.csv and the TensorBoard files are written anyway)"
+            )
     for key in _REQUIRED:
         if getattr(cfg, key) is None:
             raise UserError(f"{source}: key {key!r} is required (path to the {_REQUIRED_WHAT[key]})")
     return cfg
 
 
-_REQUIRED_WHAT = {"data": "training HDF5 from `rdt convert`", "lang": "lang.safetensors from `rdt encode`",
-                  "stats": "dataset_stat.json from `rdt stats`"}
+_REQUIRED_WHAT = {
+    "data": "training HDF5 from `rdt convert`",
+    "lang": "lang.safetensors from `rdt encode`",
+    "stats": "dataset_stat.json from `rdt stats`",
+}
 
 
 def load(path: str | os.PathLike) -> TrainConfig:

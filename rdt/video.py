@@ -1,6 +1,7 @@
 """Rollout videos: MP4 (H.264 via imageio-ffmpeg) written under a temporary ``.mp4`` name, checked (decodable, with
 the expected number of frames) and renamed only then: an interrupted or failed write (ffmpeg reports a full disk on
 its stderr, and closing the writer does not raise) never leaves a file with the final name."""
+
 from __future__ import annotations
 
 import errno
@@ -29,16 +30,24 @@ def write_video(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: int)
     if h % 2 or w % 2:
         raise ValueError(f"{path}: frame size {h}x{w} must be even for H.264 yuv420p")
     path = Path(path)
-    with atomic_path(path, suffix=".tmp.mp4") as tmp:      # ffmpeg picks the container by the extension
+    with atomic_path(path, suffix=".tmp.mp4") as tmp:  # ffmpeg picks the container by the extension
         try:
-            writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                        pixelformat="yuv420p", macro_block_size=2, ffmpeg_log_level="error")
+            writer = imageio.get_writer(
+                tmp,
+                format="FFMPEG",
+                mode="I",
+                fps=fps,
+                codec="libx264",
+                pixelformat="yuv420p",
+                macro_block_size=2,
+                ffmpeg_log_level="error",
+            )
             try:
                 for frame in frames:
                     writer.append_data(np.asarray(frame, dtype=np.uint8))
             finally:
                 writer.close()
-        except (OSError, RuntimeError, ValueError) as e:   # ffmpeg died (full disk, ...): its pipe broke
+        except (OSError, RuntimeError, ValueError) as e:  # ffmpeg died (full disk, ...): its pipe broke
             _raise_write_error(path, tmp, f"writing failed ({e})")
         check_video(path, tmp, len(frames))
     return path
@@ -63,8 +72,9 @@ def _raise_write_error(path: Path, written: Path, what: str) -> None:
     except OSError:
         free = None
     if free is not None and free < (1 << 20):
-        raise OSError(errno.ENOSPC, f"no space left on device ({free} bytes free); video not written: {what}",
-                      str(path))
+        raise OSError(
+            errno.ENOSPC, f"no space left on device ({free} bytes free); video not written: {what}", str(path)
+        )
     raise OSError(errno.EIO, f"video not written: {what}", str(path))
 
 
@@ -77,8 +87,10 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     try:
         frames = list(imageio.mimread(path, format="FFMPEG", memtest=False))
     except (OSError, RuntimeError, ValueError, StopIteration) as e:
-        raise UserError(f"{path}: unreadable video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                        "delete it and rerun the evaluation that wrote it") from None
+        raise UserError(
+            f"{path}: unreadable video ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+            "delete it and rerun the evaluation that wrote it"
+        ) from None
     if not frames:
         raise UserError(f"{path}: video without frames; delete it and rerun the evaluation that wrote it")
     return np.stack(frames)

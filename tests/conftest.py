@@ -1,5 +1,6 @@
 """Test-wide settings: offline model hubs, software EGL rendering, few threads (CI has 2 cores); the shared
 fixtures: the helper modules registered as plugins, and the trainer tests' dataset made once per session."""
+
 import contextlib
 import os
 

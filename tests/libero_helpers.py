@@ -11,6 +11,7 @@ Registered in conftest.py, so every test module can request it and it is made on
 ``EXPERT_TASK`` / :func:`expert_demo_file` from here (``tests/`` is on sys.path) to find the file. A demo replays from
 ``rdt.libero.demo_file.replay_start(env, init_states[init_state], seed)`` followed by its ``actions``.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,15 @@ def sim_env() -> dict[str, str]:
 
 def run_rdt(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
     """``python -m rdt ARGS`` in the repository, stdin closed, output captured as text."""
-    return subprocess.run([sys.executable, "-m", "rdt", *args], cwd=REPO, env=sim_env(), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rdt", *args],
+        cwd=REPO,
+        env=sim_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def expert_demo_file(folder: Path) -> Path:
@@ -57,8 +65,19 @@ def expert_summary(folder: Path) -> dict:
 def expert_demo_dir(tmp_path_factory) -> Path:
     """A folder with 2 scripted expert demos of EXPERT_TASK, generated once per session."""
     out = tmp_path_factory.mktemp("expert_demos")
-    proc = run_rdt("expert", "--suite", EXPERT_SUITE, "--tasks", EXPERT_TASK_NAME,
-                   "--episodes", str(EXPERT_EPISODES), "--max-attempts", "4", "--out", str(out))
+    proc = run_rdt(
+        "expert",
+        "--suite",
+        EXPERT_SUITE,
+        "--tasks",
+        EXPERT_TASK_NAME,
+        "--episodes",
+        str(EXPERT_EPISODES),
+        "--max-attempts",
+        "4",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, f"expert failed:\n{proc.stdout}\n{proc.stderr[-4000:]}"
     assert expert_demo_file(out).is_file(), proc.stdout
     return out

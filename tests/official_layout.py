@@ -6,6 +6,7 @@ of the format. Values are synthetic but well formed: joint angles, finger positi
 end-effector pose with axis-angle orientation, 7-dim OSC commands with the gripper at -1/+1, and 128x128 frames
 in the raw (rotated) render orientation.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,9 +15,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-MUJOCO_STATE_DIM = 79          # flattened [time, qpos, qvel]; any task-specific size is allowed by the format
-ARM_QPOS = slice(1, 8)         # robosuite: qpos (after the time entry) starts with the Panda's 7 arm joints
-FINGER_QPOS = slice(8, 10)     # then its 2 finger joints
+MUJOCO_STATE_DIM = 79  # flattened [time, qpos, qvel]; any task-specific size is allowed by the format
+ARM_QPOS = slice(1, 8)  # robosuite: qpos (after the time entry) starts with the Panda's 7 arm joints
+FINGER_QPOS = slice(8, 10)  # then its 2 finger joints
 
 #: how ``obs/*`` relate to ``states``/``actions``: "after" = obs[j] recorded after actions[j] while states[j] is
 #: the state before it (upstream create_dataset.py); "before" = obs[j] and states[j] both before actions[j], with
@@ -25,8 +26,9 @@ FINGER_QPOS = slice(8, 10)     # then its 2 finger joints
 RECORDINGS = ("after", "before", "unrelated")
 
 
-def synthetic_demo(rng: np.random.Generator, steps: int, image_size: int = 128,
-                   recorded: str = "after") -> dict[str, np.ndarray]:
+def synthetic_demo(
+    rng: np.random.Generator, steps: int, image_size: int = 128, recorded: str = "after"
+) -> dict[str, np.ndarray]:
     """One demonstration's arrays, keyed by their path inside ``data/demo_<i>``.
 
     The underlying episode has steps+1 observations: observation k is what the robot shows after k actions (k=0:
@@ -38,9 +40,9 @@ def synthetic_demo(rng: np.random.Generator, steps: int, image_size: int = 128,
     t = np.linspace(0.0, 1.0, n)[:, None]
     pose = rng.uniform(-1.5, 1.5, (1, 7)) + 0.3 * np.sin(2 * np.pi * t + rng.uniform(0, 6, (1, 7)))
     close = np.zeros(n, dtype=bool)
-    close[n // 3: 2 * n // 3] = True                              # grasp in the middle third
+    close[n // 3 : 2 * n // 3] = True  # grasp in the middle third
     finger = np.where(close, 0.005, 0.039) + rng.uniform(0, 1e-3, n)
-    gripper_states = np.stack([finger, -finger], axis=1)           # (n,2) robot0_gripper_qpos
+    gripper_states = np.stack([finger, -finger], axis=1)  # (n,2) robot0_gripper_qpos
     ee_pos = np.array([0.1, 0.0, 1.0]) + 0.2 * np.concatenate([t, np.sin(3 * t), -t], axis=1)
     ee_ori = np.array([np.pi - 0.1, 0.05, 0.0]) + 0.1 * rng.standard_normal((n, 3))  # axis-angle (n,3)
     actions = np.concatenate([rng.uniform(-0.9, 0.9, (steps, 6)), np.where(close[1:], 1.0, -1.0)[:, None]], axis=1)
@@ -54,10 +56,10 @@ def synthetic_demo(rng: np.random.Generator, steps: int, image_size: int = 128,
     states = rng.standard_normal((steps, MUJOCO_STATE_DIM))
     original_start = rng.uniform(-0.05, 0.05, 7)
     if recorded != "unrelated":
-        states[:, 0] = np.arange(steps) / 20.0                 # time
-        states[:, ARM_QPOS] = pose[:-1]                        # the state BEFORE each action
+        states[:, 0] = np.arange(steps) / 20.0  # time
+        states[:, ARM_QPOS] = pose[:-1]  # the state BEFORE each action
         states[:, FINGER_QPOS] = gripper_states[:-1]
-        if recorded == "before":                               # states[0] copied from the original demo
+        if recorded == "before":  # states[0] copied from the original demo
             states[0, ARM_QPOS] += original_start
     rec = slice(0, steps) if recorded == "before" else slice(1, n)
     ee_states = np.concatenate([ee_pos, ee_ori], axis=1)[rec]
@@ -78,10 +80,19 @@ def synthetic_demo(rng: np.random.Generator, steps: int, image_size: int = 128,
     }
 
 
-def write_demo_file(path: str | Path, task: str, instruction: str | None, steps: list[int], *, seed: int = 0,
-                    image_size: int = 128, drop: tuple[str, ...] = (),
-                    replace: dict[str, np.ndarray] | None = None, recorded: str = "after",
-                    noops: dict[int, list[int]] | None = None) -> Path:
+def write_demo_file(
+    path: str | Path,
+    task: str,
+    instruction: str | None,
+    steps: list[int],
+    *,
+    seed: int = 0,
+    image_size: int = 128,
+    drop: tuple[str, ...] = (),
+    replace: dict[str, np.ndarray] | None = None,
+    recorded: str = "after",
+    noops: dict[int, list[int]] | None = None,
+) -> Path:
     """Write ``<path>`` with one demo per entry of ``steps`` (its length), named demo_0, demo_1, ...
 
     ``instruction=None`` leaves ``language_instruction`` out of ``problem_info``. ``drop`` removes datasets of
@@ -100,9 +111,15 @@ def write_demo_file(path: str | Path, task: str, instruction: str | None, steps:
         data.attrs["macros_image_convention"] = "opengl"
         data.attrs["bddl_file_name"] = f"libero/bddl_files/{task}.bddl"
         data.attrs["bddl_file_content"] = "(define (problem LIBERO_Tabletop_Manipulation))"
-        data.attrs["env_args"] = json.dumps({"type": 1, "env_name": "Libero_Tabletop_Manipulation",
-                                             "problem_name": "libero_tabletop_manipulation",
-                                             "bddl_file": f"{task}.bddl", "env_kwargs": {}})
+        data.attrs["env_args"] = json.dumps(
+            {
+                "type": 1,
+                "env_name": "Libero_Tabletop_Manipulation",
+                "problem_name": "libero_tabletop_manipulation",
+                "bddl_file": f"{task}.bddl",
+                "env_kwargs": {},
+            }
+        )
         total = 0
         for i, n in enumerate(steps):
             arrays = synthetic_demo(rng, n, image_size, recorded)

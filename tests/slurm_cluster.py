@@ -17,6 +17,7 @@ reads the default path. The fixture links that path to its configuration for the
 there (a link it left behind earlier, pointing into a folder named ``rdt-slurm-*``, is replaced), and removes the
 link at the end.
 """
+
 from __future__ import annotations
 
 import os
@@ -114,15 +115,18 @@ PartitionName={SECOND_PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE S
         for i in range(FAKE_GPUS):
             (self.root / "dev" / f"gpu{i}").touch()
         (self.root / "gres.conf").write_text(
-            f"AutoDetect=off\nNodeName={self.node} Name=gpu File={self.root}/dev/gpu[0-{FAKE_GPUS - 1}]\n")
+            f"AutoDetect=off\nNodeName={self.node} Name=gpu File={self.root}/dev/gpu[0-{FAKE_GPUS - 1}]\n"
+        )
         (self.root / "cgroup.conf").write_text("CgroupAutomount=no\nConstrainCores=no\nConstrainRAMSpace=no\n")
 
     def link_default_conf(self) -> None:
         if DEFAULT_CONF.is_symlink() and ROOT_PREFIX in str(os.readlink(DEFAULT_CONF)):
             DEFAULT_CONF.unlink()
         if DEFAULT_CONF.exists() or DEFAULT_CONF.is_symlink():
-            raise RuntimeError(f"{DEFAULT_CONF} exists (a real Slurm configuration?); the local test cluster needs "
-                               "that path for job steps and does not overwrite it")
+            raise RuntimeError(
+                f"{DEFAULT_CONF} exists (a real Slurm configuration?); the local test cluster needs "
+                "that path for job steps and does not overwrite it"
+            )
         DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
         DEFAULT_CONF.symlink_to(self.conf)
 
@@ -135,19 +139,31 @@ PartitionName={SECOND_PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE S
         self.link_default_conf()
         r = self.root
         env = self.env
-        subprocess.run(["munged", "--force", f"--key-file={r}/munge/munge.key", f"--socket={r}/munge/munge.socket",
-                        f"--pid-file={r}/munge/munged.pid", f"--log-file={r}/munge/munged.log",
-                        f"--seed-file={r}/munge/munged.seed"], check=True, env=env)
-        subprocess.run(["slurmctld", "-i"], check=True, env=env)   # both daemons read SLURM_CONF
+        subprocess.run(
+            [
+                "munged",
+                "--force",
+                f"--key-file={r}/munge/munge.key",
+                f"--socket={r}/munge/munge.socket",
+                f"--pid-file={r}/munge/munged.pid",
+                f"--log-file={r}/munge/munged.log",
+                f"--seed-file={r}/munge/munged.seed",
+            ],
+            check=True,
+            env=env,
+        )
+        subprocess.run(["slurmctld", "-i"], check=True, env=env)  # both daemons read SLURM_CONF
         subprocess.run(["slurmd", "-N", self.node], check=True, env=env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             out = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, env=env)
-            if out.returncode == 0 and set(out.stdout.split()) == {"idle"}:     # one line per partition
+            if out.returncode == 0 and set(out.stdout.split()) == {"idle"}:  # one line per partition
                 return
             time.sleep(1)
-        raise RuntimeError(f"the local Slurm node did not become idle within 60 s; sinfo said {out.stdout!r} "
-                           f"{out.stderr!r}; see {self.ctld_log} and {r}/slurmd.log")
+        raise RuntimeError(
+            f"the local Slurm node did not become idle within 60 s; sinfo said {out.stdout!r} "
+            f"{out.stderr!r}; see {self.ctld_log} and {r}/slurmd.log"
+        )
 
     def stop(self) -> None:
         self.unlink_default_conf()
@@ -170,8 +186,9 @@ PartitionName={SECOND_PARTITION} Nodes={self.node} Default=NO MaxTime=INFINITE S
     def squeue(self) -> str:
         """One line per job known to slurmctld: id, name, state, TRES per job (GPUs), CPUs."""
         fields = "JobID:12,Name:40,State:12,tres-per-job:24,NumCPUs:6"
-        return subprocess.run(["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True,
-                              env=self.env, check=True).stdout
+        return subprocess.run(
+            ["squeue", "-h", "-t", "all", "-O", fields], capture_output=True, text=True, env=self.env, check=True
+        ).stdout
 
     def completed_jobs(self) -> list[dict[str, str]]:
         """Records of the completion log: one dict per finished job (JobId, JobName, JobState, ExitCode, ...)."""

@@ -1,4 +1,5 @@
 """Checkpoint folders: strict loading of the released and our format, atomic saving, the verify command."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,7 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_released_format_loads(tmp_path):
-    runner, pipeline = load_runner(PARITY)           # config.json + pytorch_model.bin
+    runner, pipeline = load_runner(PARITY)  # config.json + pytorch_model.bin
     assert pipeline == {} and runner.config.hidden_size == 64
     sd = torch.load(PARITY / "pytorch_model.bin", weights_only=True)
     assert torch.equal(runner.model.blocks[3].cross_attn.kv.weight, sd["model.blocks.3.cross_attn.kv.weight"])
@@ -73,8 +74,12 @@ def test_key_mismatches_are_listed(tmp_path):
     with pytest.raises(UserError) as err:
         load_runner(folder)
     msg = str(err.value)
-    for part in ("pytorch_model.bin", "missing keys: model.blocks.2.ffn.fc1.bias",
-                 "unexpected keys: model.blocks.9.norm1.weight", "state_adaptor.4.weight: file (64, 63)"):
+    for part in (
+        "pytorch_model.bin",
+        "missing keys: model.blocks.2.ffn.fc1.bias",
+        "unexpected keys: model.blocks.9.norm1.weight",
+        "state_adaptor.4.weight: file (64, 63)",
+    ):
         assert part in msg
 
 
@@ -88,14 +93,17 @@ def test_missing_files_are_clear(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="neither model.safetensors nor pytorch_model.bin"):
         load_runner(tmp_path / "empty")
     import huggingface_hub.constants as hf_constants
+
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(UserError, match="nor in the local Hugging Face cache.*hf download "
-                                        "robotics-diffusion-transformer/rdt-1b"):
+    with pytest.raises(
+        UserError, match="nor in the local Hugging Face cache.*hf download robotics-diffusion-transformer/rdt-1b"
+    ):
         load_runner("robotics-diffusion-transformer/rdt-1b")
 
 
 def test_hub_id_found_in_local_cache(tmp_path, monkeypatch):
     import huggingface_hub.constants as hf_constants
+
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
     (repo / "refs").mkdir(parents=True)
@@ -126,6 +134,7 @@ def test_verify_checkpoint_command(tmp_path, capsys):
 
 
 def test_verify_checkpoint_help():
-    res = subprocess.run([sys.executable, "-m", "rdt", "verify-checkpoint", "--help"], capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run(
+        [sys.executable, "-m", "rdt", "verify-checkpoint", "--help"], capture_output=True, text=True, check=True
+    )
     assert "vectors.safetensors" in res.stdout and "--weights" in res.stdout and "--tolerance" in res.stdout

@@ -2,6 +2,7 @@
 examples form one walk-through in a scratch folder work/ (README, "Command line"): every path an example reads is a
 file of the repository or something an earlier example wrote; each example parses with its command's options; the
 README shows the same lines."""
+
 from __future__ import annotations
 
 import importlib
@@ -14,8 +15,18 @@ import pytest
 from rdt import cli
 
 REPO = Path(__file__).resolve().parents[1]
-ORDER = ["expert", "convert", "stats", "encode", "train", "evaluate", "report", "verify-checkpoint", "fingerprint",
-         "plan"]
+ORDER = [
+    "expert",
+    "convert",
+    "stats",
+    "encode",
+    "train",
+    "evaluate",
+    "report",
+    "verify-checkpoint",
+    "fingerprint",
+    "plan",
+]
 
 
 def printed_help(name: str, capsys) -> str:
@@ -48,7 +59,7 @@ def test_help_starts_with_a_sentence_and_an_example_that_works_as_printed(capsys
         argv = shlex.split(example)
         assert argv[:4] == ["python", "-m", "rdt", name], example
         module = importlib.import_module(cli.COMMANDS[name][0])
-        args = cli.command_parser(name, module).parse_args(argv[4:])       # the options exist and fit
+        args = cli.command_parser(name, module).parse_args(argv[4:])  # the options exist and fit
         values = {k: v for k, v in vars(args).items() if v is not None}
         out = values.pop("out", None)
         out = None if out is None else str(out)
@@ -60,7 +71,8 @@ def test_help_starts_with_a_sentence_and_an_example_that_works_as_printed(capsys
                 made_earlier = any(path == o or o in path.parents or path in o.parents for o in map(Path, outputs))
                 assert made_earlier or (REPO / path).exists(), (
                     f"{name} --help: {key} {item} is neither in the repository nor written by an earlier example "
-                    f"(outputs so far: {outputs})")
+                    f"(outputs so far: {outputs})"
+                )
         if out is not None:
             assert out.startswith("work/"), f"{name}: the example writes outside the scratch folder: {out}"
             outputs.append(out)
@@ -77,10 +89,10 @@ def test_the_run_yaml_of_the_walk_through_reads_the_walk_through_files():
 
 def test_encode_and_expert_help_no_longer_read_like_notes(capsys):
     encode = printed_help("encode", capsys)
-    assert "results/data/train.h5" not in encode          # a path the pipeline stopped writing long ago
+    assert "results/data/train.h5" not in encode  # a path the pipeline stopped writing long ago
     expert = printed_help("expert", capsys)
     head = expert.split("options:")[0]
-    assert "OSC_POSE" not in head and "DEMO_DROP_FIRST_STEPS" not in head      # implementation notes: after options
+    assert "OSC_POSE" not in head and "DEMO_DROP_FIRST_STEPS" not in head  # implementation notes: after options
     assert "details:" in expert.split("options:")[1]
 
 

@@ -5,6 +5,7 @@ SLURM_ACCOUNT=...`` line) runs on the local single-node Slurm (tests/slurm_clust
 name README exports). Only what the local cluster needs is added to README's profile line: squeue for job status
 (no accounting database), short status-check intervals, and no retries (a failure shows at once). The module-load,
 tmux and download lines, and the paper-scale run that needs them, are checked for their form only."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,10 @@ README = REPO / "README.md"
 SECTION = "## On a SLURM cluster"
 SMOKE_CONFIG = "config/cluster_smoke.yaml"
 PAPER_CONFIG = "config/rdt1b_libero90.yaml"
-LOCAL_CLUSTER_ARGS = ("--slurm-status-command squeue --slurm-init-seconds-before-status-checks 2"
-                      " --seconds-between-status-checks 3 --retries 0")
+LOCAL_CLUSTER_ARGS = (
+    "--slurm-status-command squeue --slurm-init-seconds-before-status-checks 2"
+    " --seconds-between-status-checks 3 --retries 0"
+)
 LAUNCH_WARNING = "were not passed to `accelerate launch`"
 
 
@@ -67,8 +70,10 @@ def test_walkthrough_is_one_consistent_sequence():
     paper = f"snakemake --cores all --profile slurm --configfile {PAPER_CONFIG}"
     assert paper in lines and run.replace(" --profile slurm/small", "").replace(SMOKE_CONFIG, PAPER_CONFIG) == paper
     assert f"snakemake --configfile {PAPER_CONFIG} --report results/report.html" in lines
-    order = [next(i for i, line in enumerate(lines) if line.startswith(p))
-             for p in ("module load", "tmux new", "source .venv/bin/activate", "snakemake", "hf download")]
+    order = [
+        next(i for i, line in enumerate(lines) if line.startswith(p))
+        for p in ("module load", "tmux new", "source .venv/bin/activate", "snakemake", "hf download")
+    ]
     assert order == sorted(order), lines
     assert lines.index(paper) > max(i for i, line in enumerate(lines) if line.startswith("hf download"))
     for path in ("slurm/config.yaml", "slurm/small/config.yaml", SMOKE_CONFIG, PAPER_CONFIG):
@@ -122,8 +127,7 @@ def test_readme_walkthrough_smoke_run_on_the_local_slurm(slurm_cluster, tmp_path
     earlier = {j["JobId"] for j in slurm_cluster.completed_jobs()}
     earlier |= {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
     start = time.monotonic()
-    proc = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=1500)
+    proc = subprocess.run(["bash", "-e", "-c", script], cwd=work, env=env, capture_output=True, text=True, timeout=1500)
     took = time.monotonic() - start
     print(f"README smoke run on the local Slurm: {took:.0f} s\n{script}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-8000:]
@@ -134,16 +138,34 @@ def test_readme_walkthrough_smoke_run_on_the_local_slurm(slurm_cluster, tmp_path
     assert len(jobs) == remote, jobs
     assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}, jobs
     wanted = exports(env_line)
-    queue = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Partition:16,Account:24,NumCPUs:6,"
-                            "MinMemory:12,TimeLimit:12,State:12"], capture_output=True, text=True,
-                           env=slurm_cluster.env, check=True).stdout
+    queue = subprocess.run(
+        [
+            "squeue",
+            "-h",
+            "-t",
+            "all",
+            "-O",
+            "JobID:12,Partition:16,Account:24,NumCPUs:6,MinMemory:12,TimeLimit:12,State:12",
+        ],
+        capture_output=True,
+        text=True,
+        env=slurm_cluster.env,
+        check=True,
+    ).stdout
     mine = [line.split() for line in queue.splitlines() if line.split()[0] not in earlier]
     assert len(mine) == remote, queue
     for job_id, partition, account, cpus, memory, limit, state in mine:
-        assert (partition, account) == (wanted["SLURM_PARTITION"], wanted["SLURM_ACCOUNT"]), (job_id, partition,
-                                                                                             account)
-        assert cpus == "1" and memory == "4000M" and limit == "30:00" and state == "COMPLETED", (job_id, cpus,
-                                                                                                memory, limit)
+        assert (partition, account) == (wanted["SLURM_PARTITION"], wanted["SLURM_ACCOUNT"]), (
+            job_id,
+            partition,
+            account,
+        )
+        assert cpus == "1" and memory == "4000M" and limit == "30:00" and state == "COMPLETED", (
+            job_id,
+            cpus,
+            memory,
+            limit,
+        )
 
     results = work / "results" / "cluster_smoke"
     assert (results / "report.html").stat().st_size > 0

@@ -1,5 +1,6 @@
 """Expert demonstrations from the real simulator, converted for training: frames are upright renders, states and
 actions are the simulator's through the shared mapping, statistics match a direct computation."""
+
 from __future__ import annotations
 
 import json
@@ -35,12 +36,13 @@ def test_converted_expert_demos_are_upright_renders_with_simulator_states(expert
         assert ep.attrs["task"] == EXPERT_TASK.name and ep.attrs["instruction"] == EXPERT_TASK.language
         demo = src[f"data/{ep.attrs['source_demo']}"]
         states, actions = demo["states"][()], demo["actions"][()]
-        t = len(states) // 2                        # converted step t = obs[t], the observation after actions[t]
+        t = len(states) // 2  # converted step t = obs[t], the observation after actions[t]
         frame, wrist, state = ep["images/exterior"][t], ep["images/right_wrist"][t], ep["state"][t]
-        unified_action = ep["action"][t]            # the command executed next: actions[t + 1]
+        unified_action = ep["action"][t]  # the command executed next: actions[t + 1]
         o = demo["obs"]
-        from_file = mapping.state_from_demo_obs(o["joint_states"][t], o["gripper_states"][t], o["ee_pos"][t],
-                                                o["ee_ori"][t])
+        from_file = mapping.state_from_demo_obs(
+            o["joint_states"][t], o["gripper_states"][t], o["ee_pos"][t], o["ee_ori"][t]
+        )
     env = libero_env.make_env(EXPERT_TASK, DEMO_CAMERA_SIZE)
     try:
         env.seed(0)

@@ -1,4 +1,5 @@
 """The training Dataset: shapes, masks, history, padding, condition masking, noise, augmentation, loading."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,11 @@ def files(tmp_path_factory):
     gen = torch.Generator().manual_seed(0)
     tensors = {f"emb_{i}": torch.randn(1 + 3 * i, 8, generator=gen) for i in range(len(instructions))}
     lang = root / "lang.safetensors"
-    save_file(tensors, str(lang), metadata={"encoder": "tiny", "max_length": "32", "hidden_size": "8",
-                                            "instructions": json.dumps(instructions)})
+    save_file(
+        tensors,
+        str(lang),
+        metadata={"encoder": "tiny", "max_length": "32", "hidden_size": "8", "instructions": json.dumps(instructions)},
+    )
     return data, stats, LanguageTable.load(lang)
 
 
@@ -47,7 +51,8 @@ def _episode(data, e):
     with h5py.File(data, "r") as f:
         g = f["episodes"][f"{e:06d}"]
         return {k: g[k][()] for k in ("state", "action")} | {
-            s: g[f"images/{s}"][()] for s in ("exterior", "right_wrist")}
+            s: g[f"images/{s}"][()] for s in ("exterior", "right_wrist")
+        }
 
 
 def test_shapes_history_and_padding(files):
@@ -90,15 +95,17 @@ def test_condition_masking(files):
     assert not s["state_mask"].any() and not s["image_valid"].any()
     assert (s["images"] == torch.tensor(BACKGROUND, dtype=torch.uint8)).all()
     torch.testing.assert_close(s["lang"], lang.get(""))
-    assert s["actions"].abs().sum() > 0                                     # the targets are never masked
+    assert s["actions"].abs().sum() > 0  # the targets are never masked
     # probability 0.5: each condition masked independently about half of the time
     torch.manual_seed(0)
     half = LiberoDataset(data, lang, stats, cond_mask_prob=0.5, state_noise_snr=None, image_aug=False)
     draws = [half[40] for _ in range(300)]
-    rate = {"freq": np.mean([d["ctrl_freq"] == 0 for d in draws]),
-            "mask": np.mean([not d["state_mask"].any() for d in draws]),
-            "image0": np.mean([not d["image_valid"][0] for d in draws]),
-            "lang": np.mean([d["instruction"] == "" for d in draws])}
+    rate = {
+        "freq": np.mean([d["ctrl_freq"] == 0 for d in draws]),
+        "mask": np.mean([not d["state_mask"].any() for d in draws]),
+        "image0": np.mean([not d["image_valid"][0] for d in draws]),
+        "lang": np.mean([d["instruction"] == "" for d in draws]),
+    }
     assert all(0.4 < r < 0.6 for r in rate.values()), rate
     assert 0.15 < np.mean([d["instruction"] == "" and d["ctrl_freq"] == 0 for d in draws]) < 0.35
     with pytest.raises(UserError, match="needs the dataset statistics"):
@@ -110,9 +117,9 @@ def test_state_noise_magnitude(files):
     torch.manual_seed(1)
     ds = LiberoDataset(data, None, stats, cond_mask_prob=0.0, state_noise_snr=40.0, image_aug=False)
     clean = _episode(data, 0)["state"]
-    noise = np.stack([ds[10]["state"][0].numpy() - clean[10] for _ in range(400)])        # (400,128)
+    noise = np.stack([ds[10]["state"][0].numpy() - clean[10] for _ in range(400)])  # (400,128)
     used = mapping.MASK > 0
-    expected = clean.std(0) / 100.0                                                       # 40 dB: std / 10^2
+    expected = clean.std(0) / 100.0  # 40 dB: std / 10^2
     measured = noise.std(0)
     np.testing.assert_allclose(measured[used], expected[used], rtol=0.2)
     assert (noise[:, ~used] == 0).all()
@@ -127,14 +134,14 @@ def test_augmentation_changes_pixels_not_layout(files):
         assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
     assert augment.augment(img, rng, prob=0.0) is img
     changed = [not np.array_equal(augment.augment(img, rng), img) for _ in range(100)]
-    assert 0.35 < np.mean(changed) < 0.65                                  # applied with probability 0.5
+    assert 0.35 < np.mean(changed) < 0.65  # applied with probability 0.5
     torch.manual_seed(2)
     ds = LiberoDataset(data, None, stats, cond_mask_prob=0.0, state_noise_snr=None, image_aug=True)
     plain = LiberoDataset(data, None, stats, **PLAIN)[40]["images"]
     draws = [ds[40]["images"] for _ in range(20)]
     assert all(d.shape == plain.shape and d.dtype == torch.uint8 for d in draws)
     assert any(not torch.equal(d[3], plain[3]) for d in draws)
-    assert all(torch.equal(d[2], plain[2]) for d in draws)                 # invalid slots stay background
+    assert all(torch.equal(d[2], plain[2]) for d in draws)  # invalid slots stay background
 
 
 def test_image_transform_hook_and_collate(files):
@@ -157,9 +164,10 @@ def test_image_transform_hook_and_collate(files):
 def test_dataloader_with_two_workers(files):
     data, stats, lang = files
     ds = LiberoDataset(data, lang, stats, **PLAIN)
-    ds[3]                                                   # the parent process opened the file before forking
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate,
-                                         sampler=list(range(60, 76)))
+    ds[3]  # the parent process opened the file before forking
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, collate_fn=collate, sampler=list(range(60, 76))
+    )
     batches = list(loader)
     assert len(batches) == 4
     got = torch.cat([b["images"] for b in batches])
@@ -172,12 +180,12 @@ def test_transition_oversampling(files):
     data, stats, _ = files
     ds = LiberoDataset(data, None, stats, **PLAIN)
     w = transition_weights(ds, factor=4.0, window=2)
-    grip = _episode(data, 0)["action"][:, 10]                # right_gripper_open: closed in the middle third
+    grip = _episode(data, 0)["action"][:, 10]  # right_gripper_open: closed in the middle third
     changes = np.flatnonzero(np.abs(np.diff(grip)) > 0.5) + 1
-    assert changes.tolist() == [71 // 3 - 1, 2 * 71 // 3 - 1]     # demo action j+1 is training action j
+    assert changes.tolist() == [71 // 3 - 1, 2 * 71 // 3 - 1]  # demo action j+1 is training action j
     near = np.zeros(70, bool)
     for c in changes:
-        near[c - 2: c + 3] = True
+        near[c - 2 : c + 3] = True
     np.testing.assert_array_equal(w[:70], np.where(near, 4.0, 1.0))
     with pytest.raises(UserError):
         transition_weights(ds, factor=0.5)
@@ -186,8 +194,8 @@ def test_transition_oversampling(files):
 def test_heldout_split(files):
     data, stats, _ = files
     train, held = split_episodes(data, 1)
-    assert held == [2, 4] and train == [0, 1, 3]               # the last episode of each task
-    assert split_episodes(data, 5) == ([0, 3], [1, 2, 4])     # every task keeps one training episode
+    assert held == [2, 4] and train == [0, 1, 3]  # the last episode of each task
+    assert split_episodes(data, 5) == ([0, 3], [1, 2, 4])  # every task keeps one training episode
     assert split_episodes(data, 0) == ([0, 1, 2, 3, 4], [])
     ds = LiberoDataset(data, None, stats, episodes=held, **PLAIN)
     assert len(ds) == 12 + 30 and ds[0]["episode"] == 2 and ds[12]["episode"] == 4
@@ -196,6 +204,7 @@ def test_heldout_split(files):
 
 
 # ------------------------------------------------------------------------------------------ precomputed features
+
 
 def test_cached_features_equal_the_encoder_on_the_same_frames(files):
     """FrameFeatures.views(frame ids) = VisionEncoder.encode_views(frames) for the same samples: history frames,
@@ -241,7 +250,7 @@ def test_blur_sizes_scale_with_the_frame_width():
         spread = 0
         for _ in range(draws):
             rows, cols = np.nonzero(augment._blur(img, rng)[..., 0] > 1e-3)
-            if not len(rows):                       # a median blur removes a single bright pixel
+            if not len(rows):  # a median blur removes a single bright pixel
                 continue
             spread = max(spread, rows.max() - rows.min() + 1, cols.max() - cols.min() + 1)
         return spread

@@ -1,4 +1,5 @@
 """Encoders: tiny models (determinism, shapes), RDT's image preprocessing, loading from folders, missing models."""
+
 import json
 import pickle
 import time
@@ -11,7 +12,7 @@ from PIL import Image
 from rdt.encoders import SIGLIP_SO400M, T5_XXL, ImagePreprocessor, load_text_encoder, load_vision_encoder
 from rdt.errors import UserError
 
-BG = 127 / 255 * 2 - 1          # background value after normalisation (mean colour 127, mean = std = 0.5)
+BG = 127 / 255 * 2 - 1  # background value after normalisation (mean colour 127, mean = std = 0.5)
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +67,12 @@ def test_text_encoding_does_not_depend_on_batch_padding(text):
 # ------------------------------------------------------------------------------------------------ preprocessing
 def test_pad_to_square_centres_wide_and_tall_images_on_the_mean_colour():
     pre = ImagePreprocessor(64)
-    wide = np.full((40, 64, 3), 255, np.uint8)          # pad rows: top (64-40)//2 = 12, bottom 12
+    wide = np.full((40, 64, 3), 255, np.uint8)  # pad rows: top (64-40)//2 = 12, bottom 12
     x = pre([wide])[0]
     assert x.shape == (3, 64, 64)
     assert torch.allclose(x[:, :12], torch.tensor(BG)) and torch.allclose(x[:, 52:], torch.tensor(BG))
     assert torch.allclose(x[:, 12:52], torch.tensor(1.0))
-    tall = np.zeros((64, 41, 3), np.uint8)              # pad cols: left (64-41)//2 = 11, right 12
+    tall = np.zeros((64, 41, 3), np.uint8)  # pad cols: left (64-41)//2 = 11, right 12
     y = pre([tall])[0]
     assert torch.allclose(y[:, :, :11], torch.tensor(BG)) and torch.allclose(y[:, :, 52:], torch.tensor(BG))
     assert torch.allclose(y[:, :, 11:52], torch.tensor(-1.0))
@@ -88,15 +89,15 @@ def test_none_is_the_background_image_and_values_are_in_range():
     assert x.min() >= -1.0 and x.max() <= 1.0 and x[0].std() > 0.1
 
 
-@pytest.mark.parametrize("size", [100, 37, 128])     # downscale (antialiased) and upscale
+@pytest.mark.parametrize("size", [100, 37, 128])  # downscale (antialiased) and upscale
 def test_resize_matches_pil_bicubic(size):
     img = np.random.default_rng(size).integers(0, 256, (size, size, 3), dtype=np.uint8)
-    img[: size // 2] //= 3                            # some structure besides noise
+    img[: size // 2] //= 3  # some structure besides noise
     ours = ImagePreprocessor(64)([img])[0]
     ref = np.asarray(Image.fromarray(img).resize((64, 64), Image.Resampling.BICUBIC), dtype=np.float32)
     ref = torch.from_numpy(ref).permute(2, 0, 1) / 255.0 * 2 - 1
     diff = (ours - ref).abs()
-    assert diff.max() <= 1.01 * 2 / 255         # at most one uint8 level (PIL's fixed-point rounding)
+    assert diff.max() <= 1.01 * 2 / 255  # at most one uint8 level (PIL's fixed-point rounding)
     assert diff.mean() < 0.01 * 2 / 255
 
 
@@ -129,8 +130,8 @@ def test_encode_views_order_and_background(vision):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 256, (2, 6, 32, 32, 3), dtype=np.uint8)
     valid = np.ones((2, 6), bool)
-    valid[:, 2] = valid[:, 5] = False                  # left wrist absent
-    valid[1, :3] = False                               # sample 1: no t-1 frame
+    valid[:, 2] = valid[:, 5] = False  # left wrist absent
+    valid[1, :3] = False  # sample 1: no t-1 frame
     tokens = vision.encode_views(images, valid)
     assert tokens.shape == (2, 6 * 16, 32)
     per_view = tokens.reshape(2, 6, 16, 32)
@@ -157,7 +158,8 @@ def test_encoders_load_from_a_local_folder(tmp_path, text, vision):
 
     vision.model.save_pretrained(tmp_path / "siglip")
     (tmp_path / "siglip" / "preprocessor_config.json").write_text(
-        json.dumps({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": {"height": 64, "width": 64}}))
+        json.dumps({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": {"height": 64, "width": 64}})
+    )
     loaded_v = load_vision_encoder(str(tmp_path / "siglip"))
     assert (loaded_v.image_size, loaded_v.num_patches, loaded_v.preprocessor.mean) == (64, 16, (0.5, 0.5, 0.5))
     pixels = vision.preprocess([None])

@@ -2,6 +2,7 @@
 simulators and horizons, re-planning every H steps, resuming after a kill, videos, the summary, clear errors, and
 an end-to-end replay of expert demonstrations through the evaluator's action path (inverse mapping, image flip,
 start protocol)."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,15 @@ REPO = Path(__file__).resolve().parents[1]
 SUITE = EXPERT_SUITE
 TASKS = [EXPERT_TASK_NAME, "pick_up_the_ketchup_and_place_it_in_the_basket"]
 CAMERA = 64
-PIPELINE = {"text_encoder": "tiny", "vision_encoder": "tiny", "image_size": CAMERA, "control_frequency": 20,
-            "action_space": "delta_eef", "step": 5, "run": "test"}
+PIPELINE = {
+    "text_encoder": "tiny",
+    "vision_encoder": "tiny",
+    "image_size": CAMERA,
+    "control_frequency": 20,
+    "action_space": "delta_eef",
+    "step": 5,
+    "run": "test",
+}
 
 
 def _save_tiny(folder: Path, config=None, pipeline=PIPELINE) -> Path:
@@ -41,7 +49,7 @@ def _save_tiny(folder: Path, config=None, pipeline=PIPELINE) -> Path:
 
     config = config or RDTConfig.preset("tiny")
     runner = build_runner(config, seed=0)
-    with torch.no_grad():      # the final layer starts at zero; give the policy non-trivial outputs
+    with torch.no_grad():  # the final layer starts at zero; give the policy non-trivial outputs
         for p in runner.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
     return save_checkpoint(folder, runner, config, pipeline=pipeline)
@@ -80,7 +88,7 @@ class CountingPolicy:
 
     def act(self, lang, images, valid, states, state_mask, noise_seeds=None):
         self.rows.append(len(lang))
-        assert valid.shape[1:] == (2, 3) and not valid[:, :, 2].any()      # no left wrist camera
+        assert valid.shape[1:] == (2, 3) and not valid[:, :, 2].any()  # no left wrist camera
         self.first_calls += int((~valid[:, 0, 0]).sum())
         return self.inner.act(lang, images, valid, states, state_mask, noise_seeds=noise_seeds)
 
@@ -101,14 +109,23 @@ def test_two_tasks_two_horizons_two_simulators(files, tmp_path):
     stats = load_stats(files["stats"])
     for horizon, max_steps in ((8, 24), (64, 66)):
         policy = CountingPolicy(Policy.from_checkpoint(files["checkpoint"], device="cpu", seed=0))
-        settings = Settings(suite=SUITE, tasks=tuple(TASKS), episodes=2, horizon=horizon, max_steps=max_steps,
-                            envs=2, seed=0, camera_size=CAMERA, videos_per_task=1)
+        settings = Settings(
+            suite=SUITE,
+            tasks=tuple(TASKS),
+            episodes=2,
+            horizon=horizon,
+            max_steps=max_steps,
+            envs=2,
+            seed=0,
+            camera_size=CAMERA,
+            videos_per_task=1,
+        )
         out = tmp_path / f"h{horizon}"
-        summary = evaluate(policy, settings, out, lang, info={"checkpoint": "ckpt", "step": 5, "device": "cpu"},
-                           stats=stats)
+        summary = evaluate(
+            policy, settings, out, lang, info={"checkpoint": "ckpt", "step": 5, "device": "cpu"}, stats=stats
+        )
         records = read_episodes(out / EPISODES_FILE)
-        assert sorted((r["task"], r["init_state"]) for r in records) == \
-            sorted((t, i) for t in TASKS for i in range(2))
+        assert sorted((r["task"], r["init_state"]) for r in records) == sorted((t, i) for t in TASKS for i in range(2))
         assert all(r["horizon"] == horizon and r["step"] == 5 and r["suite"] == SUITE for r in records)
         assert all(r["error"] is None and r["seconds"] > 0 for r in records)
         assert all(r["steps"] == max_steps for r in records if not r["success"])
@@ -127,7 +144,9 @@ def test_two_tasks_two_horizons_two_simulators(files, tmp_path):
         videos = sorted((out / "videos").iterdir())
         assert [v.name for v in videos] == sorted(
             f"{r['task']}__init0__{'success' if r['success'] else 'failure'}.mp4"
-            for r in records if r["init_state"] == 0)
+            for r in records
+            if r["init_state"] == 0
+        )
         frames = read_video(videos[0])
         steps0 = next(r["steps"] for r in records if videos[0].name.startswith(f"{r['task']}__init0__"))
         assert frames.shape == (steps0 + 1, CAMERA, 2 * CAMERA, 3) and frames.std() > 1
@@ -143,8 +162,17 @@ def test_an_episode_is_the_same_on_one_or_two_simulators(files, tmp_path):
     frames = {}
     for envs in (1, 2):
         policy = Policy.from_checkpoint(files["checkpoint"], device="cpu", seed=0)
-        settings = Settings(suite=SUITE, tasks=(TASKS[0],), episodes=3, horizon=8, max_steps=16, envs=envs, seed=0,
-                            camera_size=CAMERA, videos_per_task=3)
+        settings = Settings(
+            suite=SUITE,
+            tasks=(TASKS[0],),
+            episodes=3,
+            horizon=8,
+            max_steps=16,
+            envs=envs,
+            seed=0,
+            camera_size=CAMERA,
+            videos_per_task=3,
+        )
         evaluate(policy, settings, tmp_path / f"envs{envs}", lang, info={"checkpoint": "ckpt", "step": 5})
         frames[envs] = {v.name: read_video(v) for v in sorted((tmp_path / f"envs{envs}" / "videos").iterdir())}
     assert len(frames[1]) == 3 and frames[1].keys() == frames[2].keys()
@@ -152,12 +180,23 @@ def test_an_episode_is_the_same_on_one_or_two_simulators(files, tmp_path):
         assert video.shape == frames[2][name].shape and video.std() > 1
         np.testing.assert_array_equal(video, frames[2][name], err_msg=name)
     first = list(frames[1].values())
-    assert not np.array_equal(first[0][-1], first[1][-1])     # different episodes really differ
+    assert not np.array_equal(first[0][-1], first[1][-1])  # different episodes really differ
 
 
 def _cli_args(files, out, **extra):
-    args = ["evaluate", "--checkpoint", str(files["checkpoint"]), "--lang", str(files["lang"]),
-            "--stats", str(files["stats"]), "--suite", SUITE, "--out", str(out)]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(files["checkpoint"]),
+        "--lang",
+        str(files["lang"]),
+        "--stats",
+        str(files["stats"]),
+        "--suite",
+        SUITE,
+        "--out",
+        str(out),
+    ]
     for k, v in extra.items():
         args += [f"--{k.replace('_', '-')}"] + (v if isinstance(v, list) else [str(v)])
     return args
@@ -172,8 +211,14 @@ def test_killed_run_resumes_with_only_the_missing_episodes(files, tmp_path):
     out = tmp_path / "run"
     args = _cli_args(files, out, tasks=[TASKS[0]], episodes=3, horizon=8, max_steps=8, envs=1, videos_per_task=0)
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "rdt", *args], cwd=REPO, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rdt", *args],
+        cwd=REPO,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 300
         while not (out / EPISODES_FILE).is_file() or not (out / EPISODES_FILE).read_text().strip():
@@ -181,16 +226,16 @@ def test_killed_run_resumes_with_only_the_missing_episodes(files, tmp_path):
             assert time.monotonic() < deadline
             time.sleep(0.2)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)      # the command and its simulator workers
+        os.killpg(proc.pid, signal.SIGKILL)  # the command and its simulator workers
         proc.wait()
     first = read_episodes(out / EPISODES_FILE)
     assert 1 <= len(first) < 3 and not (out / SUMMARY_FILE).exists()
     with open(out / EPISODES_FILE, "a") as f:
-        f.write('{"task": "cut off by a ki')          # a write interrupted by the kill
+        f.write('{"task": "cut off by a ki')  # a write interrupted by the kill
     assert cli.main(args) == 0
     records = read_episodes(out / EPISODES_FILE)
     assert sorted(r["init_state"] for r in records) == [0, 1, 2]
-    assert records[:len(first)] == first
+    assert records[: len(first)] == first
     second_run = (out / LOG_FILE).read_text().split(f"evaluate {SUITE} horizon 8:")[-1]
     assert f"{len(first)} already in" in second_run
     assert sorted(_episode_log_inits(second_run)) == sorted({0, 1, 2} - {r["init_state"] for r in first})
@@ -221,8 +266,9 @@ def test_clear_errors_before_any_simulator_starts(base_files, tmp_path, capsys):
     # a flag that contradicts the checkpoint's pipeline.json is refused before the language table is read
     assert "trained with text_encoder 'tiny' (pipeline.json), not 'other-t5'" in error(text_encoder="other-t5")
     tiny = RDTConfig.preset("tiny")
-    bad_img = _save_tiny(tmp_path / "bad_img",
-                         tiny.replace(img_cond_len=48, img_pos_embed_config=[("image", (2, 3, -8))]))
+    bad_img = _save_tiny(
+        tmp_path / "bad_img", tiny.replace(img_cond_len=48, img_pos_embed_config=[("image", (2, 3, -8))])
+    )
     assert "48 image tokens" in error(checkpoint=str(bad_img))
     bad_lang = _save_tiny(tmp_path / "bad_lang", tiny.replace(lang_token_dim=64))
     assert "lang_token_dim=64" in error(checkpoint=str(bad_lang))
@@ -230,7 +276,7 @@ def test_clear_errors_before_any_simulator_starts(base_files, tmp_path, capsys):
 
 def test_wilson_interval():
     lo, hi = wilson_interval(45, 50)
-    assert 0.78 < lo < 0.79 and 0.95 < hi < 0.96          # p = 0.9, n = 50
+    assert 0.78 < lo < 0.79 and 0.95 < hi < 0.96  # p = 0.9, n = 50
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
     assert wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
     assert wilson_interval(0, 0) is None
@@ -244,7 +290,7 @@ def test_video_round_trip_and_name(tmp_path):
     ramp = np.linspace(0, 255, 64 * 128 * 3).reshape(64, 128, 3)
     frames = [np.roll(ramp, 8 * t, axis=1).astype(np.uint8) for t in range(6)]
     path = write_video(tmp_path / "v" / "a.mp4", frames, fps=20)
-    assert [p.name for p in path.parent.iterdir()] == ["a.mp4"]          # no temporary file left
+    assert [p.name for p in path.parent.iterdir()] == ["a.mp4"]  # no temporary file left
     back = read_video(path)
     assert back.shape == (6, 64, 128, 3)
     assert np.abs(back.astype(int) - np.stack(frames)).mean() < 8
@@ -264,14 +310,14 @@ class ReplayPolicy:
 
     def act(self, lang, images, valid, states, state_mask, noise_seeds=None):
         assert len(lang) == 1
-        if not valid[0, 0, 0]:                 # no t-1 frame: a new episode
+        if not valid[0, 0, 0]:  # no t-1 frame: a new episode
             self.episode, self.pos = self.episode + 1, 0
         demo = self.demos.get(self.episode)
         noop = np.asarray(NOOP_ACTION, dtype=np.float64)
         if demo is None:
             chunk = np.tile(noop, (64, 1))
         else:
-            j = self.pos - DEMO_DROP_FIRST_STEPS - 1     # demo obs[j] is the observation after action j
+            j = self.pos - DEMO_DROP_FIRST_STEPS - 1  # demo obs[j] is the observation after action j
             if j >= 0:
                 for slot, key in ((0, "agentview_rgb"), (1, "eye_in_hand_rgb")):
                     # equal up to rare software-rendering differences; a missing or wrong flip differs by ~50
@@ -280,7 +326,7 @@ class ReplayPolicy:
                     assert diff.mean() < 0.5, (key, j, diff.mean(), diff.max())
                 np.testing.assert_allclose(states[0], demo["states"][j], atol=1e-4)
                 self.compared += 1
-            plan = np.concatenate([np.tile(noop, (DEMO_DROP_FIRST_STEPS, 1)), demo["actions"]])[self.pos:]
+            plan = np.concatenate([np.tile(noop, (DEMO_DROP_FIRST_STEPS, 1)), demo["actions"]])[self.pos :]
             chunk = np.concatenate([plan, np.tile(noop, (64, 1))])[:64]
         self.pos += self.horizon
         return mapping.action_to_unified(chunk)[None].astype(np.float32)
@@ -294,23 +340,37 @@ def test_replaying_expert_demos_through_the_evaluator_succeeds(expert_demo_dir, 
     assert entry["task"] == EXPERT_TASK_NAME and all(d["seed"] == 0 for d in entry["demos"])
     demos = {}
     with h5py.File(expert_demo_file(expert_demo_dir), "r") as f:
-        for d in entry["demos"][:1]:        # one demo keeps the test short; the start protocol is per episode
+        for d in entry["demos"][:1]:  # one demo keeps the test short; the start protocol is per episode
             g = f["data"][d["demo"]]
-            obs = {k: g["obs"][k][()] for k in ("agentview_rgb", "eye_in_hand_rgb", "joint_states",
-                                                "gripper_states", "ee_pos", "ee_ori")}
+            obs = {
+                k: g["obs"][k][()]
+                for k in ("agentview_rgb", "eye_in_hand_rgb", "joint_states", "gripper_states", "ee_pos", "ee_ori")
+            }
             demos[d["init_state"]] = {
-                "actions": g["actions"][()], "agentview_rgb": obs["agentview_rgb"],
+                "actions": g["actions"][()],
+                "agentview_rgb": obs["agentview_rgb"],
                 "eye_in_hand_rgb": obs["eye_in_hand_rgb"],
-                "states": mapping.state_from_demo_obs(obs["joint_states"], obs["gripper_states"], obs["ee_pos"],
-                                                      obs["ee_ori"])}
+                "states": mapping.state_from_demo_obs(
+                    obs["joint_states"], obs["gripper_states"], obs["ee_pos"], obs["ee_ori"]
+                ),
+            }
     horizon = 16
     policy = ReplayPolicy(demos, horizon)
     longest = max(len(d["actions"]) for d in demos.values()) + DEMO_DROP_FIRST_STEPS
-    settings = Settings(suite=SUITE, tasks=(EXPERT_TASK_NAME,), episodes=max(demos) + 1, horizon=horizon,
-                        max_steps=longest + 8, envs=1, seed=0, camera_size=suites.DEMO_CAMERA_SIZE,
-                        videos_per_task=1)
-    summary = evaluate(policy, settings, tmp_path / "replay", {EXPERT_TASK_NAME: torch.zeros(1, 32)},
-                       stats=load_stats(files["stats"]))
+    settings = Settings(
+        suite=SUITE,
+        tasks=(EXPERT_TASK_NAME,),
+        episodes=max(demos) + 1,
+        horizon=horizon,
+        max_steps=longest + 8,
+        envs=1,
+        seed=0,
+        camera_size=suites.DEMO_CAMERA_SIZE,
+        videos_per_task=1,
+    )
+    summary = evaluate(
+        policy, settings, tmp_path / "replay", {EXPERT_TASK_NAME: torch.zeros(1, 32)}, stats=load_stats(files["stats"])
+    )
     records = {r["init_state"]: r for r in read_episodes(tmp_path / "replay" / EPISODES_FILE)}
     for init, demo in demos.items():
         assert records[init]["success"], records[init]
@@ -326,8 +386,17 @@ def test_replaying_expert_demos_through_the_evaluator_succeeds(expert_demo_dir, 
 def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_records(tmp_path):
     from rdt.evaluate import outcome_key, plan_jobs, previous_records
 
-    settings = Settings(suite=SUITE, tasks=(TASKS[0],), episodes=3, horizon=8, max_steps=10, envs=1, seed=0,
-                        camera_size=CAMERA, videos_per_task=2)
+    settings = Settings(
+        suite=SUITE,
+        tasks=(TASKS[0],),
+        episodes=3,
+        horizon=8,
+        max_steps=10,
+        envs=1,
+        seed=0,
+        camera_size=CAMERA,
+        videos_per_task=2,
+    )
     info = {"checkpoint": "/ckpt", "step": 5, "weights": "ema"}
     key = outcome_key(settings, info)
     base = {"task": TASKS[0], "suite": SUITE, "horizon": 8, "step": 5, "steps": 10, "seconds": 1.0, "key": key}
@@ -336,13 +405,15 @@ def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_reco
     (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n" + json.dumps(crashed) + "\n" + '{"task": "pick')
     kept = previous_records(tmp_path, key)
     assert kept == [ok] and read_episodes(tmp_path / EPISODES_FILE) == [ok]
-    assert (tmp_path / EPISODES_FILE).read_text() == json.dumps(ok) + "\n"     # file rewritten: appends stay valid
+    assert (tmp_path / EPISODES_FILE).read_text() == json.dumps(ok) + "\n"  # file rewritten: appends stay valid
     jobs = plan_jobs(suites.select_tasks(SUITE, [TASKS[0]]), 3, 2, {(TASKS[0], 0)})
     assert [(j.init_state, j.record_video) for j in jobs] == [(1, True), (2, False)]
     # another checkpoint step, max_steps or seed makes a different key: the old records are stale and dropped
-    for changed_settings, changed_info in ((settings, {**info, "step": 6}),
-                                           (Settings(**{**asdict(settings), "max_steps": 20}), info),
-                                           (Settings(**{**asdict(settings), "seed": 1}), info)):
+    for changed_settings, changed_info in (
+        (settings, {**info, "step": 6}),
+        (Settings(**{**asdict(settings), "max_steps": 20}), info),
+        (Settings(**{**asdict(settings), "seed": 1}), info),
+    ):
         other = outcome_key(changed_settings, changed_info)
         assert other != key
         (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n")

@@ -1,6 +1,7 @@
 """`python -m rdt evaluate` as one command for any checkpoint (issue 12): several horizons per call (each into
 --out/h<H>), --episodes defaulting to the LIBERO convention (50), language encoded on the fly without --lang.
 No simulator here: parsing, output folders and the on-the-fly language table with the tiny encoder."""
+
 from pathlib import Path
 
 from rdt import cli
@@ -17,13 +18,26 @@ def test_several_horizons_and_the_episode_default():
     assert args.horizon == [8, 16, 64] and args.episodes == 50 == ev.DEFAULT_EPISODES and args.lang is None
     one = parse(["--checkpoint", "ck", "--lang", "l", "--horizon", "8", "--episodes", "3", "--out", "o"])
     assert one.horizon == [8]
-    assert ev.horizon_out(Path("o"), 8, [8]) == Path("o")               # one horizon: --out itself (the workflow)
+    assert ev.horizon_out(Path("o"), 8, [8]) == Path("o")  # one horizon: --out itself (the workflow)
     assert ev.horizon_out(Path("o"), 16, [8, 16]) == Path("o/h16")
 
 
 def test_a_bad_horizon_is_refused_before_anything_loads(tmp_path, capsys):
-    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "missing"), "--horizon", "8", "65",
-                     "--out", str(tmp_path / "o")]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "missing"),
+                "--horizon",
+                "8",
+                "65",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
     assert "65" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """The scripted expert and the demo writer on the real simulator: official layout, success, replay, images."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,16 @@ from rdt.libero.suites import DEMO_CAMERA_SIZE, select_tasks
 
 pytestmark = pytest.mark.sim
 
-DATA_ATTRS = {"env_name", "problem_info", "macros_image_convention", "bddl_file_name", "bddl_file_content",
-              "env_args", "num_demos", "total"}
+DATA_ATTRS = {
+    "env_name",
+    "problem_info",
+    "macros_image_convention",
+    "bddl_file_name",
+    "bddl_file_content",
+    "env_args",
+    "num_demos",
+    "total",
+}
 OBS_KEYS = {"agentview_rgb", "eye_in_hand_rgb", "gripper_states", "joint_states", "ee_states", "ee_pos", "ee_ori"}
 DEMO_KEYS = {"actions", "states", "robot_states", "rewards", "dones", "obs"}
 
@@ -51,15 +60,31 @@ def test_official_layout(expert_demo_dir):
             n = int(demo.attrs["num_samples"])
             total += n
             assert n == meta["num_samples"] > 20
-            shapes = {"actions": (n, 7), "states": (n, states_dim), "robot_states": (n, 9), "rewards": (n,),
-                      "dones": (n,)}
-            dtypes = {"actions": np.float64, "states": np.float64, "robot_states": np.float64,
-                      "rewards": np.uint8, "dones": np.uint8}
+            shapes = {
+                "actions": (n, 7),
+                "states": (n, states_dim),
+                "robot_states": (n, 9),
+                "rewards": (n,),
+                "dones": (n,),
+            }
+            dtypes = {
+                "actions": np.float64,
+                "states": np.float64,
+                "robot_states": np.float64,
+                "rewards": np.uint8,
+                "dones": np.uint8,
+            }
             for key, shape in shapes.items():
                 assert demo[key].shape == shape and demo[key].dtype == dtypes[key], key
-            obs_shapes = {"agentview_rgb": (n, 128, 128, 3), "eye_in_hand_rgb": (n, 128, 128, 3),
-                          "gripper_states": (n, 2), "joint_states": (n, 7), "ee_states": (n, 6), "ee_pos": (n, 3),
-                          "ee_ori": (n, 3)}
+            obs_shapes = {
+                "agentview_rgb": (n, 128, 128, 3),
+                "eye_in_hand_rgb": (n, 128, 128, 3),
+                "gripper_states": (n, 2),
+                "joint_states": (n, 7),
+                "ee_states": (n, 6),
+                "ee_pos": (n, 3),
+                "ee_ori": (n, 3),
+            }
             for key, shape in obs_shapes.items():
                 assert demo["obs"][key].shape == shape, key
                 want = np.uint8 if key.endswith("_rgb") else np.float64
@@ -91,7 +116,7 @@ def test_replay_reproduces_states_and_succeeds(expert_demo_dir):
                 states, actions = demo["states"][()], demo["actions"][()]
                 joints = demo["obs/joint_states"][()]
                 obs = replay_start(env, init_states[m["init_state"]], seed=m["seed"])
-                assert "agentview_image" not in obs      # the camera-less env renders nothing per step
+                assert "agentview_image" not in obs  # the camera-less env renders nothing per step
                 for j, a in enumerate(actions):
                     np.testing.assert_allclose(env.get_sim_state(), states[j], atol=1e-9, err_msg=f"step {j}")
                     obs, _, done, _ = env.step(a)
@@ -128,8 +153,18 @@ def test_unsupported_goal_is_a_clear_error():
     task = select_tasks("libero_goal", ["open_the_middle_drawer_of_the_cabinet"])[0]
     with pytest.raises(UserError, match=r"open_the_middle_drawer_of_the_cabinet.*\(open "):
         task_goal(task)
-    proc = run_rdt("expert", "--suite", "libero_goal", "--tasks", "turn_on_the_stove", "--episodes", "1",
-                   "--out", "/nonexistent/never-created", timeout=300)
+    proc = run_rdt(
+        "expert",
+        "--suite",
+        "libero_goal",
+        "--tasks",
+        "turn_on_the_stove",
+        "--episodes",
+        "1",
+        "--out",
+        "/nonexistent/never-created",
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "turn_on_the_stove" in proc.stderr and "(turnon flat_stove_1)" in proc.stderr
     assert "not supported" in proc.stderr
@@ -142,7 +177,18 @@ def test_goal_parsing_of_supported_tasks():
 
 
 def test_expert_rejects_bad_arguments():
-    proc = run_rdt("expert", "--suite", "libero_object", "--tasks", "0", "--episodes", "3", "--max-attempts", "2",
-                   "--out", "/nonexistent/never-created", timeout=120)
+    proc = run_rdt(
+        "expert",
+        "--suite",
+        "libero_object",
+        "--tasks",
+        "0",
+        "--episodes",
+        "3",
+        "--max-attempts",
+        "2",
+        "--out",
+        "/nonexistent/never-created",
+        timeout=120,
+    )
     assert proc.returncode == 2 and "--max-attempts" in proc.stderr
-

@@ -3,6 +3,7 @@ for a full or read-only disk, diverged or broken weights refused, and the smalle
 
 Full and read-only folders are real: small tmpfs mounts (root, as in CI); where mounting is impossible the test
 injects the OSError instead."""
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,10 @@ def data(train_data, module_torch_thread):
 # ------------------------------------------------------------------------------------------------ mounts
 def _mount(folder: Path, options: str) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True).returncode
+        == 0
+    )
 
 
 @contextlib.contextmanager
@@ -61,8 +64,14 @@ def readonly_dir(tmp_path):
 
 
 def rdt_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rdt", *map(str, args)], cwd=h.REPO, env=h.env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rdt", *map(str, args)],
+        cwd=h.REPO,
+        env=h.env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess, *words: str) -> str:
@@ -96,8 +105,7 @@ def test_segment_ending_below_existing_checkpoints_keeps_them_and_the_metrics(da
     assert [r["loss"] for r in after] == pytest.approx([r["loss"] for r in before], rel=1e-4)
     # the rows the segment (restarting at step 0) set aside were saved before they were removed from metrics.csv
     history = (out / train.METRICS_HISTORY).read_text().splitlines()
-    assert history[0].startswith("step,") and [ln.split(",")[0] for ln in history[1:]] == ["1", "2", "3", "4", "5",
-                                                                                          "6"]
+    assert history[0].startswith("step,") and [ln.split(",")[0] for ln in history[1:]] == ["1", "2", "3", "4", "5", "6"]
 
     # a later segment past the newer checkpoint prunes normally again (limit 1: only the newest stays)
     train.train_segment(cfg, 8, out)
@@ -137,7 +145,7 @@ def test_video_on_a_full_disk_is_an_error_and_leaves_no_file(full_dir):
         write_video(target, _frames(40), fps=20)
     assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
     assert disk_error_line(info.value).startswith(f"{target}: no space left on device")
-    assert list(target.parent.iterdir()) == []                 # nothing under the final (or a temporary) name
+    assert list(target.parent.iterdir()) == []  # nothing under the final (or a temporary) name
 
 
 def test_video_check_rejects_a_truncated_or_short_file(tmp_path):
@@ -162,15 +170,43 @@ def test_video_check_rejects_a_truncated_or_short_file(tmp_path):
 def _command(name: str, data: dict[str, str], out_folder: Path, tmp_path: Path) -> list[str]:
     """Argument lists of each command writing into ``out_folder`` (inputs are valid and elsewhere)."""
     run = h.write_run(tmp_path / "run.yaml", data)
-    return {"convert": ["convert", "--demos", str(Path(data["data"]).parent / "demos"),
-                        "--out", str(out_folder / "data.h5")],
-            "stats": ["stats", "--data", data["data"], "--out", str(out_folder / "dataset_stat.json")],
-            "encode": ["encode", "--data", data["data"], "--text-encoder", "tiny",
-                       "--out", str(out_folder / "lang.safetensors")],
-            "train": ["train", "--config", str(run), "--until-step", "2", "--out", str(out_folder / "run")],
-            "evaluate": ["evaluate", "--checkpoint", str(tmp_path / "unused"), "--lang", data["lang"],
-                         "--horizon", "8", "--suite", "libero_90", "--tasks", "0", "--episodes", "1",
-                         "--out", str(out_folder / "eval")]}[name]
+    return {
+        "convert": [
+            "convert",
+            "--demos",
+            str(Path(data["data"]).parent / "demos"),
+            "--out",
+            str(out_folder / "data.h5"),
+        ],
+        "stats": ["stats", "--data", data["data"], "--out", str(out_folder / "dataset_stat.json")],
+        "encode": [
+            "encode",
+            "--data",
+            data["data"],
+            "--text-encoder",
+            "tiny",
+            "--out",
+            str(out_folder / "lang.safetensors"),
+        ],
+        "train": ["train", "--config", str(run), "--until-step", "2", "--out", str(out_folder / "run")],
+        "evaluate": [
+            "evaluate",
+            "--checkpoint",
+            str(tmp_path / "unused"),
+            "--lang",
+            data["lang"],
+            "--horizon",
+            "8",
+            "--suite",
+            "libero_90",
+            "--tasks",
+            "0",
+            "--episodes",
+            "1",
+            "--out",
+            str(out_folder / "eval"),
+        ],
+    }[name]
 
 
 COMMANDS = ("convert", "stats", "encode", "train", "evaluate")
@@ -189,13 +225,14 @@ def _cli_error(argv: list[str], capsys) -> str:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_read_only_output_folder_is_one_line_before_any_work(command, data, readonly_dir, tmp_path, capsys,
-                                                             monkeypatch):
+def test_read_only_output_folder_is_one_line_before_any_work(
+    command, data, readonly_dir, tmp_path, capsys, monkeypatch
+):
     """Defect 4: a read-only output folder ended in a raw OSError traceback (train and evaluate only after loading
     the model). Now: one line naming the folder and the cause, exit 2, before the command's own code runs."""
     from rdt.policy import Policy
 
-    monkeypatch.setattr(train, "Trainer", None)               # proves that nothing was loaded: calling them fails
+    monkeypatch.setattr(train, "Trainer", None)  # proves that nothing was loaded: calling them fails
     monkeypatch.setattr(Policy, "from_checkpoint", None)
     line = _cli_error(_command(command, data, readonly_dir, tmp_path), capsys)
     assert str(readonly_dir) in line and "read-only file system" in line
@@ -242,11 +279,27 @@ def test_convert_that_runs_out_of_space_midway_stops_cleanly(tmpfs, tmp_path):
 def test_convert_whose_disk_fills_after_the_space_check_does_not_crash(tmpfs, tmp_path):
     """The same when the disk fills behind the space check (another process): HDF5 itself fails; still one line,
     exit 2, no file, no segmentation fault and no h5py tracebacks."""
-    script = ("import sys; from rdt.libero import convert; convert._check_space = lambda *a: None; "
-              "from rdt import cli; sys.exit(cli.main(sys.argv[1:]))")
-    proc = subprocess.run([sys.executable, "-c", script, "convert", "--demos", str(_big_demos(tmp_path / "demos")),
-                           "--out", str(tmpfs / "data.h5")], cwd=h.REPO, env=h.env(), capture_output=True,
-                          text=True, timeout=300)
+    script = (
+        "import sys; from rdt.libero import convert; convert._check_space = lambda *a: None; "
+        "from rdt import cli; sys.exit(cli.main(sys.argv[1:]))"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "convert",
+            "--demos",
+            str(_big_demos(tmp_path / "demos")),
+            "--out",
+            str(tmpfs / "data.h5"),
+        ],
+        cwd=h.REPO,
+        env=h.env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     line = one_line_error(proc, str(tmpfs / "data.h5"), "no space left on device")
     assert "h5py" not in proc.stderr and list(tmpfs.iterdir()) == [], line
 
@@ -265,8 +318,10 @@ def test_train_that_runs_out_of_space_at_a_checkpoint_names_it(tmpfs, data, tmp_
 def test_disk_error_line_reads_hdf5_messages():
     from rdt.utils.atomic import disk_error_line
 
-    e = OSError("Unable to synchronously create file (unable to open file: name = '/x/data.h5', errno = 30, "
-                "error message = 'Read-only file system', flags = 13, o_flags = 242)")
+    e = OSError(
+        "Unable to synchronously create file (unable to open file: name = '/x/data.h5', errno = 30, "
+        "error message = 'Read-only file system', flags = 13, o_flags = 242)"
+    )
     assert disk_error_line(e) == "/x/data.h5: read-only file system"
     assert disk_error_line(OSError(errno.ENOENT, "No such file", "/x")) is None
     wrapped = RuntimeError("unexpected pos")
@@ -283,17 +338,20 @@ def test_diverged_run_stops_with_a_clear_error_and_exports_nothing(data, tmp_pat
 
     def poisoned(self, micro_batches):
         result = original(self, micro_batches)
-        if self.step >= 2:                                   # steps 3, 4, ... get a NaN gradient
+        if self.step >= 2:  # steps 3, 4, ... get a NaN gradient
             next(self.runner.parameters()).grad.fill_(float("nan"))
         return result
 
     monkeypatch.setattr(train.Trainer, "accumulate", poisoned)
     out = tmp_path / "run"
     cfg = h.load_run(data, checkpointing_period=2, max_nonfinite_steps=3)
-    with pytest.raises(UserError, match=r"training diverged: 3 consecutive optimizer steps \(3-5\) had a "
-                                        r"non-finite gradient norm .*nothing after step 4 was saved or exported"):
+    with pytest.raises(
+        UserError,
+        match=r"training diverged: 3 consecutive optimizer steps \(3-5\) had a "
+        r"non-finite gradient norm .*nothing after step 4 was saved or exported",
+    ):
         train.train_segment(cfg, 8, out)
-    assert [s for s, _ in train.list_checkpoints(out)] == [2, 4]         # 4: the weights of step 2, not updated
+    assert [s for s, _ in train.list_checkpoints(out)] == [2, 4]  # 4: the weights of step 2, not updated
     assert not (out / train.EXPORT).exists()
     # 0 = never stop: the run finishes (weights of the skipped steps not updated)
     train.train_segment(h.load_run(data, checkpointing_period=2, max_nonfinite_steps=0), 4, tmp_path / "on")
@@ -347,7 +405,7 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(data, tmp_path, caps
         line = _cli_error(["train", "--config", str(run), "--until-step", "1", "--out", str(out)], capsys)
     assert f"{out}: another trainer is training into this run folder (pid {os.getpid()} on" in line
     assert not (out / train.CHECKPOINTS).exists()
-    with train.run_lock(out):                                # released when the holder ends
+    with train.run_lock(out):  # released when the holder ends
         pass
 
 
@@ -371,15 +429,17 @@ def test_killing_the_launcher_stops_the_trainer(tmp_path):
 
     stub = tmp_path / "accelerate_launch_stub.py"
     stub.write_text(LAUNCHER)
-    launcher = subprocess.Popen([sys.executable, str(stub)], cwd=h.REPO, env=h.env(), stdout=subprocess.PIPE,
-                                text=True)
+    launcher = subprocess.Popen([sys.executable, str(stub)], cwd=h.REPO, env=h.env(), stdout=subprocess.PIPE, text=True)
     try:
         child = int(launcher.stdout.readline())
         launcher.kill()
         launcher.wait(timeout=30)
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and Path(f"/proc/{child}").exists() and \
-                Path(f"/proc/{child}/stat").read_text().split()[2] != "Z":
+        while (
+            time.monotonic() < deadline
+            and Path(f"/proc/{child}").exists()
+            and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
+        ):
             time.sleep(0.1)
         alive = Path(f"/proc/{child}").exists() and Path(f"/proc/{child}/stat").read_text().split()[2] != "Z"
         if alive:
@@ -391,10 +451,22 @@ def test_killing_the_launcher_stops_the_trainer(tmp_path):
 
 
 PLAN_BASE = {
-    "demos": {"source": "expert", "suite": "libero_object",
-              "tasks": ["pick_up_the_alphabet_soup_and_place_it_in_the_basket"], "episodes_per_task": 1},
-    "train": {"max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
-              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "demos": {
+        "source": "expert",
+        "suite": "libero_object",
+        "tasks": ["pick_up_the_alphabet_soup_and_place_it_in_the_basket"],
+        "episodes_per_task": 1,
+    },
+    "train": {
+        "max_steps": 4,
+        "model": "tiny",
+        "init_from": None,
+        "text_encoder": "tiny",
+        "vision_encoder": "tiny",
+        "effective_batch_size": 4,
+        "per_device_batch_size": 2,
+        "checkpointing_period": 2,
+    },
     "eval": {"exec_horizons": [8], "episodes_per_task": 1, "max_steps": 12},
     "runs": {"default": {}},
 }
@@ -410,23 +482,34 @@ def _plan(**sections):
     return Plan(cfg)
 
 
-@pytest.mark.parametrize("sections, message", [
-    ({"runs": {}}, r"config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to train"),
-    ({"runs": {"big": {"train": {"gpus": 3}}}},
-     r"runs.big.train: effective_batch_size=4 is not divisible by per_device_batch_size=2 x 3 process\(es\)"),
-    ({"runs": {"odd": {"train": {"effective_batch_size": 6, "per_device_batch_size": 4}}}},
-     r"runs.odd.train: effective_batch_size=6 is not divisible by per_device_batch_size=4 x 1 process"),
-    ({"runs": {"many": {"eval": {"episodes_per_task": 51}}}},
-     r"runs.many.eval: episodes_per_task=51; each task has 50 init states"),
-    ({"runs": {"late": {"demos": {"episodes_per_task": 30}}}},
-     r"runs.late.demos: 30 demos per task with max_attempts=30 from init state 25 on do not fit"),
-])
+@pytest.mark.parametrize(
+    "sections, message",
+    [
+        ({"runs": {}}, r"config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to train"),
+        (
+            {"runs": {"big": {"train": {"gpus": 3}}}},
+            r"runs.big.train: effective_batch_size=4 is not divisible by per_device_batch_size=2 x 3 process\(es\)",
+        ),
+        (
+            {"runs": {"odd": {"train": {"effective_batch_size": 6, "per_device_batch_size": 4}}}},
+            r"runs.odd.train: effective_batch_size=6 is not divisible by per_device_batch_size=4 x 1 process",
+        ),
+        (
+            {"runs": {"many": {"eval": {"episodes_per_task": 51}}}},
+            r"runs.many.eval: episodes_per_task=51; each task has 50 init states",
+        ),
+        (
+            {"runs": {"late": {"demos": {"episodes_per_task": 30}}}},
+            r"runs.late.demos: 30 demos per task with max_attempts=30 from init state 25 on do not fit",
+        ),
+    ],
+)
 def test_numbers_that_fail_late_are_errors_at_parse_time(sections, message):
     """Defect 6: `runs: {}` failed inside the report job with an argparse error; a batch that does not divide and
     `episodes_per_task: 51` were caught only after earlier stages ran. Now: errors when the plan is made."""
     with pytest.raises(UserError, match=message):
         _plan(**sections)
-    _plan()                                                  # the base itself is fine
+    _plan()  # the base itself is fine
 
 
 def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
@@ -435,8 +518,11 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 
     bad = tmp_path / "config.yaml"
     bad.write_text("runs:\n  a: {train: {max_steps: 3}\n  b: 1\n")
-    with pytest.raises(UserError, match=rf"^{bad}, line 3, column 3: not valid YAML \(while parsing a flow "
-                                        r"mapping; expected ',' or '}', but got '<scalar>'\)$"):
+    with pytest.raises(
+        UserError,
+        match=rf"^{bad}, line 3, column 3: not valid YAML \(while parsing a flow "
+        r"mapping; expected ',' or '}', but got '<scalar>'\)$",
+    ):
         read_yaml(bad)
 
 
@@ -448,15 +534,23 @@ def test_an_encoder_flag_that_contradicts_pipeline_json_is_refused(tmp_path):
     from rdt.policy import Policy
 
     runner = build_runner(RDTConfig.preset("tiny"), seed=0)
-    folder = save_checkpoint(tmp_path / "ckpt", runner, runner.config,
-                             pipeline={"vision_encoder": "tiny", "text_encoder": "tiny", "control_frequency": 20})
-    with pytest.raises(UserError, match=r"trained with vision_encoder 'tiny' \(pipeline.json\), not 'tiny-b'; "
-                                        r"leave out --vision-encoder"):
+    folder = save_checkpoint(
+        tmp_path / "ckpt",
+        runner,
+        runner.config,
+        pipeline={"vision_encoder": "tiny", "text_encoder": "tiny", "control_frequency": 20},
+    )
+    with pytest.raises(
+        UserError,
+        match=r"trained with vision_encoder 'tiny' \(pipeline.json\), not 'tiny-b'; "
+        r"leave out --vision-encoder",
+    ):
         Policy.from_checkpoint(folder, vision_encoder="tiny-b", device="cpu")
     with pytest.raises(UserError, match="trained with control_frequency 20"):
         Policy.from_checkpoint(folder, control_frequency=10, device="cpu")
-    policy = Policy.from_checkpoint(folder, vision_encoder="tiny", text_encoder="tiny", control_frequency=20,
-                                    device="cpu")
+    policy = Policy.from_checkpoint(
+        folder, vision_encoder="tiny", text_encoder="tiny", control_frequency=20, device="cpu"
+    )
     assert policy.vision.name == "tiny" and policy.control_frequency == 20
 
 
@@ -471,8 +565,9 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
     from rdt.libero import suites
 
     folder = _tiny_checkpoint(tmp_path / "ckpt")
-    (folder / "pipeline.json").write_text('{"vision_encoder": "tiny", "text_encoder": "tiny", '
-                                          '"control_frequency": 20, "image_size": 16}')
+    (folder / "pipeline.json").write_text(
+        '{"vision_encoder": "tiny", "text_encoder": "tiny", "control_frequency": 20, "image_size": 16}'
+    )
     ema = folder / "ema" / "model.safetensors"
     tensors = load_file(str(ema))
     name = sorted(k for k, v in tensors.items() if v.is_floating_point())[-1]
@@ -481,10 +576,27 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
     task = suites.select_tasks("libero_90", ["0"])[0]
     lang = tmp_path / "lang.safetensors"
     encode_instructions([task.language], load_text_encoder("tiny"), lang)
-    monkeypatch.setattr(evaluate, "evaluate", None)                 # reaching the episodes would fail here
-    line = _cli_error(["evaluate", "--checkpoint", str(folder), "--lang", str(lang), "--horizon", "8",
-                       "--suite", "libero_90", "--tasks", "0", "--episodes", "1", "--out", str(tmp_path / "ev")],
-                      capsys)
+    monkeypatch.setattr(evaluate, "evaluate", None)  # reaching the episodes would fail here
+    line = _cli_error(
+        [
+            "evaluate",
+            "--checkpoint",
+            str(folder),
+            "--lang",
+            str(lang),
+            "--horizon",
+            "8",
+            "--suite",
+            "libero_90",
+            "--tasks",
+            "0",
+            "--episodes",
+            "1",
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+        capsys,
+    )
     assert f"{folder} (ema weights): non-finite values (NaN or inf) in 1 tensor(s): {name}" in line
 
 
@@ -508,5 +620,6 @@ def test_metrics_rows_set_aside_keep_their_own_columns(tmp_path):
 def test_a_file_in_the_way_of_the_output_folder_is_one_line(data, tmp_path, capsys):
     (tmp_path / "taken").write_text("")
     line = _cli_error(["stats", "--data", data["data"], "--out", str(tmp_path / "taken" / "s.json")], capsys)
-    assert line == (f"error: --out {tmp_path}/taken/s.json: cannot write into {tmp_path}/taken (a file is in the "
-                    "way of the folder)")
+    assert line == (
+        f"error: --out {tmp_path}/taken/s.json: cannot write into {tmp_path}/taken (a file is in the way of the folder)"
+    )

@@ -2,6 +2,7 @@
 code (a code edit retrains, a pinned code fingerprint keeps the checkpoints), a segment continues only an export
 of its own training, and an evaluation record is kept only for the same checkpoint identity, evaluation code and
 task instruction (a retrained model exported to the same folder runs every episode again)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ def _pipeline(out, step):
     return json.loads((train.export_dir(out, step) / "pipeline.json").read_text())
 
 
-def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkpoints(data, tmp_path, monkeypatch,
-                                                                                      capsys):
+def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkpoints(
+    data, tmp_path, monkeypatch, capsys
+):
     cfg = h.load_run(data, checkpointing_period=2)
     out = tmp_path / "run"
     train.train_segment(cfg, 2, out)
@@ -41,7 +43,7 @@ def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkp
     assert h.trainer_state(train.checkpoint_dir(out, 4))["fingerprint"] == original["identity"]
     capsys.readouterr()
 
-    monkeypatch.setattr(train_config, "code_fingerprint", lambda: EDITED)      # the training code was edited
+    monkeypatch.setattr(train_config, "code_fingerprint", lambda: EDITED)  # the training code was edited
     # declared as not changing the weights (the pin): the checkpoints stay valid, nothing is trained
     pinned = h.load_run(data, checkpointing_period=2, code_fingerprint=code)
     assert pinned.fingerprint() == original["identity"]
@@ -51,8 +53,11 @@ def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkp
 
     # not pinned: another identity. A segment refuses to continue an export of the old code ...
     assert cfg.fingerprint() != original["identity"]
-    with pytest.raises(UserError, match=r"step-2: made by a training of identity .* \(other settings, data or "
-                                        r"training code\)"):
+    with pytest.raises(
+        UserError,
+        match=r"step-2: made by a training of identity .* \(other settings, data or "
+        r"training code\)",
+    ):
         train.train_segment(cfg, 4, out, previous_export=train.export_dir(out, 2))
     # ... and the first segment trains from the initial weights instead of re-exporting the old checkpoint
     train.train_segment(cfg, 2, out)
@@ -74,20 +79,34 @@ class ZeroPolicy:
 def test_a_retrained_model_in_the_same_folder_runs_every_episode_again(tmp_path):
     tasks = suites.tasks("libero_goal")[:3]
     lang = {t.name: np.full((3, 4), float(i)) for i, t in enumerate(tasks)}
-    settings = Settings(suite="libero_goal", tasks=(tasks[0].name, tasks[1].name), episodes=2, horizon=8,
-                        max_steps=16, envs=1, seed=0, camera_size=8, videos_per_task=0)
-    info = {"checkpoint": "/results/train/k/export/step-2", "step": 2, "weights": "ema",
-            "identity": "training:aaaa", "code": "c1"}
+    settings = Settings(
+        suite="libero_goal",
+        tasks=(tasks[0].name, tasks[1].name),
+        episodes=2,
+        horizon=8,
+        max_steps=16,
+        envs=1,
+        seed=0,
+        camera_size=8,
+        videos_per_task=0,
+    )
+    info = {
+        "checkpoint": "/results/train/k/export/step-2",
+        "step": 2,
+        "weights": "ema",
+        "identity": "training:aaaa",
+        "code": "c1",
+    }
     out = tmp_path / "h8"
 
     def run(s=settings, **changes):
         return evaluate(ZeroPolicy(), s, out, lang, info={**info, **changes}, sim_factory=partial(ScriptedSim))
 
     assert run()["episodes_this_run"] == 4
-    assert run()["episodes_this_run"] == 0                  # same checkpoint, settings and code: resumed, nothing
-    retrained = run(identity="training:bbbb")               # same path, another training
+    assert run()["episodes_this_run"] == 0  # same checkpoint, settings and code: resumed, nothing
+    retrained = run(identity="training:bbbb")  # same path, another training
     assert (retrained["episodes_this_run"], retrained["episodes_from_earlier_runs"]) == (4, 0)
-    assert run(identity="training:bbbb", code="c2")["episodes_this_run"] == 4    # evaluation code edited
+    assert run(identity="training:bbbb", code="c2")["episodes_this_run"] == 4  # evaluation code edited
     # adding a task runs only that task's episodes: the others' records stay valid
     more = Settings(**{**settings.__dict__, "tasks": tuple(t.name for t in tasks)})
     added = run(more, identity="training:bbbb", code="c2")
@@ -103,6 +122,6 @@ def test_checkpoint_identity_is_the_training_identity_or_a_hash_of_the_weights(t
     folder = save_checkpoint(tmp_path / "elsewhere", build_runner(config, seed=0), config)
     first = checkpoint_identity(folder, {}, "model")
     assert first == f"sha256:{file_digest(folder / 'model.safetensors')}"
-    save_checkpoint(folder, build_runner(config, seed=1), config)          # other weights, same folder
+    save_checkpoint(folder, build_runner(config, seed=1), config)  # other weights, same folder
     assert checkpoint_identity(folder, {}, "model") != first
     assert checkpoint_identity(folder, {"identity": "abc"}, "model") == "training:abc"

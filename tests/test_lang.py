@@ -1,4 +1,5 @@
 """Language embeddings: `python -m rdt encode` from each source, the file format, lookups and their errors."""
+
 import json
 
 import h5py
@@ -34,7 +35,7 @@ def test_encode_training_file_once_per_unique_instruction(tmp_path, tiny, capsys
     out = tmp_path / "lang" / "lang.safetensors"
     assert cli(["encode", "--data", str(data), "--text-encoder", "tiny", "--out", str(out), "--batch-size", "2"]) == 0
     assert "encoded 4 embeddings (5 instructions given" in capsys.readouterr().out
-    assert [p.name for p in out.parent.iterdir()] == ["lang.safetensors"]       # no temporary file left
+    assert [p.name for p in out.parent.iterdir()] == ["lang.safetensors"]  # no temporary file left
 
     with safe_open(str(out), framework="pt") as f:
         meta, keys = f.metadata(), sorted(f.keys())
@@ -44,7 +45,7 @@ def test_encode_training_file_once_per_unique_instruction(tmp_path, tiny, capsys
 
     table = LanguageTable.load(out)
     assert (table.encoder, table.max_length, table.hidden_size, len(table)) == ("tiny", 256, 32, 4)
-    assert table.get("").shape == (1, 32)          # RDT's empty_lang_embed: just </s>
+    assert table.get("").shape == (1, 32)  # RDT's empty_lang_embed: just </s>
     direct = tiny.encode(["open the drawer"])[0]
     got = table.get("open the drawer")
     assert got.shape == (len("open the drawer") + 1, 32) and got.dtype == torch.float32
@@ -56,11 +57,26 @@ def test_encode_from_text_file_and_libero_tasks(tmp_path):
     lines = tmp_path / "instructions.txt"
     lines.write_text("pick up the ketchup\n\n  pick up the ketchup  \nturn on the stove\n")
     out = tmp_path / "lang.safetensors"
-    argv = ["encode", "--instructions", str(lines), "--instructions-from-tasks", "libero_10", "0", "1",
-            "--instructions-from-tasks", "libero_goal", "3", "--text-encoder", "tiny", "--out", str(out)]
+    argv = [
+        "encode",
+        "--instructions",
+        str(lines),
+        "--instructions-from-tasks",
+        "libero_10",
+        "0",
+        "1",
+        "--instructions-from-tasks",
+        "libero_goal",
+        "3",
+        "--text-encoder",
+        "tiny",
+        "--out",
+        str(out),
+    ]
     assert cli(argv) == 0
-    expected = ["pick up the ketchup", "turn on the stove"] + \
-        [t.language for t in select_tasks("libero_10", ["0", "1"]) + select_tasks("libero_goal", ["3"])]
+    expected = ["pick up the ketchup", "turn on the stove"] + [
+        t.language for t in select_tasks("libero_10", ["0", "1"]) + select_tasks("libero_goal", ["3"])
+    ]
     table = LanguageTable.load(out)
     assert table.instructions == list(dict.fromkeys(expected)) + [""]
     assert all(table.get(t).shape[1] == 32 for t in expected)
@@ -68,8 +84,9 @@ def test_encode_from_text_file_and_libero_tasks(tmp_path):
 
 def test_lookup_errors_name_the_instruction_file_and_encoders(tmp_path):
     out = tmp_path / "lang.safetensors"
-    assert cli(["encode", "--instructions-from-tasks", "libero_spatial", "--text-encoder", "tiny",
-                "--out", str(out)]) == 0
+    assert (
+        cli(["encode", "--instructions-from-tasks", "libero_spatial", "--text-encoder", "tiny", "--out", str(out)]) == 0
+    )
     table = LanguageTable.load(out)
     assert len(table) == 11
     with pytest.raises(UserError) as e:
@@ -88,7 +105,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, capsys):
     with h5py.File(tmp_path / "bad.h5", "w") as f:
         f.create_group("episodes/000000")
     assert cli(["encode", "--data", str(tmp_path / "bad.h5"), "--text-encoder", "tiny", "--out", str(out)]) == 2
-    assert "format='rdt-libero-train/1'" in capsys.readouterr().err       # not a converted training file
+    assert "format='rdt-libero-train/1'" in capsys.readouterr().err  # not a converted training file
     with h5py.File(tmp_path / "bad.h5", "a") as f:
         f.attrs["format"] = TRAIN_FORMAT
     assert cli(["encode", "--data", str(tmp_path / "bad.h5"), "--text-encoder", "tiny", "--out", str(out)]) == 2

@@ -2,6 +2,7 @@
 language, training from scratch, evaluation in the real simulator - learns one demo well enough to succeed on its
 init state at H = 8 and H = 16. The assertion can fail: an untrained or broken chain scores 0 (every earlier
 version of this pipeline did). Runs the workflow with the committed config, only the results folder changed."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,10 @@ def test_one_demo_is_learned_and_succeeds_in_the_simulator(tmp_path):
 
     results = work / cfg["results"]
     last = cfg["train"]["max_steps"]
-    summaries = {h: json.loads((results / "learning_check" / "eval" / f"step-{last}" / f"h{h}" / "summary.json")
-                               .read_text()) for h in cfg["eval"]["exec_horizons"]}
+    summaries = {
+        h: json.loads((results / "learning_check" / "eval" / f"step-{last}" / f"h{h}" / "summary.json").read_text())
+        for h in cfg["eval"]["exec_horizons"]
+    }
     assert {h: s["overall"]["successes"] for h, s in summaries.items()} == {8: 1, 16: 1}, summaries
 
     # the sample error (action slots) keeps falling: from step 250 to the end by more than 4x (measured: 5.2x)

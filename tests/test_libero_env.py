@@ -1,4 +1,5 @@
 """LIBERO set-up on the real simulator: offline config without prompt, assets, environments, task table."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,15 @@ pytestmark = pytest.mark.sim
 def _python(code: str, config_dir) -> subprocess.CompletedProcess:
     env = sim_env()
     env["LIBERO_CONFIG_PATH"] = str(config_dir)
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=REPO, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_import_without_config_prompts_and_fails(tmp_path):
@@ -34,14 +42,17 @@ def test_import_without_config_prompts_and_fails(tmp_path):
 
 def test_config_written_and_import_does_not_prompt(tmp_path):
     folder = tmp_path / "cfg"
-    proc = _python("""
+    proc = _python(
+        """
         from rdt.libero.env import write_libero_config
         path = write_libero_config()
         import libero.libero as ll
         print("CONFIG", path)
         print("BDDL", ll.get_libero_path("bddl_files"))
         print("ASSETS", ll.get_assets_path())
-        """, folder)
+        """,
+        folder,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Do you want" not in proc.stdout
     assert f"CONFIG {folder / 'config.yaml'}" in proc.stdout
@@ -87,8 +98,13 @@ def test_make_env_observations_and_init_states():
         for key in ("agentview_image", "robot0_eye_in_hand_image"):
             assert obs[key].shape == (64, 64, 3) and obs[key].dtype == np.uint8
             assert obs[key].std() > 5, f"{key} looks blank"
-        for key, shape in (("robot0_joint_pos", (7,)), ("robot0_gripper_qpos", (2,)), ("robot0_eef_pos", (3,)),
-                           ("robot0_eef_quat", (4,)), ("alphabet_soup_1_pos", (3,))):
+        for key, shape in (
+            ("robot0_joint_pos", (7,)),
+            ("robot0_gripper_qpos", (2,)),
+            ("robot0_eef_pos", (3,)),
+            ("robot0_eef_quat", (4,)),
+            ("alphabet_soup_1_pos", (3,)),
+        ):
             assert obs[key].shape == shape, key
         assert not env.check_success()
     finally:
@@ -96,16 +112,19 @@ def test_make_env_observations_and_init_states():
 
 
 def test_write_config_refuses_after_libero_was_imported_elsewhere(tmp_path):
-    proc = _python(f"""
+    proc = _python(
+        f"""
         from rdt.errors import UserError
         from rdt.libero.env import write_libero_config
         write_libero_config()
         import libero.libero
         try:
-            write_libero_config({str(tmp_path / 'other')!r})
+            write_libero_config({str(tmp_path / "other")!r})
         except UserError as e:
             print("REFUSED", e)
-        """, tmp_path / "first")
+        """,
+        tmp_path / "first",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "REFUSED libero.libero was already imported" in proc.stdout
 
@@ -116,7 +135,7 @@ def test_episode_is_the_same_in_a_reused_env_as_in_a_fresh_one():
     task = select_tasks("libero_object", ["0"])[0]
     states = libero_env.init_states(task)
     actions = np.random.default_rng(0).uniform(-1, 1, (12, 7))
-    actions[:, 6] = np.where(np.arange(12) < 6, 1.0, -1.0)     # close, then open: the gripper command accumulates
+    actions[:, 6] = np.where(np.arange(12) < 6, 1.0, -1.0)  # close, then open: the gripper command accumulates
 
     def episode(env, init_state):
         libero_env.start_episode(env, states[init_state], seed=0)

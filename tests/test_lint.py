@@ -1,5 +1,6 @@
 """`make lint` in the test suite (CI runs `make test`): ruff's rules (pyproject.toml [tool.ruff]) and Snakemake's
 workflow lint must be clean. The formatting check (`ruff format --check .`) runs in `make lint`."""
+
 from __future__ import annotations
 
 import subprocess

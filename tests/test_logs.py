@@ -1,6 +1,7 @@
 """Log lines a person can follow in a batch job: the plain progress lines carry the time, the elapsed time and an
 ETA and do not repeat their last line; the project's log records carry the time; robosuite's and LIBERO's import
 noise is dropped (issue 15)."""
+
 from __future__ import annotations
 
 import io
@@ -32,7 +33,7 @@ def test_plain_lines_have_time_elapsed_eta_and_no_repeated_last_line(monkeypatch
     out = io.StringIO()
     with Progress(10, "evaluate H=8", unit="ep", every=10.0, stream=out) as p:
         for _ in range(10):
-            clock.t += 6.0          # one episode every 6 s: a line at most every 10 s
+            clock.t += 6.0  # one episode every 6 s: a line at most every 10 s
             p.update(1, success="0/1")
     lines = out.getvalue().splitlines()
     assert all(re.match(STAMP + " evaluate H=8: ", line) for line in lines), lines
@@ -72,9 +73,11 @@ def test_durations():
 
 @pytest.mark.sim
 def test_robosuite_and_libero_import_noise_is_dropped():
-    code = ("from rdt.libero import env, suites\n"
-            "env.init_states(suites.select_tasks('libero_object', None)[0])\n"
-            "print('done')\n")
+    code = (
+        "from rdt.libero import env, suites\n"
+        "env.init_states(suites.select_tasks('libero_object', None)[0])\n"
+        "print('done')\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     text = proc.stdout + proc.stderr
@@ -84,11 +87,14 @@ def test_robosuite_and_libero_import_noise_is_dropped():
 
 def test_command_log_records_carry_the_time(tmp_path):
     """A warning logged under `python -m rdt` has the time, level and logger in front."""
-    code = ("import logging, sys\nfrom rdt import cli\nimport rdt.data.stats as s\n"
-            "s.main = lambda args: logging.getLogger('rdt.test').warning('hello') or 0\n"
-            "sys.exit(cli.main(['stats', '--data', 'x.h5', '--out', sys.argv[1]]))\n")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.json")], capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import logging, sys\nfrom rdt import cli\nimport rdt.data.stats as s\n"
+        "s.main = lambda args: logging.getLogger('rdt.test').warning('hello') or 0\n"
+        "sys.exit(cli.main(['stats', '--data', 'x.h5', '--out', sys.argv[1]]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.json")], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert re.fullmatch(STAMP + " WARNING rdt.test: hello", proc.stderr.strip()), proc.stderr
 
@@ -101,8 +107,11 @@ def training_launch_commands(work, config) -> list[str]:
     from workflow_helpers import snakemake
 
     proc = snakemake(work, "--dry-run", "--printshellcmds", "--configfile", config)
-    return [line[line.index("accelerate launch"):].strip() for line in proc.stdout.splitlines()
-            if "accelerate launch" in line]
+    return [
+        line[line.index("accelerate launch") :].strip()
+        for line in proc.stdout.splitlines()
+        if "accelerate launch" in line
+    ]
 
 
 def test_training_is_launched_with_every_accelerate_setting(workdir, tmp_path):
@@ -113,14 +122,17 @@ def test_training_is_launched_with_every_accelerate_setting(workdir, tmp_path):
     from workflow_helpers import variant
 
     cpu = training_launch_commands(workdir, variant(workdir, "cpu", lambda c: None))
-    assert len(cpu) == 2, cpu                                   # two segments
+    assert len(cpu) == 2, cpu  # two segments
     for flags in ("--num_machines 1", "--num_processes 1", "--mixed_precision no", "--dynamo_backend no"):
         assert all(f" {flags} " in cmd for cmd in cpu), (flags, cpu)
-    gpus = training_launch_commands(workdir, variant(
-        workdir, "gpus", lambda c: c["train"].update(gpus=2, effective_batch_size=4, per_device_batch_size=2)))
+    gpus = training_launch_commands(
+        workdir,
+        variant(workdir, "gpus", lambda c: c["train"].update(gpus=2, effective_batch_size=4, per_device_batch_size=2)),
+    )
     assert all(" --multi_gpu --num_processes 2 --mixed_precision bf16 " in cmd for cmd in gpus), gpus
-    explicit = training_launch_commands(workdir, variant(
-        workdir, "fp32", lambda c: c["train"].update(gpus=2, mixed_precision="no")))
+    explicit = training_launch_commands(
+        workdir, variant(workdir, "fp32", lambda c: c["train"].update(gpus=2, mixed_precision="no"))
+    )
     assert all(" --mixed_precision no " in cmd for cmd in explicit), explicit
 
     # the CPU launch options, as printed, in front of a module that prints one line
@@ -129,15 +141,21 @@ def test_training_is_launched_with_every_accelerate_setting(workdir, tmp_path):
     (tmp_path / "hello_log.py").write_text("print('first line of the job')\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
     accelerate = str(Path(sys.executable).parent / "accelerate")
-    proc = subprocess.run([accelerate, *launch[1:], "-m", "hello_log"], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [accelerate, *launch[1:], "-m", "hello_log"], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert LAUNCH_WARNING not in out, out
     assert out.splitlines()[0] == "first line of the job", out
     # and the same launcher without those options is what warned (the check above would notice a changed text)
-    proc = subprocess.run([accelerate, "launch", "--num_processes", "1", "-m", "hello_log"], capture_output=True,
-                          text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [accelerate, "launch", "--num_processes", "1", "-m", "hello_log"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert LAUNCH_WARNING in proc.stdout + proc.stderr
 
 

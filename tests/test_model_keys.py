@@ -1,4 +1,5 @@
 """State-dict keys/shapes of the released architectures and the flat config.json form."""
+
 from __future__ import annotations
 
 import json
@@ -20,17 +21,20 @@ def _reference_shapes(tsv: Path) -> list[tuple[str, tuple[int, ...]]]:
     return [(key, tuple(json.loads(shape))) for key, shape, _ in rows]
 
 
-@pytest.mark.parametrize("preset, tsv, params", [
-    ("rdt-1b", "rdt1b_state_dict.tsv", 1_228_319_872),
-    ("rdt-170m", "rdt170m_state_dict.tsv", 166_229_888),
-])
+@pytest.mark.parametrize(
+    "preset, tsv, params",
+    [
+        ("rdt-1b", "rdt1b_state_dict.tsv", 1_228_319_872),
+        ("rdt-170m", "rdt170m_state_dict.tsv", 166_229_888),
+    ],
+)
 def test_state_dict_matches_release(preset, tsv, params):
     with torch.device("meta"):
         runner = RDTRunner(RDTConfig.preset(preset))
     got = [(k, tuple(v.shape)) for k, v in runner.state_dict().items()]
     want = _reference_shapes(REFERENCE / tsv)
-    assert [k for k, _ in got] == [k for k, _ in want]      # same keys, same order
-    assert got == want                                       # same shapes
+    assert [k for k, _ in got] == [k for k, _ in want]  # same keys, same order
+    assert got == want  # same shapes
     assert runner.num_parameters() == params
     assert not list(runner.buffers())
 
@@ -40,9 +44,14 @@ def test_released_config_json_form():
     assert flat["rdt"] == {"cond_pos_embed_type": "multimodal", "depth": 28, "hidden_size": 2048, "num_heads": 32}
     assert flat["img_pos_embed_config"] == [["image", [2, 3, -729]]]
     assert flat["lang_pos_embed_config"] == [["lang", -1024]]
-    assert flat["noise_scheduler"] == {"beta_schedule": "squaredcos_cap_v2", "clip_sample": False,
-                                       "num_inference_timesteps": 5, "num_train_timesteps": 1000,
-                                       "prediction_type": "sample", "type": "ddpm"}
+    assert flat["noise_scheduler"] == {
+        "beta_schedule": "squaredcos_cap_v2",
+        "clip_sample": False,
+        "num_inference_timesteps": 5,
+        "num_train_timesteps": 1000,
+        "prediction_type": "sample",
+        "type": "ddpm",
+    }
     # the released rdt-1b and rdt-170m config.json files are 919 bytes (indent=2, sort_keys=True)
     assert len(RDTConfig.preset("rdt-1b").to_json().encode()) == 919
     assert len(RDTConfig.preset("rdt-170m").to_json().encode()) == 919
@@ -61,12 +70,21 @@ def test_parity_config_round_trip():
 def test_tiny_preset():
     c = RDTConfig.preset("tiny")
     assert (c.hidden_size, c.depth, c.num_heads, c.lang_token_dim, c.img_token_dim) == (128, 4, 4, 32, 32)
-    assert (c.max_lang_cond_len, c.img_cond_len, c.action_dim, c.pred_horizon, c.state_token_dim) == \
-        (256, 96, 128, 64, 128)
+    assert (c.max_lang_cond_len, c.img_cond_len, c.action_dim, c.pred_horizon, c.state_token_dim) == (
+        256,
+        96,
+        128,
+        64,
+        128,
+    )
     assert c.img_pos_embed_config == [("image", (2, 3, -16))] and c.lang_pos_embed_config == [("lang", -256)]
     big = RDTConfig.preset("rdt-1b")
-    assert (c.lang_adaptor, c.img_adaptor, c.state_adaptor, c.noise_scheduler) == \
-        (big.lang_adaptor, big.img_adaptor, big.state_adaptor, big.noise_scheduler)
+    assert (c.lang_adaptor, c.img_adaptor, c.state_adaptor, c.noise_scheduler) == (
+        big.lang_adaptor,
+        big.img_adaptor,
+        big.state_adaptor,
+        big.noise_scheduler,
+    )
 
 
 def test_rms_norm_option_is_stored_only_when_not_default():

@@ -1,4 +1,5 @@
 """The diffusion runner on the tiny preset: initialisation, loss, sampling, condition reuse, concurrency."""
+
 from __future__ import annotations
 
 import threading
@@ -22,10 +23,14 @@ def _inputs(cfg: RDTConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     mask = (torch.rand(B, 1, cfg.state_token_dim, generator=g) > 0.5).float()
     lang_mask = torch.ones(B, 7, dtype=torch.bool)
     lang_mask[1, 5:] = False
-    return dict(lang_tokens=torch.randn(B, 7, cfg.lang_token_dim, generator=g), lang_mask=lang_mask,
-                img_tokens=torch.randn(B, cfg.img_cond_len, cfg.img_token_dim, generator=g),
-                state_tokens=torch.randn(B, 1, cfg.state_token_dim, generator=g) * mask,
-                action_mask=mask, ctrl_freqs=torch.tensor([20, 25]))
+    return dict(
+        lang_tokens=torch.randn(B, 7, cfg.lang_token_dim, generator=g),
+        lang_mask=lang_mask,
+        img_tokens=torch.randn(B, cfg.img_cond_len, cfg.img_token_dim, generator=g),
+        state_tokens=torch.randn(B, 1, cfg.state_token_dim, generator=g) * mask,
+        action_mask=mask,
+        ctrl_freqs=torch.tensor([20, 25]),
+    )
 
 
 def _trained_like(seed: int = 0) -> RDTRunner:
@@ -45,7 +50,7 @@ def test_random_init_facts():
     assert all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in runner.modules() if isinstance(m, RMSNorm))
     assert all(p.dtype == torch.float32 for p in runner.parameters())
     std = runner.model.t_embedder.mlp[0].weight.std().item()
-    assert 0.015 < std < 0.025                                      # N(0, 0.02)
+    assert 0.015 < std < 0.025  # N(0, 0.02)
     # deterministic given the seed, different for another seed
     other, same = build_runner("tiny", seed=2), build_runner("tiny", seed=1)
     assert all(torch.equal(a, b) for a, b in zip(runner.state_dict().values(), same.state_dict().values()))
@@ -53,9 +58,13 @@ def test_random_init_facts():
     # zero final layer: the fresh network predicts exactly zero
     x = _inputs(runner.config)
     with torch.no_grad():
-        pred = runner.denoise(**{k: x[k] for k in ("lang_tokens", "lang_mask", "img_tokens", "state_tokens")},
-                              noisy_action=torch.randn(B, 64, 128), action_mask=x["action_mask"],
-                              ctrl_freqs=x["ctrl_freqs"], timesteps=torch.tensor([3, 900]))
+        pred = runner.denoise(
+            **{k: x[k] for k in ("lang_tokens", "lang_mask", "img_tokens", "state_tokens")},
+            noisy_action=torch.randn(B, 64, 128),
+            action_mask=x["action_mask"],
+            ctrl_freqs=x["ctrl_freqs"],
+            timesteps=torch.tensor([3, 900]),
+        )
     assert pred.shape == (B, 64, 128) and torch.count_nonzero(pred) == 0
 
 
@@ -69,7 +78,7 @@ def test_loss_uses_given_noise_and_timesteps_and_trains():
     l3 = runner.compute_loss(**x, action_gt=gt, noise=noise, timesteps=torch.tensor([11, 700]))
     assert l1.ndim == 0 and torch.isfinite(l1)
     assert torch.equal(l1, l2) and not torch.equal(l1, l3)
-    assert torch.equal(runner(**x, action_gt=gt, noise=noise, timesteps=steps), l1)   # forward = compute_loss
+    assert torch.equal(runner(**x, action_gt=gt, noise=noise, timesteps=steps), l1)  # forward = compute_loss
     l1.backward()
     grads = {n: p.grad for n, p in runner.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
@@ -84,10 +93,10 @@ def test_language_mask_is_applied():
     noise = torch.randn(B, 64, 128)
     a = runner.predict_action(**x, noise=noise)
     x2 = dict(x, lang_tokens=x["lang_tokens"].clone())
-    x2["lang_tokens"][1, 5:] += 100.0                                  # padded tokens of sample 1
+    x2["lang_tokens"][1, 5:] += 100.0  # padded tokens of sample 1
     b = runner.predict_action(**x2, noise=noise)
     torch.testing.assert_close(a, b)
-    x2["lang_tokens"][1, 0] += 1.0                                     # a valid token
+    x2["lang_tokens"][1, 0] += 1.0  # a valid token
     assert not torch.allclose(runner.predict_action(**x2, noise=noise)[1], a[1])
 
 

@@ -1,6 +1,7 @@
 """The experiment plan (rdt/plan.py) without Snakemake: config overlays and --config strings, the training's key and
 identity (evaluation settings never feed training), the segment schedule, evaluation inputs, the settings document,
 and the clear errors for names, schema violations and missing files. Every test runs in milliseconds."""
+
 from __future__ import annotations
 
 import copy
@@ -16,8 +17,16 @@ from rdt.plan import Plan
 TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
 BASE = {
     "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1},
-    "train": {"max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
-              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "train": {
+        "max_steps": 4,
+        "model": "tiny",
+        "init_from": None,
+        "text_encoder": "tiny",
+        "vision_encoder": "tiny",
+        "effective_batch_size": 4,
+        "per_device_batch_size": 2,
+        "checkpointing_period": 2,
+    },
     "eval": {"exec_horizons": [8, 16], "episodes_per_task": 1, "max_steps": 12},
     "runs": {"default": {}},
 }
@@ -34,8 +43,12 @@ def make(change=None, **kwargs) -> Plan:
 def test_defaults_are_filled_and_runs_overlay_the_base():
     p = make(lambda c: c["runs"].update(fast={"train": {"learning_rate": 3e-4}, "eval": {"seed": 2}}))
     assert p.config["report"] == {"videos": 4} and p.config["evaluate_checkpoints"] == []
-    assert p.runs["default"]["data"] == {"demos_per_task": None, "min_steps": 10, "drop_noops": False,
-                                           "image_size": None}
+    assert p.runs["default"]["data"] == {
+        "demos_per_task": None,
+        "min_steps": 10,
+        "drop_noops": False,
+        "image_size": None,
+    }
     assert p.runs["fast"]["train"]["learning_rate"] == 3e-4 and p.runs["default"]["train"].get("learning_rate") is None
     assert p.runs["fast"]["eval"]["seed"] == 2 and p.runs["fast"]["eval"]["exec_horizons"] == [8, 16]
     # eval.suite / eval.tasks default to the demos'
@@ -49,6 +62,7 @@ def test_numbers_from_the_command_line_arrive_as_strings_and_are_converted():
         c["train"].update(max_steps="90", learning_rate="3e-4", init_from="null", image_aug="false")
         c["eval"].update(exec_horizons=["8", "16"], max_steps="null")
         c["runs"] = {"default": {"train": {"lr_warmup_steps": "7"}}}
+
     p = make(strings)
     t = p.runs["default"]["train"]
     assert (t["max_steps"], t["learning_rate"], t["init_from"], t["image_aug"]) == (90, 3e-4, None, False)
@@ -70,12 +84,15 @@ def test_schema_errors_name_the_key_and_show_the_form_that_works():
         make(lambda c: c["train"].update(code_fingerprint="not-hex"))
 
 
-@pytest.mark.parametrize("runs, checkpoints, message", [
-    (["train"], [], r"runs: name\(s\) \['train'\] are reserved"),
-    ([], ["report"], r"evaluate_checkpoints: name\(s\) \['report'\] are reserved"),
-    ([], ["a", "a"], r"\['a'\] appear more than once"),
-    (["a"], ["a"], r"\['a'\] are also names of runs"),
-])
+@pytest.mark.parametrize(
+    "runs, checkpoints, message",
+    [
+        (["train"], [], r"runs: name\(s\) \['train'\] are reserved"),
+        ([], ["report"], r"evaluate_checkpoints: name\(s\) \['report'\] are reserved"),
+        ([], ["a", "a"], r"\['a'\] appear more than once"),
+        (["a"], ["a"], r"\['a'\] are also names of runs"),
+    ],
+)
 def test_target_names_reserved_duplicate_and_clashing_are_errors(runs, checkpoints, message):
     with pytest.raises(UserError, match=message):
         plan.check_target_names(runs, checkpoints)
@@ -84,6 +101,7 @@ def test_target_names_reserved_duplicate_and_clashing_are_errors(runs, checkpoin
 def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
     def folder(c):
         c["demos"].update(source="folder", folder="data/libero/libero_90")
+
     with pytest.raises(UserError, match=r"runs.default: demos.folder 'data/libero/libero_90' does not exist"):
         make(folder, base_dir=tmp_path)
     (tmp_path / "data" / "libero" / "libero_90").mkdir(parents=True)
@@ -96,6 +114,7 @@ def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
 
     def entry(**kw):
         return lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": str(ckpt), **kw}])
+
     with pytest.raises(UserError, match=r"evaluate_checkpoints.released: path '/nowhere' does not exist"):
         make(lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": "/nowhere"}]))
     with pytest.raises(UserError, match=r"evaluate_checkpoints.released: stats 'missing.json' does not exist"):
@@ -115,14 +134,18 @@ def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
 def test_evaluation_settings_never_change_training(monkeypatch):
     base = make()
     key, identity, lang = base.train_key("default"), base.train_identity("default"), base.language_path("default")
-    for change in (lambda c: c["eval"].update(tasks=[TASK, "pick_up_the_cream_cheese_and_place_it_in_the_basket"]),
-                   lambda c: c["eval"].update(seed=5, suite="libero_goal", tasks=["all"]),
-                   lambda c: c["eval"].update(exec_horizons=[32], episodes_per_task=3, weights="model")):
+    for change in (
+        lambda c: c["eval"].update(tasks=[TASK, "pick_up_the_cream_cheese_and_place_it_in_the_basket"]),
+        lambda c: c["eval"].update(seed=5, suite="libero_goal", tasks=["all"]),
+        lambda c: c["eval"].update(exec_horizons=[32], episodes_per_task=3, weights="model"),
+    ):
         p = make(change)
         assert p.train_key("default") == key and p.train_identity("default") == identity
         assert p.language_path("default") == lang and p.train_settings("default")["lang"] == lang
-        assert p.task_language_path("default") != base.task_language_path("default") or \
-            p.eval_settings("default")["tasks"] == base.eval_settings("default")["tasks"]
+        assert (
+            p.task_language_path("default") != base.task_language_path("default")
+            or p.eval_settings("default")["tasks"] == base.eval_settings("default")["tasks"]
+        )
     # three runs that differ only in eval.seed share one training (and one training folder)
     p = make(lambda c: c.update(runs={f"seed{s}": {"eval": {"seed": s}} for s in range(3)}))
     assert len(p.trainings) == 1 and len({p.export_path(r, 2) for r in p.runs}) == 1
@@ -134,13 +157,19 @@ def test_training_settings_and_code_change_the_identity_bookkeeping_does_not(mon
     identity = base.train_identity("default")
     assert identity["code"] == train_config.code_fingerprint()
     assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_identity("default") != identity
-    assert make(lambda c: c["demos"].update(seed=1)).train_identity("default") != identity     # other data
+    assert make(lambda c: c["demos"].update(seed=1)).train_identity("default") != identity  # other data
     key = base.train_key("default")
-    for bookkeeping in ({"log_period": 1}, {"checkpoints_total_limit": 2}, {"sample_period": 0}, {"gpus": 2},
-                        {"checkpointing_period": 1}, {"max_steps": 8}):
+    for bookkeeping in (
+        {"log_period": 1},
+        {"checkpoints_total_limit": 2},
+        {"sample_period": 0},
+        {"gpus": 2},
+        {"checkpointing_period": 1},
+        {"max_steps": 8},
+    ):
         changed = make(lambda c, bookkeeping=bookkeeping: c["train"].update(bookkeeping))
         assert changed.train_identity("default") == identity
-        assert changed.train_key("default") == key             # same folder: its checkpoints are resumed
+        assert changed.train_key("default") == key  # same folder: its checkpoints are resumed
     assert make(lambda c: c["train"].update(learning_rate=3e-4)).train_key("default") != key
     # a code edit changes the code part (the trainer's identity includes the same fingerprint) ...
     monkeypatch.setattr(train_config, "code_fingerprint", lambda: "0123456789abcdef")
@@ -163,11 +192,16 @@ def test_trainer_identity_includes_the_code_or_its_pin(monkeypatch, tmp_path):
 
 
 def test_runs_share_demos_conversion_and_language_where_settings_are_equal():
-    p = make(lambda c: c.update(runs={
-        "current": {"train": {"effective_batch_size": 2, "lr_warmup_steps": 1}},
-        "improved": {"train": {"effective_batch_size": 4, "lr_warmup_steps": 2}},
-        "more_demos": {"demos": {"episodes_per_task": 2}},
-        "fewer_demos": {"demos": {"episodes_per_task": 2}, "data": {"demos_per_task": 1}}}))
+    p = make(
+        lambda c: c.update(
+            runs={
+                "current": {"train": {"effective_batch_size": 2, "lr_warmup_steps": 1}},
+                "improved": {"train": {"effective_batch_size": 4, "lr_warmup_steps": 2}},
+                "more_demos": {"demos": {"episodes_per_task": 2}},
+                "fewer_demos": {"demos": {"episodes_per_task": 2}, "data": {"demos_per_task": 1}},
+            }
+        )
+    )
     # current + improved share everything up to training; more_demos needs its own demos; fewer_demos reuses
     # those demos but converts its own subset
     assert len(p.demos) == 2 and len(p.data) == 3 and len(p.language) == 3 and len(p.trainings) == 4
@@ -185,8 +219,12 @@ def test_segments_resume_the_previous_segment_end_of_the_same_training():
     assert p.previous_export(key, 6) == [f"results/train/{key}/export/step-3"]
     assert p.previous_export(key, 7) == [f"results/train/{key}/export/step-6"]
     # a longer run of the same training continues the same chain
-    q = make(lambda c: c.update(runs={"short": {}, "long": {"train": {"max_steps": 12}}}) or
-             c["train"].update(max_steps=7, checkpointing_period=3))
+    q = make(
+        lambda c: (
+            c.update(runs={"short": {}, "long": {"train": {"max_steps": 12}}})
+            or c["train"].update(max_steps=7, checkpointing_period=3)
+        )
+    )
     assert len(q.trainings) == 1 and q.segment_steps("long") == [3, 6, 9, 12]
     assert q.previous_export(key, 9) == [f"results/train/{key}/export/step-6"]
 
@@ -199,7 +237,7 @@ def test_evaluation_inputs_of_runs_and_checkpoints(tmp_path):
     assert p.targets == ["default", "released"]
     assert p.checkpoint_input("default", 4) == p.export_path("default", 4)
     assert p.checkpoint_input("released", 9) == str(ckpt)
-    assert p.eval_stats("default") == []            # a run's statistics come with its export's pipeline.json
+    assert p.eval_stats("default") == []  # a run's statistics come with its export's pipeline.json
     assert p.task_language_settings("released")["text_encoder"] == "t5"
     assert p.task_language_settings("default") == {"suite": "libero_object", "tasks": [TASK], "text_encoder": "tiny"}
     assert len(p.task_language) == 2
@@ -233,8 +271,10 @@ def test_the_shipped_configs_are_valid_plans():
     study = Plan(yaml.safe_load((root / "config" / "study.yaml").read_text()))
     assert list(study.runs) == ["current", "improved", "one_demo"]
     # "same samples seen": the current recipe's steps x batch equal the improved one's
-    assert [study.runs[r]["train"]["max_steps"] * study.runs[r]["train"]["effective_batch_size"]
-            for r in ("current", "improved")] == [32000, 32000]
+    assert [
+        study.runs[r]["train"]["max_steps"] * study.runs[r]["train"]["effective_batch_size"]
+        for r in ("current", "improved")
+    ] == [32000, 32000]
     paper = yaml.safe_load((root / "config" / "rdt1b_libero90.yaml").read_text())
     with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
         Plan(paper)

@@ -1,6 +1,7 @@
 """The evaluation budget of rdt/plan.py: which checkpoints are evaluated with how many episodes and horizons, the
 cost printed before anything runs (`python -m rdt plan`), and defaults that keep every evaluation of the shipped
 small configs. Every test runs in milliseconds (no simulator, no model)."""
+
 from __future__ import annotations
 
 import copy
@@ -17,8 +18,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
 BASE = {
     "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1},
-    "train": {"max_steps": 20, "model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
-              "effective_batch_size": 4, "per_device_batch_size": 2, "checkpointing_period": 2},
+    "train": {
+        "max_steps": 20,
+        "model": "tiny",
+        "init_from": None,
+        "text_encoder": "tiny",
+        "vision_encoder": "tiny",
+        "effective_batch_size": 4,
+        "per_device_batch_size": 2,
+        "checkpointing_period": 2,
+    },
     "eval": {"exec_horizons": [8, 16, 64], "episodes_per_task": 6, "max_steps": 40},
     "runs": {"default": {}},
 }
@@ -33,9 +42,10 @@ def make(**eval_keys) -> Plan:
 def test_default_budget_evaluates_every_segment_end_fully():
     p = make()
     assert p.eval_steps("default") == list(range(2, 21, 2))
-    assert all(p.eval_episodes("default", s) == 6 and p.horizons("default", s) == [8, 16, 64]
-               for s in p.eval_steps("default"))
-    assert p.eval_settings("default", 2) == p.eval_settings("default")   # evaluate rule params unchanged
+    assert all(
+        p.eval_episodes("default", s) == 6 and p.horizons("default", s) == [8, 16, 64] for s in p.eval_steps("default")
+    )
+    assert p.eval_settings("default", 2) == p.eval_settings("default")  # evaluate rule params unchanged
 
 
 def test_every_last_and_explicit_steps_union_with_the_final_checkpoint():
@@ -54,12 +64,17 @@ def test_intermediate_checkpoints_get_fewer_episodes_and_horizons():
     assert p.horizons("default", 10) == [8] and p.horizons("default", 20) == [8, 16, 64]
     assert p.eval_settings("default", 10)["episodes_per_task"] == 2
     assert p.summaries("default") == [p.summary_path("default", 10, 8)] + [
-        p.summary_path("default", 20, h) for h in (8, 16, 64)]
+        p.summary_path("default", 20, h) for h in (8, 16, 64)
+    ]
 
 
 def test_cost_counts_episodes_steps_and_policy_calls_with_known_answers():
-    p = make(checkpoints={"every": 5}, intermediate_episodes_per_task=2, intermediate_horizons=[8],
-             rates={"sim_step_s": 0.1, "episode_overhead_s": 10.0, "policy_call_s": 0.5, "train_step_s": 3.6})
+    p = make(
+        checkpoints={"every": 5},
+        intermediate_episodes_per_task=2,
+        intermediate_horizons=[8],
+        rates={"sim_step_s": 0.1, "episode_overhead_s": 10.0, "policy_call_s": 0.5, "train_step_s": 3.6},
+    )
     c = p.eval_cost("default")
     # step 10: 1 task x 2 episodes at H=8; step 20: 1 x 6 at 8, 16, 64; each episode <= 40 + 10 settle steps
     h8, h64 = c["per_horizon"][8], c["per_horizon"][64]
@@ -68,8 +83,7 @@ def test_cost_counts_episodes_steps_and_policy_calls_with_known_answers():
     assert h8["hours_max"] == pytest.approx((8 * 10 + 400 * 0.1 + 40 * 0.5) / 3600, abs=0.01)
     assert c["total"]["episodes"] == 8 + 6 + 6
     assert c["train"]["samples"] == 20 * 4 and c["train"]["hours"] == pytest.approx(0.02)
-    assert c["train"]["model_work_ratio_max"] == pytest.approx(5 * c["total"]["policy_calls_max"] / (3 * 80),
-                                                               abs=1e-4)
+    assert c["train"]["model_work_ratio_max"] == pytest.approx(5 * c["total"]["policy_calls_max"] / (3 * 80), abs=1e-4)
 
 
 def test_shipped_small_configs_keep_todays_evaluations():
@@ -78,8 +92,10 @@ def test_shipped_small_configs_keep_todays_evaluations():
         for run in p.runs:
             assert p.eval_steps(run) == p.segment_steps(run), name
             e = p.runs[run]["eval"]
-            assert all(p.eval_episodes(run, s) == e["episodes_per_task"] and p.horizons(run, s) == e["exec_horizons"]
-                       for s in p.eval_steps(run)), name
+            assert all(
+                p.eval_episodes(run, s) == e["episodes_per_task"] and p.horizons(run, s) == e["exec_horizons"]
+                for s in p.eval_steps(run)
+            ), name
 
 
 def test_paper_config_keeps_evaluation_below_training(capsys):

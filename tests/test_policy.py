@@ -1,4 +1,5 @@
 """Policy: built from a saved tiny checkpoint; batched action chunks, masks, determinism, batch == per item."""
+
 import numpy as np
 import pytest
 import torch
@@ -10,20 +11,28 @@ from rdt.model.config import RDTConfig
 from rdt.model.runner import build_runner
 from rdt.policy import Policy
 
-PIPELINE = {"text_encoder": "tiny", "vision_encoder": "tiny", "image_size": 32, "control_frequency": 20,
-            "action_space": "delta_eef", "step": 0, "run": "test"}
+PIPELINE = {
+    "text_encoder": "tiny",
+    "vision_encoder": "tiny",
+    "image_size": 32,
+    "control_frequency": 20,
+    "action_space": "delta_eef",
+    "step": 0,
+    "run": "test",
+}
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     config = RDTConfig.preset("tiny")
     runner = build_runner(config, seed=0)
-    with torch.no_grad():      # the final layer starts at zero; make the outputs depend on the inputs
+    with torch.no_grad():  # the final layer starts at zero; make the outputs depend on the inputs
         for p in runner.parameters():
             p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.05)
     ema = {k: v + 0.01 for k, v in runner.state_dict().items()}
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "step-0", runner, config, ema_state_dict=ema,
-                           pipeline=PIPELINE)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "step-0", runner, config, ema_state_dict=ema, pipeline=PIPELINE
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +47,8 @@ def inputs():
     lang = load_text_encoder("tiny").encode(["put the bowl on the plate", "open the drawer", "stop"])
     images = rng.integers(0, 256, (b, 2, 3, 32, 32, 3), dtype=np.uint8)
     valid = np.ones((b, 2, 3), bool)
-    valid[:, :, 2] = False          # no left wrist camera
-    valid[1, 0] = False             # environment 1 is at its first step: no t-1 frame
+    valid[:, :, 2] = False  # no left wrist camera
+    valid[1, 0] = False  # environment 1 is at its first step: no t-1 frame
     states = rng.normal(size=(b, 128)).astype(np.float32)
     mask = np.zeros((b, 128), np.float32)
     mask[:, [0, 1, 2, 3, 4, 5, 6, 10, 30, 31, 32, 33, 34, 35]] = 1
@@ -56,7 +65,7 @@ def test_act_shapes_mask_and_settings(policy, inputs, monkeypatch):
         actions = policy.act(lang, images, valid, states, mask)
     finally:
         hook.remove()
-    assert len(vision_calls) == 1 and len(predict_calls) == 1     # one encoder batch and one sampling per act
+    assert len(vision_calls) == 1 and len(predict_calls) == 1  # one encoder batch and one sampling per act
     assert actions.shape == (3, 64, 128) and actions.dtype == np.float32
     assert np.all(actions[:, :, mask[0] == 0] == 0)
     assert np.all(np.abs(actions[:, :, mask[0] == 1]) > 0) and np.isfinite(actions).all()
@@ -88,8 +97,14 @@ def test_batch_equals_per_item_results(policy, inputs):
     noise = torch.randn(3, 64, 128, generator=torch.Generator().manual_seed(1))
     batched = policy.act(lang, images, valid, states, mask, noise=noise)
     for i in range(3):
-        one = policy.act(lang[i:i + 1], images[i:i + 1], valid[i:i + 1], states[i:i + 1], mask[i:i + 1],
-                         noise=noise[i:i + 1])
+        one = policy.act(
+            lang[i : i + 1],
+            images[i : i + 1],
+            valid[i : i + 1],
+            states[i : i + 1],
+            mask[i : i + 1],
+            noise=noise[i : i + 1],
+        )
         np.testing.assert_allclose(batched[i], one[0], atol=2e-5, rtol=1e-4)
 
 
@@ -101,9 +116,9 @@ def test_invalid_frames_are_the_background_and_inputs_matter(checkpoint, policy,
     scrambled[~valid] = 255 - scrambled[~valid]
     np.testing.assert_array_equal(policy.act(lang, scrambled, valid, states, mask, noise=noise), base)
     changed = images.copy()
-    changed[:, 1, 0] = 255 - changed[:, 1, 0]           # the current exterior frame is used
+    changed[:, 1, 0] = 255 - changed[:, 1, 0]  # the current exterior frame is used
     assert not np.allclose(policy.act(lang, changed, valid, states, mask, noise=noise), base)
-    model_weights = Policy.from_checkpoint(checkpoint, weights="model", device="cpu")    # not the EMA weights
+    model_weights = Policy.from_checkpoint(checkpoint, weights="model", device="cpu")  # not the EMA weights
     assert not np.allclose(model_weights.act(lang, images, valid, states, mask, noise=noise), base)
 
 

@@ -1,4 +1,5 @@
 """`python -m rdt report` on a results tree in the workflow's layout: figures, tables, audit and provenance."""
+
 import csv
 import json
 
@@ -28,16 +29,38 @@ def write_run(root, name, gpus, effective_batch, outcomes=OUTCOMES):
         for h, wins in by_h.items():
             out = run / "eval" / f"step-{step}" / f"h{h}"
             out.mkdir(parents=True)
-            records = [{"task": t, "suite": "libero_object", "init_state": i, "horizon": h, "step": step,
-                        "success": i < wins[k], "steps": 10, "seconds": 0.1, "error": None}
-                       for k, t in enumerate(TASKS) for i in range(episodes_per_task)]
+            records = [
+                {
+                    "task": t,
+                    "suite": "libero_object",
+                    "init_state": i,
+                    "horizon": h,
+                    "step": step,
+                    "success": i < wins[k],
+                    "steps": 10,
+                    "seconds": 0.1,
+                    "error": None,
+                }
+                for k, t in enumerate(TASKS)
+                for i in range(episodes_per_task)
+            ]
             (out / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-            summary = {"checkpoint": f"{run}/train/export/step-{step}", "step": step, "suite": "libero_object",
-                       "horizon": h, "overall": success_counts(records),
-                       "tasks": {t: success_counts([r for r in records if r["task"] == t]) for t in TASKS},
-                       "device": "cpu", "versions": {"torch": "x"}, "settings": {"episodes": episodes_per_task},
-                       "state_range": {"states_checked": 32, "states_far_outside": 28 if h == 64 else 0,
-                                       "far_per_slot": {"right_gripper_open": 28} if h == 64 else {}}}
+            summary = {
+                "checkpoint": f"{run}/train/export/step-{step}",
+                "step": step,
+                "suite": "libero_object",
+                "horizon": h,
+                "overall": success_counts(records),
+                "tasks": {t: success_counts([r for r in records if r["task"] == t]) for t in TASKS},
+                "device": "cpu",
+                "versions": {"torch": "x"},
+                "settings": {"episodes": episodes_per_task},
+                "state_range": {
+                    "states_checked": 32,
+                    "states_far_outside": 28 if h == 64 else 0,
+                    "far_per_slot": {"right_gripper_open": 28} if h == 64 else {},
+                },
+            }
             (out / "summary.json").write_text(json.dumps(summary))
             frames = [np.full((16, 32, 3), 40 * j, np.uint8) for j in range(5)]
             for k, t in enumerate(TASKS):
@@ -48,17 +71,41 @@ def write_run(root, name, gpus, effective_batch, outcomes=OUTCOMES):
         w.writerow(["step", "loss", "lr", "grad_norm", "samples", "sample_mse"])
         for s in range(1, 7):
             w.writerow([s, 1.0 / s, 1e-4 * min(1, s / 3), 0.5, 8 * s, (0.5 / s) if s % 2 == 0 else ""])
-    train = {"model": "tiny", "init_from": None, "text_encoder": "tiny", "vision_encoder": "tiny",
-             "per_device_batch_size": 4, "effective_batch_size": effective_batch, "lr_warmup_steps": 3,
-             "checkpointing_period": 2, "checkpoints_total_limit": 3}
-    plan = {"steps": [2, 4, 6], "episodes_per_task": {"2": 4, "4": 4, "6": 4}, "tasks": 2, "max_steps": 12,
-            "per_horizon": {"8": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48,
-                                  "hours_max": 0.1}},
-            "total": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48, "hours_max": 0.1},
-            "rates": {"sim_step_s": 0.2, "source": "constructed"}, "train": {"samples": 6 * effective_batch,
-                                                                             "model_work_ratio_max": 0.5}}
-    (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "run", "gpus": gpus,
-                                                   "exec_horizons": [8, 64], "train": train, "eval_plan": plan}))
+    train = {
+        "model": "tiny",
+        "init_from": None,
+        "text_encoder": "tiny",
+        "vision_encoder": "tiny",
+        "per_device_batch_size": 4,
+        "effective_batch_size": effective_batch,
+        "lr_warmup_steps": 3,
+        "checkpointing_period": 2,
+        "checkpoints_total_limit": 3,
+    }
+    plan = {
+        "steps": [2, 4, 6],
+        "episodes_per_task": {"2": 4, "4": 4, "6": 4},
+        "tasks": 2,
+        "max_steps": 12,
+        "per_horizon": {
+            "8": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48, "hours_max": 0.1}
+        },
+        "total": {"jobs": 3, "episodes": 24, "sim_steps_max": 528, "policy_calls_max": 48, "hours_max": 0.1},
+        "rates": {"sim_step_s": 0.2, "source": "constructed"},
+        "train": {"samples": 6 * effective_batch, "model_work_ratio_max": 0.5},
+    }
+    (run / "settings.json").write_text(
+        json.dumps(
+            {
+                "format": "rdt-settings/1",
+                "kind": "run",
+                "gpus": gpus,
+                "exec_horizons": [8, 64],
+                "train": train,
+                "eval_plan": plan,
+            }
+        )
+    )
     return run
 
 
@@ -75,12 +122,12 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
 
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert len(rows) == 2 * 6 * 3                       # 2 runs x 6 (step, horizon) x (overall + 2 tasks)
+    assert len(rows) == 2 * 6 * 3  # 2 runs x 6 (step, horizon) x (overall + 2 tasks)
     overall = {(r["run"], int(r["step"]), int(r["horizon"])): r for r in rows if r["task"] == "overall"}
     best = overall[("improved", 4, 8)]
     assert (best["successes"], best["episodes"], float(best["success_rate"])) == ("7", "8", 7 / 8)
     lo, hi = float(best["ci95_low"]), float(best["ci95_high"])
-    assert 0.4 < lo < 7 / 8 < hi <= 1.0                  # 95% Wilson interval of 7/8
+    assert 0.4 < lo < 7 / 8 < hi <= 1.0  # 95% Wilson interval of 7/8
     per_task = [r for r in rows if r["run"] == "current" and r["step"] == "6" and r["horizon"] == "64"]
     assert {r["task"]: r["successes"] for r in per_task} == {"overall": "1", TASKS[0]: "0", TASKS[1]: "1"}
 
@@ -89,8 +136,8 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert flags[("current", "effective batch")]["flag"] == "DEVIATES"
     assert "4 x 1 x 8 = 32" in flags[("current", "effective batch")]["formula"]
     assert flags[("improved", "effective batch")]["flag"] == "ok"
-    assert flags[("improved", "exec horizon h64")]["flag"] == "comparison"      # next to H=8: a comparison
-    assert flags[("improved", "initial weights")]["flag"] == "DEVIATES"         # random init of a tiny model
+    assert flags[("improved", "exec horizon h64")]["flag"] == "comparison"  # next to H=8: a comparison
+    assert flags[("improved", "initial weights")]["flag"] == "DEVIATES"  # random init of a tiny model
     assert flags[("improved", "exec horizon h8")]["flag"] == "ok"
 
     prov = json.loads((out / "provenance.json").read_text())
@@ -100,7 +147,7 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert len(prov["report"]["code_fingerprints"]["rdt.train"]) == 16
 
     videos = sorted(p.name for p in (out / "videos").iterdir())
-    assert len(videos) == 4                              # 2 per run, from the last checkpoint (step 6)
+    assert len(videos) == 4  # 2 per run, from the last checkpoint (step 6)
     assert all("step-6" in v for v in videos)
     assert any(v.endswith("__success.mp4") for v in videos) and any(v.endswith("__failure.mp4") for v in videos)
 
@@ -110,7 +157,7 @@ def test_best_checkpoint_is_chosen_on_even_and_reported_on_odd_init_states(resul
 
     run = read_run(results[0])
     assert run.steps == [2, 4, 6] and run.horizons == [8, 64]
-    sel = run.selection()                  # pooled over H: even init states 0, 2 of 2 tasks x 2 horizons
+    sel = run.selection()  # pooled over H: even init states 0, 2 of 2 tasks x 2 horizons
     assert sel.selection_rates == {2: 1 / 8, 4: 5 / 8, 6: 3 / 8}
     assert run.best_step() == 4 and sel.report == (3, 8) and sel.last_report == (2, 8)
     h8 = run.selection(8)
@@ -137,12 +184,14 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     page = (out / "summary.html").read_text()
     # headline at the last checkpoint (step 6): H=8 4/8, H=64 1/8 with Wilson intervals
     assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td>" in page
-    assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page              # Wilson 95% of 1/8
+    assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page  # Wilson 95% of 1/8
     # step 4 is the honest best at H=8: 3 of the 4 odd init states
     assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same: 2/4)" in page
     # paired H=8 vs H=64 at step 6: 3 pairs only H=8 solved, 0 only H=64; exact McNemar p = 2 x 0.5^3 = 0.25
-    assert ("H=8 vs H=64: no significant difference: 50.0% vs 12.5%, difference +37.5 points" in page
-            and "(3 solved only by H=8, 0 only by H=64); exact McNemar p = 0.25" in page)
+    assert (
+        "H=8 vs H=64: no significant difference: 50.0% vs 12.5%, difference +37.5 points" in page
+        and "(3 solved only by H=8, 0 only by H=64); exact McNemar p = 0.25" in page
+    )
     assert "current vs improved: no significant difference: 50.0% vs 50.0%, difference +0.0 points" in page
     assert "best horizon of each (chosen on even init states)" in page
     # the audit with deviations highlighted, the plan's cost, state-range warnings, tables, videos, figures
@@ -152,15 +201,14 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert page.count("<video") == 4 and "data:video/mp4;base64," in page
     assert page.count("data:image/png;base64,") == 5
     assert TASKS[0] in page and "episodes (click a column to sort)" in page
-    assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4       # per task + per-episode rows
+    assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4  # per task + per-episode rows
 
 
 def test_natural_sort_and_full_task_names():
     from rdt.report import natural_key
 
     names = ["KITCHEN_SCENE10_put_x", "KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z"]
-    assert sorted(names, key=natural_key) == ["KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z",
-                                              "KITCHEN_SCENE10_put_x"]
+    assert sorted(names, key=natural_key) == ["KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z", "KITCHEN_SCENE10_put_x"]
 
 
 def test_missing_results_are_a_clear_error(tmp_path, capsys):
@@ -185,8 +233,9 @@ def test_checkpoint_made_elsewhere_is_audited_from_its_evaluation(tmp_path):
         s = json.loads(summary.read_text())
         s["info"] = {"text_encoder": "google/t5-v1_1-xxl", "vision_encoder": "google/siglip-so400m-patch14-384"}
         summary.write_text(json.dumps(s))
-    (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "checkpoint",
-                                                   "exec_horizons": [8, 64]}))
+    (run / "settings.json").write_text(
+        json.dumps({"format": "rdt-settings/1", "kind": "checkpoint", "exec_horizons": [8, 64]})
+    )
     rows = {r["setting"]: r for r in audit_rows([read_run(run)])}
     assert rows["text encoder"]["flag"] == "ok" and rows["vision encoder"]["flag"] == "ok"
     assert rows["exec horizon h64"]["flag"] == "comparison"

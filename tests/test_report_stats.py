@@ -1,4 +1,5 @@
 """Paired comparisons and honest selection (rdt/report_stats.py) on constructed outcomes with known answers."""
+
 import math
 
 import numpy as np
@@ -27,11 +28,12 @@ def outcomes(successes, task="t", n=None):
 
 
 def test_exact_mcnemar_known_values():
-    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)                 # 2 x 0.5^5
-    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)          # 2 x (1 + 10) / 2^10
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 x 0.5^5
+    assert mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)  # 2 x (1 + 10) / 2^10
     assert mcnemar_exact(9, 1) == mcnemar_exact(1, 9)
     assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
     from scipy import stats as scipy_stats  # a test dependency
+
     for b, c in ((2, 11), (7, 20), (15, 15), (0, 30)):
         assert mcnemar_exact(b, c) == pytest.approx(scipy_stats.binomtest(min(b, c), b + c, 0.5).pvalue)
 
@@ -52,7 +54,7 @@ def test_paired_counts_and_difference():
 
 def test_newcombe_interval_for_all_failures_is_the_wilson_upper_bound_both_ways():
     s = Paired(0, 0, 0, 50)
-    u = Z * Z / (50 + Z * Z)                              # Wilson upper bound of 0/50
+    u = Z * Z / (50 + Z * Z)  # Wilson upper bound of 0/50
     lo, hi = s.ci95
     assert lo == pytest.approx(-u) and hi == pytest.approx(u)
     assert wilson(0, 50)[1] == pytest.approx(u)
@@ -93,20 +95,23 @@ def test_verdict_lines_say_which_is_better_only_when_significant():
 def test_best_is_chosen_on_even_init_states_and_reported_on_odd():
     # step 2: good on even init states only (looks best if selected on all episodes, but it is luck on even ones)
     # step 4: 3 of 5 even, 4 of 5 odd; step 6 (last): 2 of 5 even, 3 of 5 odd
-    by_step = {2: outcomes([0, 2, 4, 6, 8], n=10), 4: outcomes([0, 2, 4, 1, 3, 5, 7], n=10),
-               6: outcomes([0, 2, 1, 3, 5], n=10)}
+    by_step = {
+        2: outcomes([0, 2, 4, 6, 8], n=10),
+        4: outcomes([0, 2, 4, 1, 3, 5, 7], n=10),
+        6: outcomes([0, 2, 1, 3, 5], n=10),
+    }
     sel = select_best(by_step)
     assert sel.best == 2 and sel.selection_rates == {2: 1.0, 4: 0.6, 6: 0.4}
-    assert sel.report == (0, 5) and sel.report_rate == 0.0      # its honest number: 0 of the 5 odd init states
+    assert sel.report == (0, 5) and sel.report_rate == 0.0  # its honest number: 0 of the 5 odd init states
     assert sel.last_report == (3, 5)
     assert sel.selection_pairs == 5
 
 
 def test_no_best_when_all_checkpoints_tie():
-    by_step = {s: outcomes([], n=10) for s in (2, 4, 6)}            # all 0 %
+    by_step = {s: outcomes([], n=10) for s in (2, 4, 6)}  # all 0 %
     sel = select_best(by_step)
     assert sel.best is None and "tie" in sel.reason
-    one_episode = {2: outcomes([0], n=1), 4: outcomes([], n=1)}       # only init state 0: nothing to report on
+    one_episode = {2: outcomes([0], n=1), 4: outcomes([], n=1)}  # only init state 0: nothing to report on
     sel = select_best(one_episode)
     assert sel.best is None and "report episodes" in sel.reason
 
@@ -125,10 +130,12 @@ def test_best_horizon_on_the_selection_half():
 
 
 def test_outcomes_from_records_drop_errors_other_tasks_and_extra_episodes():
-    recs = [{"task": "a", "init_state": 0, "success": True, "error": None},
-            {"task": "a", "init_state": 1, "success": True, "error": "sim crashed"},
-            {"task": "a", "init_state": 2, "success": False},
-            {"task": "a", "init_state": 0, "success": False},           # a later duplicate does not count
-            {"task": "b", "init_state": 0, "success": True}]
+    recs = [
+        {"task": "a", "init_state": 0, "success": True, "error": None},
+        {"task": "a", "init_state": 1, "success": True, "error": "sim crashed"},
+        {"task": "a", "init_state": 2, "success": False},
+        {"task": "a", "init_state": 0, "success": False},  # a later duplicate does not count
+        {"task": "b", "init_state": 0, "success": True},
+    ]
     assert outcomes_from_records(recs, tasks=["a"], episodes=3) == {("a", 0): True, ("a", 2): False}
     assert math.isclose(len(outcomes_from_records(recs)), 3)

@@ -1,6 +1,7 @@
 """The workflow schema repeats facts that live in code (so that Snakemake-side validation names the key): the train
 keys' types, choices and bounds (rdt/train_config.py), the suite names (rdt/libero/tasks.py) and the action chunk
 that bounds the execution horizons (rdt/model/config.py). These tests keep the copies in agreement."""
+
 from __future__ import annotations
 
 import copy
@@ -77,8 +78,10 @@ def test_schema_and_code_accept_the_same_values(key):
     prop = copy.deepcopy(_train_properties()[key])
     hint = typing.get_type_hints(train_config.TrainConfig)[key]
     disagree = [v for v in _probes(hint) if _schema_accepts(prop, v) != _code_accepts(key, v)]
-    assert not disagree, (f"train.{key}: workflow/schemas/config.schema.yaml and rdt/train_config.py disagree about "
-                          f"{disagree} (schema {prop})")
+    assert not disagree, (
+        f"train.{key}: workflow/schemas/config.schema.yaml and rdt/train_config.py disagree about "
+        f"{disagree} (schema {prop})"
+    )
 
 
 def test_suite_names_and_the_horizon_bound_agree():

@@ -1,6 +1,7 @@
 """Set-up (issue 15): `make run` needs software rendering only, a local Slurm is for `make test`; the system-package
 script skips what already works and, without apt or root, names what is missing and the manual route; the conda and
 pip routes install the same pinned packages; requires-python admits what the pins allow."""
+
 from __future__ import annotations
 
 import os
@@ -48,10 +49,17 @@ def sandbox_path(tmp_path: Path, tools: dict[str, str | None]) -> str:
 
 
 def run_script(mode: str, path: str, venv_py: Path | str, **env: str) -> subprocess.CompletedProcess:
-    e = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "VENV_PY": str(venv_py),
-         "MUJOCO_GL": "egl", "PYOPENGL_PLATFORM": "egl", **env}
-    return subprocess.run(["/bin/bash", str(SCRIPT), mode], cwd=REPO, env=e, capture_output=True, text=True,
-                          timeout=120)
+    e = {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", "/root"),
+        "VENV_PY": str(venv_py),
+        "MUJOCO_GL": "egl",
+        "PYOPENGL_PLATFORM": "egl",
+        **env,
+    }
+    return subprocess.run(
+        ["/bin/bash", str(SCRIPT), mode], cwd=REPO, env=e, capture_output=True, text=True, timeout=120
+    )
 
 
 BASIC = {"grep": None, "cat": None, "timeout": None, "ldconfig": None, "id": None}
@@ -74,8 +82,10 @@ def test_test_mode_wants_slurm_and_without_apt_prints_the_manual_route(tmp_path)
     proc = run_script("test", path, VENV_PY)
     assert proc.returncode == 1
     first = proc.stderr.splitlines()[0]
-    assert first.startswith("missing system packages for 'make test': slurm-wlm munge (Debian/Ubuntu names; "
-                            "RHEL-type: slurm slurm-slurmctld slurm-slurmd munge)"), proc.stderr
+    assert first.startswith(
+        "missing system packages for 'make test': slurm-wlm munge (Debian/Ubuntu names; "
+        "RHEL-type: slurm slurm-slurmctld slurm-slurmd munge)"
+    ), proc.stderr
     assert "there is no apt-get here" in proc.stderr and "Set-up without root" in proc.stderr
     assert "'make run', and the pipeline on a real cluster, do not need it" in proc.stderr
 
@@ -125,8 +135,11 @@ def test_conda_and_pip_routes_install_the_same_pins():
 
 def test_every_pin_is_a_single_version():
     """constraints.txt pins each package to one version (what makes the two routes equal)."""
-    lines = [ln.strip() for ln in (REPO / "constraints.txt").read_text().splitlines()
-             if ln.strip() and not ln.startswith("#")]
+    lines = [
+        ln.strip()
+        for ln in (REPO / "constraints.txt").read_text().splitlines()
+        if ln.strip() and not ln.startswith("#")
+    ]
     bad = [ln for ln in lines if not re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", ln)]
     assert not bad, bad
     names = [ln.split("==")[0].lower().replace("_", "-") for ln in lines]
@@ -136,8 +149,9 @@ def test_every_pin_is_a_single_version():
 def test_make_run_target_depends_on_the_rendering_check_only():
     """make's own rule database: `run` needs sysdeps-run and the venv, never sysdeps-test / sysdeps (the Slurm
     check); `test` is the one that needs the Slurm check."""
-    proc = subprocess.run(["make", "-p", "-n", "-r", "--no-print-directory", "lint"], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    proc = subprocess.run(
+        ["make", "-p", "-n", "-r", "--no-print-directory", "lint"], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     prereqs = {}
     for line in proc.stdout.splitlines():
         m = re.match(r"^(run|test|sysdeps-run|sysdeps-test|sysdeps|venv):(?!=)(.*)$", line)
@@ -170,15 +184,32 @@ case " $* " in *" --report "*) exit 0 ;; esac
 exec {real} "$@" --dry-run --nolock
 """)
     stub.chmod(0o755)
-    (venv / ".installed").touch()           # newer than pyproject.toml and constraints.txt: no pip install
-    not_installed = "echo \"dpkg-query: no packages found matching $*\" >&2; exit 1"
-    path = sandbox_path(tmp_path, BASIC | {"make": None, "bash": None, "which": None, "dpkg-query": not_installed,
-                                           "dpkg": not_installed, "apt-get": "echo apt-get must not run >&2; exit 9"})
+    (venv / ".installed").touch()  # newer than pyproject.toml and constraints.txt: no pip install
+    not_installed = 'echo "dpkg-query: no packages found matching $*" >&2; exit 1'
+    path = sandbox_path(
+        tmp_path,
+        BASIC
+        | {
+            "make": None,
+            "bash": None,
+            "which": None,
+            "dpkg-query": not_installed,
+            "dpkg": not_installed,
+            "apt-get": "echo apt-get must not run >&2; exit 9",
+        },
+    )
     assert not any(shutil.which(c, path=path) for c in SLURM)
-    env = {"PATH": path, "HOME": os.environ.get("HOME", "/root"), "VENV_PY": str(VENV_PY),
-           "PYTHONPATH": str(work), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run(["make", "run", f"VENV={venv}"], cwd=work, env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", "/root"),
+        "VENV_PY": str(VENV_PY),
+        "PYTHONPATH": str(work),
+        "OMP_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    proc = subprocess.run(
+        ["make", "run", f"VENV={venv}"], cwd=work, env=env, capture_output=True, text=True, timeout=600
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "slurm" not in out.lower() and "munge" not in out.lower() and "apt-get must not run" not in out, out

@@ -2,6 +2,7 @@
 the tiny configuration runs to the end as Slurm jobs and gives the same outputs as the local run; the training
 job's sbatch request carries the configured GPUs; the profile's partition and account come from SLURM_PARTITION and
 SLURM_ACCOUNT, and an unset one is left to Slurm."""
+
 from __future__ import annotations
 
 import csv
@@ -60,9 +61,17 @@ def slurm_profile(root: Path) -> Path:
     profile["default-resources"].update(mem_mb=500, runtime=30)
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
     profile["set-resources"] = {rule: {"mem_mb": 500, "runtime": 30} for rule in profile["set-resources"]}
-    profile.update({"jobs": 2, "latency-wait": 5, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 3,
-                    "slurm-logdir": "results/logs/slurm", "retries": 0})
+    profile.update(
+        {
+            "jobs": 2,
+            "latency-wait": 5,
+            "slurm-status-command": "squeue",
+            "slurm-init-seconds-before-status-checks": 2,
+            "seconds-between-status-checks": 3,
+            "slurm-logdir": "results/logs/slurm",
+            "retries": 0,
+        }
+    )
     folder = root / "profile"
     folder.mkdir()
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -94,20 +103,31 @@ def test_profile_account_and_partition_as_submitted(slurm_cluster, tmp_path, acc
     if account is None:
         env = {k: v for k, v in env.items() if k != "SLURM_PARTITION"}
     known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
-    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile), "--verbose"], cwd=work, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [SNAKEMAKE, "--profile", str(profile), "--verbose"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-6000:]
     assert (work / "hello.txt").read_text() == "hello\n"
     assert "$SLURM" not in out
     [sbatch] = [line for line in out.splitlines() if line.lstrip().startswith("sbatch call:")]
-    queue = subprocess.run(["squeue", "-h", "-t", "all", "-O", "JobID:12,Account:24,Partition:16,State:12"],
-                           capture_output=True, text=True, env=slurm_cluster.env, check=True).stdout
+    queue = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-O", "JobID:12,Account:24,Partition:16,State:12"],
+        capture_output=True,
+        text=True,
+        env=slurm_cluster.env,
+        check=True,
+    ).stdout
     [job] = [line.split() for line in queue.splitlines() if line.split()[0] not in known]
     if account is None:
-        assert " -A " not in sbatch and f" -p {PARTITION}" in sbatch, sbatch    # PARTITION is the Default=YES one
+        assert " -A " not in sbatch and f" -p {PARTITION}" in sbatch, sbatch  # PARTITION is the Default=YES one
         assert "No SLURM account given" in out
-        assert job[1] == "(null)" and job[2] == PARTITION, job      # Slurm's default partition, no account
+        assert job[1] == "(null)" and job[2] == PARTITION, job  # Slurm's default partition, no account
     else:
         assert f" -A {account}" in sbatch and f" -p {PARTITION}" in sbatch, sbatch
         assert job[1] == account and job[2] == PARTITION, job
@@ -142,15 +162,21 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
     # the scripted demos are the one input both runs share (the expert is not part of what is compared)
     shutil.copytree(tiny_run / "results" / "cache" / "demos", work / "results" / "cache" / "demos")
     profile = slurm_profile(tmp_path)
-    earlier = {j["JobId"] for j in slurm_cluster.completed_jobs()}       # jobs of other tests on this cluster
+    earlier = {j["JobId"] for j in slurm_cluster.completed_jobs()}  # jobs of other tests on this cluster
     earlier |= {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
-    proc = subprocess.run([SNAKEMAKE, "--profile", str(profile)], cwd=work, env=cluster_env(slurm_cluster, work),
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [SNAKEMAKE, "--profile", str(profile)],
+        cwd=work,
+        env=cluster_env(slurm_cluster, work),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
     # every job ran in Slurm: the completion log and squeue (MinJobAge 600 s) list them, all COMPLETED
     jobs = [j for j in slurm_cluster.completed_jobs() if j["JobId"] not in earlier]
-    remote = 1 + 1 + 1 + 1 + 2 + 6 + 1      # convert, stats, encode, encode_tasks, 2 segments, 6 evaluations, report
+    remote = 1 + 1 + 1 + 1 + 2 + 6 + 1  # convert, stats, encode, encode_tasks, 2 segments, 6 evaluations, report
     assert len(jobs) == remote, jobs
     assert {j["JobState"] for j in jobs} == {"COMPLETED"} and {j["ExitCode"] for j in jobs} == {"0:0"}
     queue = [line for line in slurm_cluster.squeue().splitlines() if line.split()[0] not in earlier]
@@ -168,8 +194,9 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
     [m_local], [m_slurm] = ([table(p) for p in (r / "train").glob("*/metrics.csv")] for r in (local, remote_results))
     assert [r["step"] for r in m_local] == [r["step"] for r in m_slurm] == ["1", "2", "3", "4"]
     for col in ("loss", "lr", "grad_norm"):
-        np.testing.assert_allclose([float(r[col]) for r in m_slurm], [float(r[col]) for r in m_local], rtol=1e-5,
-                                   err_msg=col)
+        np.testing.assert_allclose(
+            [float(r[col]) for r in m_slurm], [float(r[col]) for r in m_local], rtol=1e-5, err_msg=col
+        )
     for step in (2, 4):
         for h in (8, 16, 64):
             part = Path("default") / "eval" / f"step-{step}" / f"h{h}" / "summary.json"
@@ -184,7 +211,7 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
     Stopped once seen."""
     work = copy_repo(tmp_path / "repo")
     write_config(work / "config" / "config.yaml", TINY)
-    shutil.copytree(tiny_run / "results" / "cache", work / "results" / "cache")   # upstream outputs, mtimes kept
+    shutil.copytree(tiny_run / "results" / "cache", work / "results" / "cache")  # upstream outputs, mtimes kept
     cfg = variant(work, "gpus", lambda c: c["train"].update(gpus=4, effective_batch_size=8))
     profile = slurm_profile(tmp_path)
     from rdt.plan import Plan  # the training's folder: results/train/<key of its settings>
@@ -193,9 +220,13 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
     known = {line.split()[0] for line in slurm_cluster.squeue().splitlines()}
     log = tmp_path / "snakemake.log"
     with open(log, "w") as out_file:
-        proc = subprocess.Popen([SNAKEMAKE, "--profile", str(profile), "--configfile", cfg, "--verbose",
-                                 export], cwd=work,
-                                env=cluster_env(slurm_cluster, work), stdout=out_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [SNAKEMAKE, "--profile", str(profile), "--configfile", cfg, "--verbose", export],
+            cwd=work,
+            env=cluster_env(slurm_cluster, work),
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline, seen = time.monotonic() + 180, None
         while time.monotonic() < deadline and seen is None:
@@ -204,8 +235,9 @@ def test_training_job_requests_the_configured_gpus(slurm_cluster, tiny_run, tmp_
             time.sleep(1)
         assert seen is not None, f"no training job with gres:gpu:4 in squeue: {slurm_cluster.squeue()}"
         job_id = seen.split()[0]
-        info = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True,
-                              env=slurm_cluster.env).stdout
+        info = subprocess.run(
+            ["scontrol", "show", "job", job_id], capture_output=True, text=True, env=slurm_cluster.env
+        ).stdout
         assert "TresPerJob=gres:gpu:4" in info and "NumNodes=1" in info
     finally:
         proc.send_signal(signal.SIGINT)

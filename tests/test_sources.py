@@ -1,6 +1,7 @@
 """Demo sources: official and regenerated robomimic files (observation/action pairing detected per file), no-op
 filtering, frame sizes, and LeRobot-format datasets. Every input is written by an independent writer in the tests
 (tests/official_layout.py, tests/lerobot_layout.py), never by the converter's own code."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,16 @@ SIZE = 32
 
 def _demo_file(folder, recorded="after", task=TASK, steps=(14, 12), seed=5, **kw):
     folder.mkdir(parents=True, exist_ok=True)
-    return write_demo_file(folder / f"{task}_demo.hdf5", task, "open the microwave", list(steps), seed=seed,
-                           image_size=kw.pop("image_size", SIZE), recorded=recorded, **kw)
+    return write_demo_file(
+        folder / f"{task}_demo.hdf5",
+        task,
+        "open the microwave",
+        list(steps),
+        seed=seed,
+        image_size=kw.pop("image_size", SIZE),
+        recorded=recorded,
+        **kw,
+    )
 
 
 def _read_episodes(path):
@@ -31,9 +40,15 @@ def _read_episodes(path):
         eps = []
         for name in sorted(f["episodes"]):
             g = f["episodes"][name]
-            eps.append({"attrs": dict(g.attrs), "state": g["state"][()], "action": g["action"][()],
-                        "libero_action": g["libero_action"][()],
-                        **{f"images/{s}": g[f"images/{s}"][()] for s in g["images"]}})
+            eps.append(
+                {
+                    "attrs": dict(g.attrs),
+                    "state": g["state"][()],
+                    "action": g["action"][()],
+                    "libero_action": g["libero_action"][()],
+                    **{f"images/{s}": g[f"images/{s}"][()] for s in g["images"]},
+                }
+            )
         return dict(f.attrs), eps
 
 
@@ -43,6 +58,7 @@ def _assert_same_samples(a, b):
 
 
 # ------------------------------------------------------------------------------------------------ pairing
+
 
 def test_official_and_regenerated_recordings_of_one_episode_convert_to_the_same_samples(tmp_path):
     """The same episodes written after-action (official) and before-action (regenerated): each file's
@@ -74,7 +90,9 @@ def test_mixed_conventions_in_one_conversion_are_detected_per_file(tmp_path):
     _demo_file(tmp_path / "d", "before", task=OTHER, seed=6)
     summary = convert([str(tmp_path / "d")], tmp_path / "x.h5", suite="libero_90")
     assert {t: s["pairing"] for t, s in summary["tasks"].items()} == {
-        TASK: mapping.OBS_AFTER_ACTION, OTHER: mapping.OBS_BEFORE_ACTION}
+        TASK: mapping.OBS_AFTER_ACTION,
+        OTHER: mapping.OBS_BEFORE_ACTION,
+    }
 
 
 def test_a_file_matching_neither_convention_is_an_error_naming_it(tmp_path):
@@ -87,19 +105,30 @@ def test_a_file_matching_neither_convention_is_an_error_naming_it(tmp_path):
 
 def test_a_still_robot_cannot_be_told_apart_and_is_reported(tmp_path):
     still = np.tile(np.linspace(-1, 1, 7), (14, 1))
-    path = _demo_file(tmp_path / "d", "after", steps=(14,),
-                      replace={"obs/joint_states": still, "states": np.concatenate(
-                          [np.zeros((14, 1)), still, np.zeros((14, 20))], axis=1)})
+    path = _demo_file(
+        tmp_path / "d",
+        "after",
+        steps=(14,),
+        replace={
+            "obs/joint_states": still,
+            "states": np.concatenate([np.zeros((14, 1)), still, np.zeros((14, 20))], axis=1),
+        },
+    )
     with pytest.raises(UserError, match="cannot tell whether observations are recorded before or after"):
         convert([str(path)], tmp_path / "x.h5")
     # the user who knows says so
-    assert cli.main(["convert", "--demos", str(path), "--out", str(tmp_path / "x.h5"),
-                     "--pairing", mapping.OBS_BEFORE_ACTION]) == 0
+    assert (
+        cli.main(
+            ["convert", "--demos", str(path), "--out", str(tmp_path / "x.h5"), "--pairing", mapping.OBS_BEFORE_ACTION]
+        )
+        == 0
+    )
     attrs, eps = _read_episodes(tmp_path / "x.h5")
     assert eps[0]["attrs"]["obs_convention"] == mapping.OBS_BEFORE_ACTION and eps[0]["attrs"]["num_steps"] == 14
 
 
 # ------------------------------------------------------------------------------------------------ no-ops
+
 
 def test_noops_are_kept_by_default_and_dropped_and_counted_when_asked(tmp_path, capsys):
     # official file: actions[1:] are the paired ones; no-ops at demo steps 3, 4, 5 and 9 -> paired steps 2,3,4,8
@@ -127,15 +156,16 @@ def test_noops_are_kept_by_default_and_dropped_and_counted_when_asked(tmp_path, 
 def test_noop_rule_follows_openvla(tmp_path):
     a = np.zeros((6, 7))
     a[:, 6] = -1
-    a[1, :3] = 0.5                  # moves
-    a[3, 6] = 1                     # gripper closes: never a no-op
-    a[4, 6] = 1                     # still, gripper unchanged w.r.t. the previous KEPT command -> no-op
-    a[5, 0] = 5e-5                  # below the threshold -> no-op
+    a[1, :3] = 0.5  # moves
+    a[3, 6] = 1  # gripper closes: never a no-op
+    a[4, 6] = 1  # still, gripper unchanged w.r.t. the previous KEPT command -> no-op
+    a[5, 0] = 5e-5  # below the threshold -> no-op
     a[5, 6] = 1
     assert mapping.noop_mask(a).tolist() == [True, False, True, False, True, True]
 
 
 # ------------------------------------------------------------------------------------------------ frame size
+
 
 def test_frames_are_kept_or_resized_by_a_setting_and_the_size_is_recorded(tmp_path):
     big = _demo_file(tmp_path / "big", "before", image_size=64, steps=(12,))
@@ -151,7 +181,7 @@ def test_frames_are_kept_or_resized_by_a_setting_and_the_size_is_recorded(tmp_pa
     assert eps_r[0]["images/exterior"].shape == (12, SIZE, SIZE, 3)
     np.testing.assert_array_equal(eps_r[0]["images/exterior"], mapping.resize(eps[0]["images/exterior"], SIZE))
     _, eps_small = _read_episodes(tmp_path / "r.h5")
-    assert eps_small[1]["images/right_wrist"].shape == (11, SIZE, SIZE, 3)      # kept as it was
+    assert eps_small[1]["images/right_wrist"].shape == (11, SIZE, SIZE, 3)  # kept as it was
 
 
 def test_training_file_records_suite_tasks_and_dataset_identity(tmp_path):
@@ -168,6 +198,7 @@ def test_training_file_records_suite_tasks_and_dataset_identity(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- checkpoints know their data
+
 
 def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tmp_path):
     import torch
@@ -188,7 +219,7 @@ def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tm
         created = json.loads(f.attrs["created_by"])
     pipeline = json.loads((train.export_dir(out, 1) / "pipeline.json").read_text())
     assert pipeline["suite"] == created["suite"] == "libero_90"
-    assert pipeline["tasks"] == created["tasks"] == list(h.TASKS)          # suite order
+    assert pipeline["tasks"] == created["tasks"] == list(h.TASKS)  # suite order
     assert pipeline["dataset"] == created["dataset"] and len(pipeline["dataset"]) == 16
     assert pipeline["state_slots"] == list(mapping.STATE_SLOTS)
     export = str(train.export_dir(out, 1))
@@ -203,16 +234,28 @@ def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tm
 def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
     from rdt.plan import Plan, key_of
 
-    base = {"demos": {"source": "folder", "folder": str(tmp_path), "suite": "libero_90", "tasks": [TASK]},
-            "train": {"max_steps": 2, "model": "tiny", "init_from": None, "text_encoder": "tiny",
-                      "vision_encoder": "tiny", "effective_batch_size": 2, "per_device_batch_size": 2,
-                      "checkpointing_period": 2},
-            "eval": {"exec_horizons": [8], "episodes_per_task": 1, "max_steps": 12},
-            "runs": {"plain": {}, "noops": {"data": {"drop_noops": True, "image_size": 64}},
-                     "lerobot": {"demos": {"source": "lerobot"}}}}
+    base = {
+        "demos": {"source": "folder", "folder": str(tmp_path), "suite": "libero_90", "tasks": [TASK]},
+        "train": {
+            "max_steps": 2,
+            "model": "tiny",
+            "init_from": None,
+            "text_encoder": "tiny",
+            "vision_encoder": "tiny",
+            "effective_batch_size": 2,
+            "per_device_batch_size": 2,
+            "checkpointing_period": 2,
+        },
+        "eval": {"exec_horizons": [8], "episodes_per_task": 1, "max_steps": 12},
+        "runs": {
+            "plain": {},
+            "noops": {"data": {"drop_noops": True, "image_size": 64}},
+            "lerobot": {"demos": {"source": "lerobot"}},
+        },
+    }
     p = Plan(base)
     plain, noops, lerobot = (p.data_settings(r) for r in ("plain", "noops", "lerobot"))
-    assert "drop_noops" not in plain and "image_size" not in plain          # existing data keys unchanged
+    assert "drop_noops" not in plain and "image_size" not in plain  # existing data keys unchanged
     assert noops["drop_noops"] is True and noops["image_size"] == 64
     assert lerobot["demos"] == {"source": "lerobot", "folder": str(tmp_path.resolve())}
     assert len({key_of(plain), key_of(noops), key_of(lerobot)}) == 3
@@ -221,11 +264,22 @@ def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ LeRobot datasets
 
+
 def _demo_arrays(path, key="demo_0"):
     with h5py.File(path, "r") as f:
         g = f[f"data/{key}"]
-        return {k: g[k][()] for k in ("actions", "obs/ee_pos", "obs/ee_ori", "obs/gripper_states", "obs/joint_states",
-                                      "obs/agentview_rgb", "obs/eye_in_hand_rgb")}
+        return {
+            k: g[k][()]
+            for k in (
+                "actions",
+                "obs/ee_pos",
+                "obs/ee_ori",
+                "obs/gripper_states",
+                "obs/joint_states",
+                "obs/agentview_rgb",
+                "obs/eye_in_hand_rgb",
+            )
+        }
 
 
 @pytest.fixture(scope="module")
@@ -244,8 +298,11 @@ def _lerobot_episodes(files):
     from rdt.libero import suites
 
     language = {t.name: t.language for t in suites.tasks("libero_90")}
-    return [(language[task] + ("." if task == OTHER else ""), _demo_arrays(files["before", task], k))
-            for task in (TASK, OTHER) for k in ("demo_0", "demo_1")]
+    return [
+        (language[task] + ("." if task == OTHER else ""), _demo_arrays(files["before", task], k))
+        for task in (TASK, OTHER)
+        for k in ("demo_0", "demo_1")
+    ]
 
 
 @pytest.mark.parametrize("layout, dtype", [("lerobot", "video"), ("openpi", "image"), ("any4lerobot", "video")])
@@ -262,11 +319,15 @@ def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_
     _, regen = _read_episodes(tmp_path / "regen.h5")
     _, official = _read_episodes(tmp_path / "official.h5")
     assert attrs["source"] == f"lerobot:{layout}" and attrs["image_size"] == SIZE
-    with_joints = layout == "any4lerobot"                                  # the one layout keeping joint positions
+    with_joints = layout == "any4lerobot"  # the one layout keeping joint positions
     np.testing.assert_array_equal(attrs["mask"], mapping.MASK if with_joints else mapping.EEF_MASK)
     assert json.loads(attrs["state_slots"]) == list(mapping.STATE_SLOTS if with_joints else mapping.EEF_STATE_SLOTS)
     assert [(e["attrs"]["task"], e["attrs"]["source_demo"]) for e in eps] == [
-        (TASK, "episode_000000"), (TASK, "episode_000001"), (OTHER, "episode_000002"), (OTHER, "episode_000003")]
+        (TASK, "episode_000000"),
+        (TASK, "episode_000001"),
+        (OTHER, "episode_000002"),
+        (OTHER, "episode_000003"),
+    ]
     assert all(e["attrs"]["obs_convention"] == mapping.OBS_BEFORE_ACTION for e in eps)
     eef = (mapping.MASK if with_joints else mapping.EEF_MASK) > 0
     for lr, rg, of in zip(eps, regen, official):
@@ -274,7 +335,7 @@ def test_lerobot_dataset_converts_to_the_samples_of_the_same_demos_in_hdf5(same_
         for slot in ("exterior", "right_wrist"):
             np.testing.assert_array_equal(lr[f"images/{slot}"], rg[f"images/{slot}"])
             np.testing.assert_array_equal(lr[f"images/{slot}"][1:], of[f"images/{slot}"])
-        np.testing.assert_array_equal(lr["action"], rg["action"])           # float32 storage of the command
+        np.testing.assert_array_equal(lr["action"], rg["action"])  # float32 storage of the command
         np.testing.assert_array_equal(lr["action"][1:], of["action"])
         np.testing.assert_allclose(lr["libero_action"], rg["libero_action"], rtol=0, atol=1e-7)
         # state: eef position, rotation and gripper agree (the parquet stores float32); joint slots absent (0)
@@ -317,7 +378,7 @@ def test_evaluation_feeds_only_the_state_slots_the_checkpoint_was_trained_with()
     state = np.arange(1, 129, dtype=np.float32) * mapping.MASK
     obs = SimpleNamespace(images=np.zeros((2, 8, 8, 3), np.uint8), prev_images=None, state=state)
     _, _, states, state_mask = policy_inputs([obs])
-    np.testing.assert_array_equal(states[0], state)                      # default: every LIBERO slot
+    np.testing.assert_array_equal(states[0], state)  # default: every LIBERO slot
     np.testing.assert_array_equal(state_mask[0], mapping.MASK)
     _, _, states, state_mask = policy_inputs([obs], mapping.EEF_MASK)
     np.testing.assert_array_equal(state_mask[0], mapping.EEF_MASK)
@@ -332,6 +393,9 @@ def test_evaluation_feeds_only_the_state_slots_the_checkpoint_was_trained_with()
             seen["mask"] = state_mask
             return np.zeros((len(states), 64, 128), np.float32)
 
-    job = SimpleNamespace(task=SimpleNamespace(name=TASK))
+    from rdt.libero.suites import select_tasks
+    from rdt.libero.workers import Job
+
+    job = Job(select_tasks("libero_90", [TASK])[0], 0)
     make_planner(Fake(), {TASK: None}, None, {"policy_s": 0.0, "policy_calls": 0})([(job, obs)])
     np.testing.assert_array_equal(seen["mask"][0], mapping.EEF_MASK)

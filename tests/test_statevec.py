@@ -1,4 +1,5 @@
 """The unified 128-dim layout (RDT configs/state_vec.py), rotation conversions, and the LIBERO mapping."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def _expected_layout() -> dict[str, int]:
         exp.update({f"{side}_eef_vel_{a}": base + 39 + j for j, a in enumerate("xyz")})
         exp.update({f"{side}_eef_angular_vel_{a}": base + 42 + j for j, a in enumerate(("roll", "pitch", "yaw"))})
     exp.update({"base_vel_x": 100, "base_vel_y": 101, "base_angular_vel": 102})
-    exp.update({name[len("right_"):]: i for name, i in list(exp.items()) if name.startswith("right_")})
+    exp.update({name[len("right_") :]: i for name, i in list(exp.items()) if name.startswith("right_")})
     return exp
 
 
@@ -62,7 +63,7 @@ def test_6d_round_trip_and_convention():
     assert np.allclose(rots @ np.swapaxes(rots, -1, -2), np.eye(3), atol=1e-12)
     d6 = statevec.matrix_to_ortho6d(rots)
     assert d6.shape == (50, 6)
-    np.testing.assert_allclose(d6[:, :3], rots[:, :, 0])             # first column, then second
+    np.testing.assert_allclose(d6[:, :3], rots[:, :, 0])  # first column, then second
     np.testing.assert_allclose(d6[:, 3:], rots[:, :, 1])
     np.testing.assert_allclose(statevec.ortho6d_to_matrix(d6), rots, atol=1e-12)
     # Gram-Schmidt recovers a rotation from a perturbed, unnormalised 6D vector
@@ -95,8 +96,9 @@ def test_libero_action_round_trip_is_exact():
     unified = mapping.action_to_unified(actions)
     assert unified.shape == (200, 128)
     assert np.array_equal(mapping.action_from_unified(unified), actions)
-    idx = statevec.indices(["eef_vel_x", "eef_vel_y", "eef_vel_z", "eef_angular_vel_roll", "eef_angular_vel_pitch",
-                            "eef_angular_vel_yaw"])
+    idx = statevec.indices(
+        ["eef_vel_x", "eef_vel_y", "eef_vel_z", "eef_angular_vel_roll", "eef_angular_vel_pitch", "eef_angular_vel_yaw"]
+    )
     assert np.array_equal(unified[:, idx], actions[:, :6])
     # gripper: -1 (open) -> right_gripper_open 1, +1 (close) -> 0
     assert np.array_equal(unified[:, 10], (1 - actions[:, 6]) / 2)
@@ -105,11 +107,12 @@ def test_libero_action_round_trip_is_exact():
 
 def test_libero_state_uses_6d_of_the_end_effector_rotation():
     rots = _random_rotations(5)
-    state = mapping.unified_state(RNG.normal(size=(5, 7)), np.tile([0.02, -0.02], (5, 1)), RNG.normal(size=(5, 3)),
-                                  rots)
+    state = mapping.unified_state(
+        RNG.normal(size=(5, 7)), np.tile([0.02, -0.02], (5, 1)), RNG.normal(size=(5, 3)), rots
+    )
     d6 = statevec.gather(state, [f"eef_angle_{i}" for i in range(6)])
     np.testing.assert_allclose(statevec.ortho6d_to_matrix(d6), rots, atol=1e-6)
-    np.testing.assert_allclose(state[:, 10], 0.5, rtol=1e-6)           # 4 cm of 8 cm open
+    np.testing.assert_allclose(state[:, 10], 0.5, rtol=1e-6)  # 4 cm of 8 cm open
 
 
 def test_upright_flip():
@@ -117,5 +120,5 @@ def test_upright_flip():
     up = mapping.upright(img)
     assert up.shape == img.shape and up.flags["C_CONTIGUOUS"]
     assert np.array_equal(up[0, 0, 0], img[0, 3, 4]) and np.array_equal(up[1, 3, 4], img[1, 0, 0])
-    assert np.array_equal(mapping.upright(up), img)                    # 180 degrees twice = identity
+    assert np.array_equal(mapping.upright(up), img)  # 180 degrees twice = identity
     assert np.array_equal(up, np.rot90(img, 2, axes=(1, 2)))

@@ -1,4 +1,5 @@
 """`stats`: RDT's dataset_stat.json formulas checked against a direct numpy computation."""
+
 from __future__ import annotations
 
 import json
@@ -25,7 +26,7 @@ def rdt_std(x: np.ndarray) -> np.ndarray:
         col = x[:, j].astype(np.float64)
         z = np.where(np.abs(col) > 1e-8, col, 0.0)
         nz = max(int((np.abs(col) > 1e-8).sum()), 1)
-        out[j] = np.sqrt(max((z ** 2).sum() / nz - (z.sum() / len(col)) ** 2 * len(col) / nz, 0.0))
+        out[j] = np.sqrt(max((z**2).sum() / nz - (z.sum() / len(col)) ** 2 * len(col) / nz, 0.0))
     return out
 
 
@@ -33,8 +34,7 @@ def rdt_std(x: np.ndarray) -> np.ndarray:
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("stats")
     for k, task in enumerate(TASKS):
-        write_demo_file(root / f"{task}_demo.hdf5", task, None, [12 + 3 * k, 15, 11][: 3 - k], seed=k,
-                        image_size=16)
+        write_demo_file(root / f"{task}_demo.hdf5", task, None, [12 + 3 * k, 15, 11][: 3 - k], seed=k, image_size=16)
     out = root / "data.h5"
     convert([str(root)], out)
     return out
@@ -89,9 +89,9 @@ def test_std_formula_on_values_with_zeros(tmp_path):
     nz = np.abs(x) > 1e-8
     expected = np.sqrt((x[nz] ** 2).sum() / nz.sum() - (x[nz].sum() / 6) ** 2 * 6 / nz.sum())
     assert s["state_std"][0] == pytest.approx(expected, rel=1e-12)
-    assert s["state_std"][0] != pytest.approx(x.std(), rel=1e-3)            # not the plain std
+    assert s["state_std"][0] != pytest.approx(x.std(), rel=1e-3)  # not the plain std
     assert s["state_mean"][0] == pytest.approx(x.mean(), rel=1e-12)
-    assert s["state_std"][1] == 0.0                                         # all-zero column: nz_cnt clipped to 1
+    assert s["state_std"][1] == 0.0  # all-zero column: nz_cnt clipped to 1
 
 
 def test_bad_inputs(tmp_path, data):

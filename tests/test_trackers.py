@@ -1,6 +1,7 @@
 """Experiment trackers (train.report_to, issue 15): off by default and never required; a tracker that is not
 installed is an error when the configuration is read; W&B (offline here) gets the same rows as metrics.csv; the
 key is not part of the training identity."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -31,10 +32,11 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error_at_config_time(monkeyp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(UserError) as info:
         train_config.from_dict({**PATHS, "report_to": "wandb"}, source="config runs.default.train")
-    assert str(info.value).startswith("config runs.default.train: key 'report_to' = 'wandb', but the wandb package "
-                                      "is not installed")
+    assert str(info.value).startswith(
+        "config runs.default.train: key 'report_to' = 'wandb', but the wandb package is not installed"
+    )
     assert "pip install wandb" in str(info.value) and "report_to: none" in str(info.value)
-    train_config.from_dict({**PATHS, "report_to": "none"})        # never required
+    train_config.from_dict({**PATHS, "report_to": "none"})  # never required
 
 
 def test_schema_and_readme_document_the_key():
@@ -61,11 +63,11 @@ def test_wandb_offline_run_gets_the_training_rows(tmp_path, monkeypatch):
     assert [int(r["step"]) for r in train.read_metrics(tmp_path / "run")] == [1, 2, 3]
     [run_dir] = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
     assert run_dir.name.endswith(f"tracked-{cfg.fingerprint()}")
-    [records] = run_dir.glob("*.wandb")          # the offline run's record file (protobuf records)
+    [records] = run_dir.glob("*.wandb")  # the offline run's record file (protobuf records)
     raw = records.read_bytes()
     for key in ("loss", "lr", "grad_norm", "samples_per_s"):
-        assert raw.count(f"train/{key}".encode()) >= 3, key     # one history row per optimizer step
-    assert b"train/sample_mse" not in raw                       # empty cells (sample_period 0) are not logged
+        assert raw.count(f"train/{key}".encode()) >= 3, key  # one history row per optimizer step
+    assert b"train/sample_mse" not in raw  # empty cells (sample_period 0) are not logged
 
 
 def test_switching_the_tracker_keeps_the_training_folder():

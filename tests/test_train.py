@@ -1,5 +1,6 @@
 """The trainer on the tiny model and a small converted dataset (CPU): warmup, clipping, kill and resume,
 segments, export, retention, stale checkpoints, and that training reduces the loss."""
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,7 @@ def test_log_states_the_batch_formula_and_lr_follows_warmup(data, short_run, cap
     assert all(np.isfinite(r["sample_mse"]) and r["sample_mse"] > 0 for r in rows if "sample_mse" in r)
     # the first lines of a run state the batch arithmetic
     train.train_segment(h.load_run(data, effective_batch_size=16), 1, tmp_path / "formula")
-    day, clock, first = capsys.readouterr().out.splitlines()[0].split(" ", 2)     # each line starts with the time
+    day, clock, first = capsys.readouterr().out.splitlines()[0].split(" ", 2)  # each line starts with the time
     time.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M:%S")
     assert first == "train: effective batch 16 = 4 per device x 4 accumulation x 1 processes"
 
@@ -105,7 +106,7 @@ def test_clipping_keeps_a_huge_loss_batch_from_blowing_up_the_weights(data, tmp_
         trainer.accumulate(batches)
         trainer.optimizer_step()
     huge = next(batches)
-    huge["actions"] = huge["actions"] * 1e4                   # loss ~1e7 x normal
+    huge["actions"] = huge["actions"] * 1e4  # loss ~1e7 x normal
     params = list(trainer.runner.parameters())
     before = [p.detach().clone() for p in params]
     v_before = [trainer.optimizer.state[p]["exp_avg_sq"].clone() for p in params]
@@ -114,9 +115,10 @@ def test_clipping_keeps_a_huge_loss_batch_from_blowing_up_the_weights(data, tmp_
     assert loss > 1e5 and grad_norm > 1e3
     # the gradient that reached AdamW had norm <= max_grad_norm: v_new = b2 v_old + (1 - b2) g^2
     b2 = cfg.adam_beta2
-    g2 = sum(float(((trainer.optimizer.state[p]["exp_avg_sq"] - b2 * v) / (1 - b2)).sum())
-             for p, v in zip(params, v_before))
-    assert g2 == pytest.approx(cfg.max_grad_norm ** 2, rel=1e-3)
+    g2 = sum(
+        float(((trainer.optimizer.state[p]["exp_avg_sq"] - b2 * v) / (1 - b2)).sum()) for p, v in zip(params, v_before)
+    )
+    assert g2 == pytest.approx(cfg.max_grad_norm**2, rel=1e-3)
     change = max(float((p.detach() - b).abs().max()) for p, b in zip(params, before))
     assert all(torch.isfinite(p).all() for p in params) and change < 20 * cfg.learning_rate
 
@@ -127,13 +129,20 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
     run = h.write_run(tmp_path / "run.yaml", data, checkpointing_period=5, dataloader_num_workers=1)
     until = 24
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(h.train_command(run, until, killed), cwd=h.REPO, env=h.env(), start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        h.train_command(run, until, killed),
+        cwd=h.REPO,
+        env=h.env(),
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
             metrics = killed / train.METRICS
-            if metrics.is_file() and len(metrics.read_text().splitlines()) > 7:     # header + 7 steps
+            if metrics.is_file() and len(metrics.read_text().splitlines()) > 7:  # header + 7 steps
                 break
             time.sleep(0.2)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -172,8 +181,7 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
 @pytest.mark.slow
 def test_tiny_run_reduces_the_loss_and_keeps_at_most_the_checkpoint_limit(data, tmp_path):
     out = tmp_path / "learn"
-    cfg = h.load_run(data, learning_rate=1e-2, lr_warmup_steps=5, checkpointing_period=20,
-                     checkpoints_total_limit=2)
+    cfg = h.load_run(data, learning_rate=1e-2, lr_warmup_steps=5, checkpointing_period=20, checkpoints_total_limit=2)
     train.train_segment(cfg, 100, out)
     losses = [r["loss"] for r in train.read_metrics(out)]
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
@@ -194,22 +202,22 @@ def test_ema_follows_the_decay_once_per_call_in_fp32():
     with torch.no_grad():
         model.weight.fill_(1.0)
         model.bias.fill_(5.0)
-    assert ema.step(model) == 0.0                               # optimizer step 1: decay 0 = copy
+    assert ema.step(model) == 0.0  # optimizer step 1: decay 0 = copy
     assert torch.equal(ema.model.weight, torch.ones(2, 3))
     with torch.no_grad():
         model.weight.fill_(3.0)
         model.bias.fill_(7.0)
-    decay = ema.step(model)                                     # optimizer step 2: decay(1) = 1 - 2^-0.75
-    assert decay == pytest.approx(1 - 2 ** -0.75)
+    decay = ema.step(model)  # optimizer step 2: decay(1) = 1 - 2^-0.75
+    assert decay == pytest.approx(1 - 2**-0.75)
     assert torch.allclose(ema.model.weight, torch.full((2, 3), decay * 1.0 + (1 - decay) * 3.0))
-    assert torch.equal(ema.model.bias, torch.full((2,), 7.0))   # no gradient -> copied
+    assert torch.equal(ema.model.bias, torch.full((2,), 7.0))  # no gradient -> copied
     assert ema.optimization_step == 2
 
 
 def test_bf16_autocast_keeps_fp32_master_weights_and_ema(data, tmp_path):
     from accelerate.state import AcceleratorState
 
-    AcceleratorState._reset_state()                 # the other tests created an fp32 accelerator in this process
+    AcceleratorState._reset_state()  # the other tests created an fp32 accelerator in this process
     try:
         trainer = train.Trainer(h.load_run(data, mixed_precision="bf16"), tmp_path / "bf16")
         seen = []
@@ -219,8 +227,8 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_ema(data, tmp_path):
         loss, _ = trainer.accumulate(batches)
         grad_norm, _ = trainer.optimizer_step()
         handle.remove()
-        assert seen and set(seen) == {torch.bfloat16}                  # computed in bf16 ...
-        assert {p.dtype for p in trainer.runner.parameters()} == {torch.float32}    # ... master weights fp32
+        assert seen and set(seen) == {torch.bfloat16}  # computed in bf16 ...
+        assert {p.dtype for p in trainer.runner.parameters()} == {torch.float32}  # ... master weights fp32
         assert {p.dtype for p in trainer.ema.model.parameters()} == {torch.float32}
         assert np.isfinite(loss) and np.isfinite(grad_norm)
     finally:

@@ -1,4 +1,5 @@
 """The run-config schema: RDT-1B defaults, strict keys and types, batch arithmetic, LR and EMA schedules."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,13 @@ def test_defaults_are_the_rdt1b_recipe():
     assert (cfg.learning_rate, cfg.lr_warmup_steps) == (1e-4, 5000)
     assert (cfg.adam_beta1, cfg.adam_beta2, cfg.weight_decay, cfg.adam_eps) == (0.9, 0.999, 0.01, 1e-8)
     assert cfg.max_grad_norm == 1.0
-    assert (cfg.ema_power, cfg.ema_max, cfg.ema_min, cfg.ema_inv_gamma, cfg.ema_update_after_step) == \
-        (0.75, 0.9999, 0.0, 1.0, 0)
+    assert (cfg.ema_power, cfg.ema_max, cfg.ema_min, cfg.ema_inv_gamma, cfg.ema_update_after_step) == (
+        0.75,
+        0.9999,
+        0.0,
+        1.0,
+        0,
+    )
     assert (cfg.checkpointing_period, cfg.checkpoints_total_limit) == (2000, 30)
     assert (cfg.cond_mask_prob, cfg.state_noise_snr, cfg.image_aug) == (0.1, 40.0, True)
     assert cfg.model == "rdt-1b" and cfg.init_from == "robotics-diffusion-transformer/rdt-1b"
@@ -83,10 +89,10 @@ def test_warmup_is_linear_from_zero_then_constant():
 
 def test_ema_decay_follows_rdt_schedule():
     cfg = train_config.from_dict(PATHS)
-    assert cfg.ema_decay(1) == 0.0                                  # first update copies the weights
-    assert cfg.ema_decay(1001) == pytest.approx(1 - 1001 ** -0.75)  # ~0.9944 after 1k steps
+    assert cfg.ema_decay(1) == 0.0  # first update copies the weights
+    assert cfg.ema_decay(1001) == pytest.approx(1 - 1001**-0.75)  # ~0.9944 after 1k steps
     assert cfg.ema_decay(10001) == pytest.approx(0.999, abs=1e-6)
-    assert cfg.ema_decay(10**6) == 0.9999                           # capped by ema_max
+    assert cfg.ema_decay(10**6) == 0.9999  # capped by ema_max
     late = train_config.from_dict({**PATHS, "ema_update_after_step": 10})
     assert late.ema_decay(11) == 0.0 and late.ema_decay(12) > 0.0
 
@@ -96,8 +102,10 @@ def test_fingerprint_tracks_training_settings_and_data_not_bookkeeping(tmp_path)
     data.write_bytes(b"one")
     paths = {**PATHS, "data": str(data)}
     base = train_config.from_dict(paths)
-    assert base.fingerprint() == train_config.from_dict({**paths, "checkpointing_period": 7,
-                                                         "dataloader_num_workers": 0}).fingerprint()
+    assert (
+        base.fingerprint()
+        == train_config.from_dict({**paths, "checkpointing_period": 7, "dataloader_num_workers": 0}).fingerprint()
+    )
     assert base.fingerprint() != train_config.from_dict({**paths, "learning_rate": 2e-4}).fingerprint()
     assert base.fingerprint() != train_config.from_dict({**paths, "effective_batch_size": 128}).fingerprint()
     before = base.fingerprint()

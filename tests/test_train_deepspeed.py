@@ -1,6 +1,7 @@
 """``deepspeed: zero2``: accelerate's DeepSpeedPlugin built from the run config, the error without the package, and
 two real CPU processes on DeepSpeed ZeRO-2 (its CPU accelerator, torch.distributed over gloo) that train in two
 segments (checkpoint, resume) and follow the same trajectory as the DDP trainer."""
+
 from __future__ import annotations
 
 import json
@@ -18,12 +19,16 @@ from rdt import train
 from rdt.errors import UserError
 
 EFFECTIVE, PER_DEVICE, PROCESSES = 8, 2, 2
-CLIP = 0.05         # small enough that every step is clipped, so a run without clipping would diverge
+CLIP = 0.05  # small enough that every step is clipped, so a run without clipping would diverge
 
 
 def test_plugin_is_zero2_with_the_trainers_clipping_accumulation_and_micro_batch():
-    cfg = h.load_run({"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"}, deepspeed="zero2",
-                     max_grad_norm=0.3, per_device_batch_size=4)
+    cfg = h.load_run(
+        {"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"},
+        deepspeed="zero2",
+        max_grad_norm=0.3,
+        per_device_batch_size=4,
+    )
     ds = train.deepspeed_plugin(cfg, accumulation=16, precision="no").deepspeed_config
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["gradient_clipping"] == 0.3
@@ -33,14 +38,15 @@ def test_plugin_is_zero2_with_the_trainers_clipping_accumulation_and_micro_batch
 
 def test_zero2_without_the_package_is_an_error_naming_the_key(monkeypatch):
     cfg = h.load_run({"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"}, deepspeed="zero2")
-    monkeypatch.setitem(sys.modules, "deepspeed", None)       # makes `import deepspeed` raise ImportError
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # makes `import deepspeed` raise ImportError
     with pytest.raises(UserError, match=r"'deepspeed'.*`pip install deepspeed`"):
         train.deepspeed_plugin(cfg, accumulation=1, precision="no")
 
 
 def test_zero2_in_a_single_process_is_an_error_naming_the_key(tmp_path):
-    run = h.write_run(tmp_path / "run.yaml", {"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"},
-                      deepspeed="zero2")
+    run = h.write_run(
+        tmp_path / "run.yaml", {"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"}, deepspeed="zero2"
+    )
     proc = h.run_train(run, 1, tmp_path / "out", timeout=120)
     assert proc.returncode != 0
     assert "'deepspeed' = 'zero2'" in proc.stderr + proc.stdout and "accelerate launch" in proc.stderr + proc.stdout
@@ -49,10 +55,22 @@ def test_zero2_in_a_single_process_is_an_error_naming_the_key(tmp_path):
 # ------------------------------------------------------------------------------------------------ real processes
 def _launch(tmp_path: Path, run: Path, out: Path, until: int, record: Path) -> str:
     """``accelerate launch`` of two processes running ``rdt train`` with the sample positions recorded."""
-    cmd = h.accelerate_launch(PROCESSES, [str(Path(__file__)), str(record), "--", "train", "--config", str(run),
-                                          "--until-step", str(until), "--out", str(out)])
-    proc = subprocess.run(cmd, cwd=h.REPO, env=h.env(DS_ACCELERATOR="cpu"), capture_output=True, text=True,
-                          timeout=500)
+    cmd = h.accelerate_launch(
+        PROCESSES,
+        [
+            str(Path(__file__)),
+            str(record),
+            "--",
+            "train",
+            "--config",
+            str(run),
+            "--until-step",
+            str(until),
+            "--out",
+            str(out),
+        ],
+    )
+    proc = subprocess.run(cmd, cwd=h.REPO, env=h.env(DS_ACCELERATOR="cpu"), capture_output=True, text=True, timeout=500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
@@ -69,8 +87,13 @@ def _positions(record: Path) -> dict[int, list[int]]:
 @pytest.mark.slow
 def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
     data = h.make_data(tmp_path / "data")
-    common = dict(effective_batch_size=EFFECTIVE, per_device_batch_size=PER_DEVICE, checkpointing_period=2,
-                  max_grad_norm=CLIP, lr_warmup_steps=2)
+    common = dict(
+        effective_batch_size=EFFECTIVE,
+        per_device_batch_size=PER_DEVICE,
+        checkpointing_period=2,
+        max_grad_norm=CLIP,
+        lr_warmup_steps=2,
+    )
     ds_run = h.write_run(tmp_path / "zero2.yaml", data, deepspeed="zero2", **common)
     ddp_run = h.write_run(tmp_path / "ddp.yaml", data, **common)
     ds_out, ddp_out = tmp_path / "zero2_out", tmp_path / "ddp_out"
@@ -93,7 +116,7 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
     # the resumed ZeRO-2 run follows the uninterrupted DDP run: same losses, LRs and pre-clip gradient norms
     ds_rows, ddp_rows = train.read_metrics(ds_out), train.read_metrics(ddp_out)
     assert [r["step"] for r in ds_rows] == [1, 2, 3, 4] and all(r["samples"] == EFFECTIVE for r in ds_rows)
-    assert all(r["grad_norm"] > 2 * CLIP for r in ddp_rows)        # clipping is active on every step
+    assert all(r["grad_norm"] > 2 * CLIP for r in ddp_rows)  # clipping is active on every step
     for a, b in zip(ds_rows, ddp_rows):
         assert a["lr"] == pytest.approx(b["lr"], rel=1e-6)
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
@@ -109,8 +132,13 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
     # bf16: the engine's autocast (fp32 weights) gives the DDP trainer's bf16 numbers, sample MSE of the EMA included
     bf16 = dict(common, mixed_precision="bf16", sample_period=2)
     ds_bf16, ddp_bf16 = tmp_path / "zero2_bf16_out", tmp_path / "ddp_bf16_out"
-    _launch(tmp_path, h.write_run(tmp_path / "zero2_bf16.yaml", data, deepspeed="zero2", **bf16), ds_bf16, 2,
-            tmp_path / "rec_bf16")
+    _launch(
+        tmp_path,
+        h.write_run(tmp_path / "zero2_bf16.yaml", data, deepspeed="zero2", **bf16),
+        ds_bf16,
+        2,
+        tmp_path / "rec_bf16",
+    )
     _launch(tmp_path, h.write_run(tmp_path / "ddp_bf16.yaml", data, **bf16), ddp_bf16, 2, tmp_path / "rec_ddp_bf16")
     ds_rows, ddp_rows = train.read_metrics(ds_bf16), train.read_metrics(ddp_bf16)
     assert ds_rows[0]["grad_norm"] != pytest.approx(train.read_metrics(ddp_out)[0]["grad_norm"], rel=1e-4)
@@ -118,7 +146,7 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     assert ds_rows[1]["sample_mse"] == pytest.approx(ddp_rows[1]["sample_mse"], rel=1e-3)
-    exported = load_file(train.export_dir(ds_bf16, 2) / "model.safetensors")      # fp32 weights, not bf16 copies
+    exported = load_file(train.export_dir(ds_bf16, 2) / "model.safetensors")  # fp32 weights, not bf16 copies
     assert {v.dtype for v in exported.values()} == {torch.float32}
 
 
@@ -134,7 +162,7 @@ def _recorded_main(argv: list[str]) -> int:
     steps: dict[str, list[int]] = {}
     h.observe_sample_positions(steps)
     try:
-        return cli.main(argv[argv.index("--") + 1:])
+        return cli.main(argv[argv.index("--") + 1 :])
     finally:
         (record / f"rank{rank}.json").write_text(json.dumps(steps))
 

@@ -1,6 +1,7 @@
 """Two real CPU processes (``accelerate launch --multi_gpu --num_processes 2`` on a machine without GPUs: torchrun
 starts both, and the trainer's Accelerator uses torch.distributed over gloo) with
 gradient accumulation, against one process that takes the whole effective batch in one micro-batch."""
+
 from __future__ import annotations
 
 import json
@@ -17,11 +18,26 @@ STEPS = 3
 
 
 def _launch(tmp_path, data, name, per_device, processes):
-    run = h.write_run(tmp_path / f"{name}.yaml", data, effective_batch_size=EFFECTIVE,
-                      per_device_batch_size=per_device, checkpointing_period=2)
+    run = h.write_run(
+        tmp_path / f"{name}.yaml",
+        data,
+        effective_batch_size=EFFECTIVE,
+        per_device_batch_size=per_device,
+        checkpointing_period=2,
+    )
     record, out = tmp_path / f"{name}_record", tmp_path / f"{name}_out"
-    helper = [str(h.REPO / "tests" / "train_helpers.py"), str(record), "--", "train", "--config", str(run),
-              "--until-step", str(STEPS), "--out", str(out)]
+    helper = [
+        str(h.REPO / "tests" / "train_helpers.py"),
+        str(record),
+        "--",
+        "train",
+        "--config",
+        str(run),
+        "--until-step",
+        str(STEPS),
+        "--out",
+        str(out),
+    ]
     cmd = h.accelerate_launch(processes, helper) if processes > 1 else [sys.executable, *helper]
     proc = subprocess.run(cmd, cwd=h.REPO, env=h.env(), capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -1,6 +1,7 @@
 """The episode scheduler and worker processes (real spawn-ed processes, a scripted stand-in for the simulator whose
 episodes end at different, known times): every (task, init state) job runs exactly once, on the right worker state,
 re-planning every H steps; crashed simulators become error records and their workers are restarted."""
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,7 @@ class ScriptedSim:
     ``episode_length`` steps unless ``never_succeed``; ``crash`` maps init state -> 'exit' (process dies) or
     'raise' at step 2."""
 
-    def __init__(self, never_succeed: bool = False, crash: dict | None = None, size: int = 8,
-                 slow: dict | None = None):
+    def __init__(self, never_succeed: bool = False, crash: dict | None = None, size: int = 8, slow: dict | None = None):
         self.never_succeed, self.crash, self.size, self.slow = never_succeed, crash or {}, size, slow or {}
 
     def start(self, task, init_state, seed):
@@ -52,10 +52,15 @@ class ScriptedSim:
         joints = np.zeros(7)
         joints[:3] = self.task.index, self.init, self.t
         img = np.full((self.size, self.size, 3), self.t % 256, dtype=np.uint8)
-        img[0, 0] = 255   # marks the raw top-left corner: upright moves it to the bottom-right
-        return {"robot0_joint_pos": joints, "robot0_gripper_qpos": np.array([0.04, -0.04]),
-                "robot0_eef_pos": np.zeros(3), "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
-                "agentview_image": img, "robot0_eye_in_hand_image": img.copy()}
+        img[0, 0] = 255  # marks the raw top-left corner: upright moves it to the bottom-right
+        return {
+            "robot0_joint_pos": joints,
+            "robot0_gripper_qpos": np.array([0.04, -0.04]),
+            "robot0_eef_pos": np.zeros(3),
+            "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
+            "agentview_image": img,
+            "robot0_eye_in_hand_image": img.copy(),
+        }
 
     def close(self):
         pass
@@ -85,11 +90,12 @@ def _run(sim_factory, jobs, horizon, max_steps, workers):
 def test_every_job_runs_exactly_once_when_episodes_end_at_different_times():
     jobs = [Job(t, i) for t in TASKS for i in range(7)]
     results, calls, _ = _run(ScriptedSim, jobs, horizon=2, max_steps=40, workers=3)
-    assert sorted((r.job.task.name, r.job.init_state) for r in results) == \
-        sorted((j.task.name, j.init_state) for j in jobs)
+    assert sorted((r.job.task.name, r.job.init_state) for r in results) == sorted(
+        (j.task.name, j.init_state) for j in jobs
+    )
     for r in results:
         assert r.success and r.error is None
-        assert r.steps == episode_length(r.job.task.index, r.job.init_state)   # stops at the success check
+        assert r.steps == episode_length(r.job.task.index, r.job.init_state)  # stops at the success check
     assert max(map(len, calls)) <= 3 and sum(map(len, calls)) == sum(-(-r.steps // 2) for r in results)
 
 
@@ -98,7 +104,7 @@ def test_max_steps_stop_and_replanning_every_h_steps():
     results, calls, _ = _run(partial(ScriptedSim, never_succeed=True), jobs, horizon=4, max_steps=10, workers=2)
     assert sorted(r.job.init_state for r in results) == [0, 1, 2]
     assert all(not r.success and r.steps == 10 for r in results)
-    assert sum(map(len, calls)) == 3 * 3        # ceil(10 / 4) policy rows per episode: at steps 0, 4, 8
+    assert sum(map(len, calls)) == 3 * 3  # ceil(10 / 4) policy rows per episode: at steps 0, 4, 8
 
 
 def test_crashed_simulator_is_an_error_and_the_worker_restarts():
@@ -123,7 +129,7 @@ def test_video_frames_and_camera_order():
     jobs = [Job(TASKS[0], 0, record_video=True), Job(TASKS[0], 1)]
     results, _, _ = _run(ScriptedSim, jobs, horizon=2, max_steps=40, workers=1)
     video = {r.job.init_state: r.video for r in results}
-    assert len(video[0]) == results[0].steps + 1 and video[1] == []   # start frame + one per step
+    assert len(video[0]) == results[0].steps + 1 and video[1] == []  # start frame + one per step
 
 
 def test_pool_rejects_zero_workers():
@@ -139,9 +145,9 @@ def test_idle_workers_prefer_the_task_their_environment_holds():
     a, b = TASKS
     pending = deque([Job(a, 0), Job(a, 1), Job(b, 0), Job(b, 1)])
     assert take_job(pending, None, set()) == Job(a, 0)
-    assert take_job(pending, None, {a}) == Job(b, 0)          # a fresh worker takes a task nobody holds
-    assert take_job(pending, a, {b}) == Job(a, 1)             # same task: no environment rebuild
-    assert take_job(pending, a, {b}) == Job(b, 1)             # nothing of its task left: the first job
+    assert take_job(pending, None, {a}) == Job(b, 0)  # a fresh worker takes a task nobody holds
+    assert take_job(pending, a, {b}) == Job(a, 1)  # same task: no environment rebuild
+    assert take_job(pending, a, {b}) == Job(b, 1)  # nothing of its task left: the first job
     assert not pending
 
 
@@ -155,6 +161,6 @@ def test_a_slow_simulator_does_not_hold_the_others_back():
     assert sorted(r.job.init_state for r in results) == [0, 1, 2, 3] and all(r.steps == 12 for r in results)
     slow_plans = [k for k, c in enumerate(calls) if 0 in c]
     assert len(slow_plans) == 3
-    between = [sum(1 for c in calls[a + 1:b] if 0 not in c) for a, b in zip(slow_plans, slow_plans[1:])]
-    assert max(between) >= 2, calls          # rounds would allow at most one plan of the others in between
+    between = [sum(1 for c in calls[a + 1 : b] if 0 not in c) for a, b in zip(slow_plans, slow_plans[1:])]
+    assert max(between) >= 2, calls  # rounds would allow at most one plan of the others in between
     assert results[-1].job.init_state == 0, [r.job.init_state for r in results]

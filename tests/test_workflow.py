@@ -1,6 +1,7 @@
 """The Snakemake workflow: lint, schema validation at start, the DAG, run sharing, evaluation-only mode, and exact
 reruns proved on the outputs of a real run of a tiny configuration (in a copy of the repository in tmp, so that
 code edits can be made there)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,10 +26,13 @@ def test_lint_reports_nothing():
     assert "Lints for" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("change, named", [
-    (lambda c: c["train"].update(lerning_rate=1e-3), "lerning_rate"),
-    (lambda c: c["runs"].update(fast={"train": {"learning_rate": "high"}}), "runs.fast"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda c: c["train"].update(lerning_rate=1e-3), "lerning_rate"),
+        (lambda c: c["runs"].update(fast={"train": {"learning_rate": "high"}}), "runs.fast"),
+    ],
+)
 def test_schema_errors_fail_before_any_job_and_name_the_key(workdir, change, named):
     proc = snakemake(workdir, "--configfile", variant(workdir, "bad", change), check=False)
     out = proc.stdout + proc.stderr
@@ -70,8 +74,19 @@ def test_every_rule_has_log_benchmark_and_resources(workdir):
 # ---------------------------------------------------------------------------------------------------- the DAG
 def test_dag_of_the_tiny_config(workdir):
     jobs = planned_jobs(workdir)
-    assert jobs == {"expert_demos": 1, "convert": 1, "stats": 1, "encode": 1, "encode_tasks": 1, "run_config": 1,
-                    "train": 2, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+    assert jobs == {
+        "expert_demos": 1,
+        "convert": 1,
+        "stats": 1,
+        "encode": 1,
+        "encode_tasks": 1,
+        "run_config": 1,
+        "train": 2,
+        "evaluate": 6,
+        "target_settings": 1,
+        "report": 1,
+        "all": 1,
+    }
 
 
 def test_evaluation_only_mode(workdir, tmp_path):
@@ -82,6 +97,7 @@ def test_evaluation_only_mode(workdir, tmp_path):
     def evaluate_only(cfg):
         cfg["runs"] = {}
         cfg["evaluate_checkpoints"] = [{"name": "seed_current", "path": str(ckpt), "step": 19000}]
+
     jobs = planned_jobs(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only))
     assert jobs == {"encode_tasks": 1, "evaluate": 3, "target_settings": 1, "report": 1, "all": 1}
     proc = snakemake(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only), "-n", "-p")
@@ -91,16 +107,17 @@ def test_evaluation_only_mode(workdir, tmp_path):
 def test_training_launches_accelerate_with_the_configured_gpus(workdir):
     def gpus(cfg):
         cfg["train"].update(gpus=4, effective_batch_size=8)
+
     step4 = "results/default/eval/step-4/h8/summary.json"
     proc = snakemake(workdir, "--configfile", variant(workdir, "gpus", gpus), "-n", "-p", step4)
     assert "accelerate launch --num_machines 1 --multi_gpu --num_processes 4 " in proc.stdout
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=4", proc.stdout, flags=re.S)
-    proc = snakemake(workdir, "-n", "-p", step4)     # CPU: one process
+    proc = snakemake(workdir, "-n", "-p", step4)  # CPU: one process
     assert "accelerate launch --num_machines 1 --num_processes 1 " in proc.stdout
     # the segment of step 4 continues the export of step 2 of the same training: declared and passed
     key = re.search(r"results/train/([0-9a-f]{12})/export/step-4", proc.stdout).group(1)
     assert f"--until-step 4 --previous-export results/train/{key}/export/step-2 " in proc.stdout
-    assert re.search(r"--until-step 2 +--out", proc.stdout)             # the first segment continues nothing
+    assert re.search(r"--until-step 2 +--out", proc.stdout)  # the first segment continues nothing
 
 
 # ---------------------------------------------------------------------------------------------------- reruns
@@ -122,10 +139,16 @@ def test_tiny_run_produces_every_output(tiny_run):
     assert planned_jobs(tiny_run) == {}
     snakemake(tiny_run, "--report", "results/report.html")
     html = (results / "report.html").read_text()
-    for caption in ("Success rate of each run versus training step", "Configuration audit", "Provenance",
-                    "success_vs_step.png", "heatmap_best.png", "audit.csv"):
+    for caption in (
+        "Success rate of each run versus training step",
+        "Configuration audit",
+        "Provenance",
+        "success_vs_step.png",
+        "heatmap_best.png",
+        "audit.csv",
+    ):
         assert caption in html, caption
-    assert len(html) > 100_000                          # figures embedded: one self-contained page
+    assert len(html) > 100_000  # figures embedded: one self-contained page
 
 
 @pytest.mark.sim
@@ -161,20 +184,24 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
 
 
 def _exports(work):
-    return {str(p.relative_to(work)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
-            for p in sorted((work / "results" / "train").glob("*/export/step-*/model.safetensors"))}
+    return {
+        str(p.relative_to(work)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest())
+        for p in sorted((work / "results" / "train").glob("*/export/step-*/model.safetensors"))
+    }
 
 
 def _summaries(work):
-    return {str(p.relative_to(work)): json.loads(p.read_text())
-            for p in sorted((work / "results" / "default" / "eval").glob("step-*/h8/summary.json"))}
+    return {
+        str(p.relative_to(work)): json.loads(p.read_text())
+        for p in sorted((work / "results" / "default" / "eval").glob("step-*/h8/summary.json"))
+    }
 
 
 @pytest.mark.sim
 @pytest.mark.slow
 def test_evaluation_changes_never_retrain_and_a_retrained_model_is_evaluated_again(tiny_run, tmp_path):
     work = tmp_path / "copy"
-    shutil.copytree(tiny_run, work, symlinks=True)          # copy2 keeps the mtimes: the copy is up to date
+    shutil.copytree(tiny_run, work, symlinks=True)  # copy2 keeps the mtimes: the copy is up to date
     assert planned_jobs(work) == {}
     exports = _exports(work)
     assert len(exports) == 2
@@ -183,6 +210,7 @@ def test_evaluation_changes_never_retrain_and_a_retrained_model_is_evaluated_aga
     # keeps the test short)
     def eval_change(c):
         c["eval"].update(seed=1, tasks=[TASK, TASK2], exec_horizons=[8])
+
     cfg = variant(work, "eval_change", eval_change)
     proc = snakemake(work, "--configfile", cfg)
     assert "rule train:" not in proc.stdout + proc.stderr and "rule run_config:" not in proc.stdout + proc.stderr
@@ -196,6 +224,7 @@ def test_evaluation_changes_never_retrain_and_a_retrained_model_is_evaluated_aga
     def retrain(c):
         eval_change(c)
         c["train"].update(learning_rate=3e-4)
+
     proc = snakemake(work, "--configfile", variant(work, "retrain", retrain))
     assert (proc.stdout + proc.stderr).count("rule train:") == 2
     after = _exports(work)

@@ -5,6 +5,7 @@ The data goes through the real pipeline: synthetic demo files in the official LI
 (tests/official_layout.py, an independent writer) -> ``rdt.libero.convert`` -> ``rdt.data.stats`` ->
 ``rdt.lang.encode_instructions`` with the tiny T5 (plus the empty instruction used by condition masking).
 """
+
 from __future__ import annotations
 
 import json
@@ -18,15 +19,30 @@ import yaml
 from official_layout import write_demo_file
 
 REPO = Path(__file__).resolve().parents[1]
-TASKS = {"KITCHEN_SCENE7_open_the_microwave": [40, 36, 30],
-         "KITCHEN_SCENE7_put_the_white_bowl_on_the_plate": [34, 38, 32]}
+TASKS = {
+    "KITCHEN_SCENE7_open_the_microwave": [40, 36, 30],
+    "KITCHEN_SCENE7_put_the_white_bowl_on_the_plate": [34, 38, 32],
+}
 IMAGE_SIZE = 16
 
 # a tiny, fast recipe: everything else is the RDT-1B default
-TINY_RUN = dict(model="tiny", init_from=None, text_encoder="tiny", vision_encoder="tiny",
-                effective_batch_size=8, per_device_batch_size=4, learning_rate=1e-3, lr_warmup_steps=5,
-                checkpointing_period=5, checkpoints_total_limit=30, sample_period=0, sample_batches=1,
-                dataloader_num_workers=0, log_period=10, seed=3)
+TINY_RUN = dict(
+    model="tiny",
+    init_from=None,
+    text_encoder="tiny",
+    vision_encoder="tiny",
+    effective_batch_size=8,
+    per_device_batch_size=4,
+    learning_rate=1e-3,
+    lr_warmup_steps=5,
+    checkpointing_period=5,
+    checkpoints_total_limit=30,
+    sample_period=0,
+    sample_batches=1,
+    dataloader_num_workers=0,
+    log_period=10,
+    seed=3,
+)
 
 
 def module_data(tmp_path_factory, name: str):
@@ -98,8 +114,14 @@ def env(**extra: str) -> dict[str, str]:
     variables on top."""
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "tests"), e.get("PYTHONPATH", "")])
-    e.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-             PYTHONUNBUFFERED="1", **extra)
+    e.update(
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     return e
 
 
@@ -115,19 +137,44 @@ def free_port() -> int:
 def accelerate_launch(processes: int, script: list[str]) -> list[str]:
     """``accelerate launch`` of ``processes`` processes on one machine (on CPU: torch.distributed over gloo), fp32,
     on a free port, each running ``script`` (a Python file and its arguments)."""
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-            str(free_port()), *script]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(free_port()),
+        *script,
+    ]
 
 
 def train_command(config: Path, until: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "rdt", "train", "--config", str(config), "--until-step", str(until),
-            "--out", str(out)]
+    return [
+        sys.executable,
+        "-m",
+        "rdt",
+        "train",
+        "--config",
+        str(config),
+        "--until-step",
+        str(until),
+        "--out",
+        str(out),
+    ]
 
 
 def run_train(config: Path, until: int, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(train_command(config, until, out), cwd=REPO, env=env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        train_command(config, until, out), cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def state_dict_of(folder: Path, weights: str = "model"):
@@ -179,7 +226,7 @@ def instrumented_main(argv: list[str]) -> int:
     from rdt.model import checkpoint
 
     record_dir = Path(argv[0])
-    rest = argv[argv.index("--") + 1:]
+    rest = argv[argv.index("--") + 1 :]
     record_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("RANK", "0"))
     log: dict = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "steps": {}, "writes": []}

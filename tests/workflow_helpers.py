@@ -1,5 +1,6 @@
 """Helpers for the workflow and Slurm tests: a copy of the repository in tmp, a tiny configuration, running
 Snakemake there, and the session fixture ``tiny_run`` (registered in conftest.py, so it runs once per session)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,16 +22,44 @@ TASK = "pick_up_the_alphabet_soup_and_place_it_in_the_basket"
 # per evaluation at the three default horizons.
 TINY = {
     "results": "results",
-    "demos": {"source": "expert", "suite": "libero_object", "tasks": [TASK], "episodes_per_task": 1,
-              "max_attempts": 3, "seed": 0},
+    "demos": {
+        "source": "expert",
+        "suite": "libero_object",
+        "tasks": [TASK],
+        "episodes_per_task": 1,
+        "max_attempts": 3,
+        "seed": 0,
+    },
     "data": {"demos_per_task": None, "min_steps": 10},
-    "train": {"gpus": 0, "max_steps": 4, "model": "tiny", "init_from": None, "text_encoder": "tiny",
-              "vision_encoder": "tiny", "heldout_episodes": 0, "dataloader_num_workers": 0,
-              "effective_batch_size": 4, "per_device_batch_size": 2, "learning_rate": 1e-4, "lr_warmup_steps": 2,
-              "mixed_precision": "auto", "seed": 0, "checkpointing_period": 2, "checkpoints_total_limit": 3,
-              "sample_period": 0, "log_period": 1},
-    "eval": {"exec_horizons": [8, 16, 64], "episodes_per_task": 1, "max_steps": 12, "gpus": 0, "weights": "ema",
-             "seed": 0, "videos_per_task": 1},
+    "train": {
+        "gpus": 0,
+        "max_steps": 4,
+        "model": "tiny",
+        "init_from": None,
+        "text_encoder": "tiny",
+        "vision_encoder": "tiny",
+        "heldout_episodes": 0,
+        "dataloader_num_workers": 0,
+        "effective_batch_size": 4,
+        "per_device_batch_size": 2,
+        "learning_rate": 1e-4,
+        "lr_warmup_steps": 2,
+        "mixed_precision": "auto",
+        "seed": 0,
+        "checkpointing_period": 2,
+        "checkpoints_total_limit": 3,
+        "sample_period": 0,
+        "log_period": 1,
+    },
+    "eval": {
+        "exec_horizons": [8, 16, 64],
+        "episodes_per_task": 1,
+        "max_steps": 12,
+        "gpus": 0,
+        "weights": "ema",
+        "seed": 0,
+        "videos_per_task": 1,
+    },
     "runs": {"default": {}},
     "evaluate_checkpoints": [],
     "report": {"videos": 2},
@@ -51,11 +80,18 @@ def env_for(workdir: Path) -> dict[str, str]:
 
 
 def snakemake(workdir: Path, *args: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, env=env_for(workdir),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [SNAKEMAKE, "--cores", "2", *args],
+        cwd=workdir,
+        env=env_for(workdir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
-                             f"{proc.stderr[-6000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 

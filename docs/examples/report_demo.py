@@ -6,6 +6,7 @@ page's layout, figures and statistics can be checked at paper scale without a cl
     python docs/examples/report_demo.py --out work/report_demo && python -m rdt report \
         --results work/report_demo/current work/report_demo/improved --out work/report_demo/report
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,16 +37,34 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
                 p = max(0.0, min(1.0, quality * factor * progress * (1.2 - difficulty[t])))
                 for i in range(episodes):
                     ok = rng.random() < p
-                    recs.append({"task": t, "suite": "libero_90", "init_state": i, "horizon": h, "step": step,
-                                 "success": ok, "steps": rng.randint(80, 300) if ok else 400,
-                                 "seconds": round(rng.uniform(20, 60), 1), "error": None})
+                    recs.append(
+                        {
+                            "task": t,
+                            "suite": "libero_90",
+                            "init_state": i,
+                            "horizon": h,
+                            "step": step,
+                            "success": ok,
+                            "steps": rng.randint(80, 300) if ok else 400,
+                            "seconds": round(rng.uniform(20, 60), 1),
+                            "error": None,
+                        }
+                    )
             (out / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
             far = 0 if quality > 0.5 else 24
-            summary = {"step": step, "suite": "libero_90", "horizon": h, "overall": success_counts(recs),
-                       "tasks": {t: success_counts([r for r in recs if r["task"] == t]) for t in names},
-                       "settings": {"episodes": episodes, "tasks": names},
-                       "state_range": {"states_checked": 32, "states_far_outside": far,
-                                       "far_per_slot": {"right_gripper_open": far} if far else {}}}
+            summary = {
+                "step": step,
+                "suite": "libero_90",
+                "horizon": h,
+                "overall": success_counts(recs),
+                "tasks": {t: success_counts([r for r in recs if r["task"] == t]) for t in names},
+                "settings": {"episodes": episodes, "tasks": names},
+                "state_range": {
+                    "states_checked": 32,
+                    "states_far_outside": far,
+                    "far_per_slot": {"right_gripper_open": far} if far else {},
+                },
+            }
             (out / "summary.json").write_text(json.dumps(summary))
     (run / "train").mkdir(parents=True, exist_ok=True)
     with open(run / "train" / "metrics.csv", "w", newline="") as f:
@@ -54,13 +73,30 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
         for s in range(50, 100001, 50):
             loss = (0.05 + 0.5 * math.exp(-s / (15000 * (2 - quality)))) * math.exp(rng.gauss(0, 0.35))
             w.writerow([s, loss, 1e-4 * min(1.0, s / warmup), 1.0, loss * 2 if s % 500 == 0 else ""])
-    train = {"model": "rdt-1b", "init_from": "robotics-diffusion-transformer/rdt-1b",
-             "text_encoder": "google/t5-v1_1-xxl", "vision_encoder": "google/siglip-so400m-patch14-384",
-             "per_device_batch_size": 4, "effective_batch_size": batch, "lr_warmup_steps": warmup,
-             "mixed_precision": "bf16", "checkpointing_period": 2000, "checkpoints_total_limit": 30}
-    (run / "settings.json").write_text(json.dumps({"format": "rdt-settings/1", "kind": "run", "gpus": 8,
-                                                   "exec_horizons": [8, 16, 64], "max_steps": 100000,
-                                                   "train": train}))
+    train = {
+        "model": "rdt-1b",
+        "init_from": "robotics-diffusion-transformer/rdt-1b",
+        "text_encoder": "google/t5-v1_1-xxl",
+        "vision_encoder": "google/siglip-so400m-patch14-384",
+        "per_device_batch_size": 4,
+        "effective_batch_size": batch,
+        "lr_warmup_steps": warmup,
+        "mixed_precision": "bf16",
+        "checkpointing_period": 2000,
+        "checkpoints_total_limit": 30,
+    }
+    (run / "settings.json").write_text(
+        json.dumps(
+            {
+                "format": "rdt-settings/1",
+                "kind": "run",
+                "gpus": 8,
+                "exec_horizons": [8, 16, 64],
+                "max_steps": 100000,
+                "train": train,
+            }
+        )
+    )
 
 
 def main() -> None:

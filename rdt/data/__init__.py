@@ -3,6 +3,7 @@
 This module holds what every reader of the training file shares: opening it with a format check and listing
 its episodes in order.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,7 +12,7 @@ import h5py
 
 from rdt.errors import UserError
 
-TRAIN_FORMAT = "rdt-libero-train/1"      # the value `convert` writes to the root attribute `format`
+TRAIN_FORMAT = "rdt-libero-train/1"  # the value `convert` writes to the root attribute `format`
 
 
 def open_training_file(path: str | Path) -> h5py.File:
@@ -26,8 +27,10 @@ def open_training_file(path: str | Path) -> h5py.File:
     fmt = f.attrs.get("format")
     if fmt != TRAIN_FORMAT or "episodes" not in f:
         f.close()
-        raise UserError(f"{path}: root attribute format={fmt!r} and group 'episodes' expected "
-                        f"format={TRAIN_FORMAT!r} (a file written by `python -m rdt convert`)")
+        raise UserError(
+            f"{path}: root attribute format={fmt!r} and group 'episodes' expected "
+            f"format={TRAIN_FORMAT!r} (a file written by `python -m rdt convert`)"
+        )
     return f
 
 

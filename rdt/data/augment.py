@@ -12,6 +12,7 @@ so a blur hides as much of the scene as it does in RDT. Images are (H, W, 3) uin
 loader workers the median blur is separable (median of row medians) and the motion blur is the mean of the image
 shifted along a line; the filters pad by repeating edge pixels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,11 +22,12 @@ import torch.nn.functional as F
 AUG_PROB = 0.5
 BRIGHTNESS, CONTRAST, SATURATION, HUE = 0.3, 0.4, 0.5, 0.03
 NOISE_SCALE = 0.05 * 255
-REFERENCE_WIDTH = 640          # frame width RDT's blur kernel sizes (pixels) are meant for
+REFERENCE_WIDTH = 640  # frame width RDT's blur kernel sizes (pixels) are meant for
 _GRAY = np.array([0.2989, 0.587, 0.114], dtype=np.float32)
 
 
 # ------------------------------------------------------------------------------------------------ colour
+
 
 def _rgb_to_hsv(r: np.ndarray, g: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Channel planes (H,W) in [0,1] -> hue in [0,1), saturation, value."""
@@ -44,18 +46,27 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     f = h * 6.0 - i
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     i = i.astype(np.int64) % 6
-    return np.stack([np.choose(i, [v, q, p, p, t, v]), np.choose(i, [t, v, v, q, p, p]),
-                     np.choose(i, [p, p, t, v, v, q])])
+    return np.stack(
+        [np.choose(i, [v, q, p, p, t, v]), np.choose(i, [t, v, v, q, p, p]), np.choose(i, [p, p, t, v, v, q])]
+    )
 
 
-def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = BRIGHTNESS,
-                 contrast: float = CONTRAST, saturation: float = SATURATION, hue: float = HUE) -> np.ndarray:
+def color_jitter(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    brightness: float = BRIGHTNESS,
+    contrast: float = CONTRAST,
+    saturation: float = SATURATION,
+    hue: float = HUE,
+) -> np.ndarray:
     """Random brightness, contrast, saturation and hue changes in random order: (H,W,3) uint8 -> uint8."""
     x = img.astype(np.float32) * np.float32(1 / 255.0)
-    factors = {"brightness": rng.uniform(max(0.0, 1 - brightness), 1 + brightness),
-               "contrast": rng.uniform(max(0.0, 1 - contrast), 1 + contrast),
-               "saturation": rng.uniform(max(0.0, 1 - saturation), 1 + saturation),
-               "hue": rng.uniform(-hue, hue)}
+    factors = {
+        "brightness": rng.uniform(max(0.0, 1 - brightness), 1 + brightness),
+        "contrast": rng.uniform(max(0.0, 1 - contrast), 1 + contrast),
+        "saturation": rng.uniform(max(0.0, 1 - saturation), 1 + saturation),
+        "hue": rng.uniform(-hue, hue),
+    }
     for op in rng.permutation(list(factors)):
         f = factors[op]
         if op == "brightness":
@@ -67,7 +78,7 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = 
             gray = (x @ _GRAY)[..., None]
             x = np.clip(f * x + (1 - f) * gray, 0, 1)
         else:
-            planes = np.ascontiguousarray(x.transpose(2, 0, 1))                     # (3,H,W)
+            planes = np.ascontiguousarray(x.transpose(2, 0, 1))  # (3,H,W)
             h, sat, val = _rgb_to_hsv(*planes)
             h = h + f
             x = _hsv_to_rgb(h - np.floor(h), sat, val).transpose(1, 2, 0)
@@ -76,9 +87,10 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, brightness: float = 
 
 # ------------------------------------------------------------------------------------------------ corruption
 
+
 def _noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One additive noise on float (H,W,3) in 0..255."""
-    shape = x.shape if rng.random() < 0.5 else x.shape[:2] + (1,)      # per channel with probability 0.5
+    shape = x.shape if rng.random() < 0.5 else x.shape[:2] + (1,)  # per channel with probability 0.5
     kind = rng.integers(3)
     scale = rng.uniform(0, NOISE_SCALE)
     if kind == 0:
@@ -93,7 +105,7 @@ def _noise(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Correlate each channel of (H,W,3) with a (kh,kw) kernel, replicate padding, same size."""
     kh, kw = kernel.shape
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[:, None]   # (3,1,H,W)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[:, None]  # (3,1,H,W)
     t = F.pad(t, ((kw - 1) // 2, kw // 2, (kh - 1) // 2, kh // 2), mode="replicate")
     k = torch.from_numpy(kernel.astype(np.float32))[None, None]
     return F.conv2d(t, k)[:, 0].permute(1, 2, 0).numpy()
@@ -134,7 +146,7 @@ def _motion(x: np.ndarray, k: int, angle: float) -> np.ndarray:
     h, w = x.shape[:2]
     out = np.zeros_like(x)
     for dy, dx in offsets:
-        out += xp[r + dy: r + dy + h, r + dx: r + dx + w]
+        out += xp[r + dy : r + dy + h, r + dx : r + dx + w]
     return out / len(offsets)
 
 
@@ -180,7 +192,7 @@ def augment(img: np.ndarray, rng: np.random.Generator, prob: float = AUG_PROB) -
     """RDT's augmentation of one valid image: with probability ``prob`` colour, corruption or both."""
     if rng.random() >= prob:
         return img
-    kind = rng.integers(3)          # 0 corruption only, 1 colour only, 2 both
+    kind = rng.integers(3)  # 0 corruption only, 1 colour only, 2 both
     if kind != 0:
         img = color_jitter(img, rng)
     if kind != 1:

@@ -24,6 +24,7 @@ augmentation (rdt.data.augment) is applied to the valid images after masking.
 The HDF5 file is opened lazily once per process (h5py handles are not fork-safe) and a sample reads only its
 frames; states and actions of the used slots are cached in memory.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,8 +44,8 @@ from rdt.errors import UserError
 from rdt.lang import pad_language
 from rdt.model.config import IMG_HISTORY, PRED_HORIZON
 
-BACKGROUND = (127, 127, 127)          # int(255 * 0.5): SigLIP's mean colour, RDT's background image
-TRANSITION_WINDOW = 8                 # steps on either side of a gripper change that count as "near" it
+BACKGROUND = (127, 127, 127)  # int(255 * 0.5): SigLIP's mean colour, RDT's background image
+TRANSITION_WINDOW = 8  # steps on either side of a gripper change that count as "near" it
 _GRIPPER = statevec.STATE_VEC_IDX["right_gripper_open"]
 
 
@@ -66,16 +67,27 @@ class LiberoDataset(Dataset):
     fine-tuning recipe.
     """
 
-    def __init__(self, path: str | Path, lang: LanguageLookup | None = None, stats: dict | None = None, *,
-                 episodes: list[int] | None = None, cond_mask_prob: float = 0.1,
-                 state_noise_snr: float | None = 40.0, image_aug: bool = True,
-                 image_transform: Callable[[list[np.ndarray | None]], torch.Tensor] | None = None,
-                 chunk_size: int = PRED_HORIZON, frame_ids: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        lang: LanguageLookup | None = None,
+        stats: dict | None = None,
+        *,
+        episodes: list[int] | None = None,
+        cond_mask_prob: float = 0.1,
+        state_noise_snr: float | None = 40.0,
+        image_aug: bool = True,
+        image_transform: Callable[[list[np.ndarray | None]], torch.Tensor] | None = None,
+        chunk_size: int = PRED_HORIZON,
+        frame_ids: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.lang, self.image_transform = lang, image_transform
         if frame_ids and image_aug:
-            raise UserError("precomputed image features (frame ids instead of frames) need image_aug off: an "
-                            "augmented frame differs at every draw, so its features cannot be computed once")
+            raise UserError(
+                "precomputed image features (frame ids instead of frames) need image_aug off: an "
+                "augmented frame differs at every draw, so its features cannot be computed once"
+            )
         self.frame_ids = frame_ids
         self.cond_mask_prob, self.state_noise_snr, self.image_aug = cond_mask_prob, state_noise_snr, image_aug
         self.chunk_size = chunk_size
@@ -88,11 +100,13 @@ class LiberoDataset(Dataset):
             self._read_metadata(f, episodes)
         if lang is not None:
             if cond_mask_prob > 0 and "" not in lang:
-                raise UserError(f"{getattr(lang, 'path', 'the language table')}: no embedding of the empty "
-                                "instruction '', which condition masking uses (RDT's empty_lang_embed); "
-                                "encode '' together with the instructions")
+                raise UserError(
+                    f"{getattr(lang, 'path', 'the language table')}: no embedding of the empty "
+                    "instruction '', which condition masking uses (RDT's empty_lang_embed); "
+                    "encode '' together with the instructions"
+                )
             needed = sorted(set(self.instructions) | ({""} if cond_mask_prob > 0 else set()))
-            self._lang_cache = {s: lang.get(s).to(torch.float32) for s in needed}   # UserError if one is missing
+            self._lang_cache = {s: lang.get(s).to(torch.float32) for s in needed}  # UserError if one is missing
         self._h5: h5py.File | None = None
         self._pid = -1
         self._frames: dict[tuple[int, str], h5py.Dataset] = {}
@@ -105,12 +119,12 @@ class LiberoDataset(Dataset):
         bad = [i for i in chosen if not 0 <= i < len(names)]
         if bad or not chosen:
             raise UserError(f"{self.path}: episode indices {bad[:5] or chosen} out of range 0..{len(names) - 1}")
-        self.mask = np.asarray(f.attrs["mask"], dtype=np.float32)                       # (128,)
-        self.used = np.flatnonzero(self.mask > 0)                                         # cached columns
+        self.mask = np.asarray(f.attrs["mask"], dtype=np.float32)  # (128,)
+        self.used = np.flatnonzero(self.mask > 0)  # cached columns
         self.ctrl_freq = int(f.attrs["control_frequency"])
-        self.image_shape = (int(f.attrs["image_size"]),) * 2 + (3,)                        # (S,S,3)
+        self.image_shape = (int(f.attrs["image_size"]),) * 2 + (3,)  # (S,S,3)
         cameras = json.loads(f.attrs["cameras"])
-        self.slots = [slot for slot in cameras]                                           # RDT camera order
+        self.slots = [slot for slot in cameras]  # RDT camera order
         self.present = [cameras[slot] is not None for slot in self.slots]
         self.episode_ids = chosen
         self.episode_names = [names[i] for i in chosen]
@@ -119,18 +133,20 @@ class LiberoDataset(Dataset):
             grp = f["episodes"][name]
             s, a = grp["state"][()], grp["action"][()]
             if s.shape != a.shape or s.ndim != 2 or s.shape[1] != statevec.STATE_DIM or s.shape[0] < 1:
-                raise UserError(f"{self.path}: episodes/{name}: state {s.shape} / action {a.shape}, expected "
-                                f"(T,{statevec.STATE_DIM}) each with T >= 1")
+                raise UserError(
+                    f"{self.path}: episodes/{name}: state {s.shape} / action {a.shape}, expected "
+                    f"(T,{statevec.STATE_DIM}) each with T >= 1"
+                )
             states.append(s[:, self.used])
             actions.append(a[:, self.used])
             lengths.append(s.shape[0])
             self.tasks.append(str(grp.attrs["task"]))
             self.instructions.append(str(grp.attrs["instruction"]))
         self.lengths = np.asarray(lengths, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])                    # (E+1,)
-        self._states = np.concatenate(states).astype(np.float32)                         # (N, used)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])  # (E+1,)
+        self._states = np.concatenate(states).astype(np.float32)  # (N, used)
         self._actions = np.concatenate(actions).astype(np.float32)
-        self._state_std = np.stack([s.std(0) for s in states]).astype(np.float32)       # (E, used)
+        self._state_std = np.stack([s.std(0) for s in states]).astype(np.float32)  # (E, used)
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -154,12 +170,12 @@ class LiberoDataset(Dataset):
     def gripper_actions(self, e: int) -> np.ndarray:
         """(T,) gripper command of episode position ``e`` (1 = open, 0 = closed)."""
         col = int(np.flatnonzero(self.used == _GRIPPER)[0])
-        return self._actions[self.offsets[e]:self.offsets[e + 1], col]
+        return self._actions[self.offsets[e] : self.offsets[e + 1], col]
 
     # ---------------------------------------------------------------------------------------- reading
 
     def _file(self) -> h5py.File:
-        if self._h5 is None or self._pid != os.getpid():      # first use in this process (e.g. a new worker)
+        if self._h5 is None or self._pid != os.getpid():  # first use in this process (e.g. a new worker)
             self._h5 = h5py.File(self.path, "r")
             self._pid = os.getpid()
             self._frames = {}
@@ -184,23 +200,26 @@ class LiberoDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         e, t = self.locate(int(index))
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))   # follows torch's worker seeding
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))  # follows torch's worker seeding
 
-        def masked() -> bool:                                   # one independent condition-masking draw
+        def masked() -> bool:  # one independent condition-masking draw
             return self.cond_mask_prob > 0 and rng.random() < self.cond_mask_prob
 
         start, length = int(self.offsets[e]), int(self.lengths[e])
 
         state = self._states[start + t].copy()
         if self.state_noise_snr is not None:
-            state += rng.normal(0.0, 1.0, state.shape).astype(np.float32) \
-                * self._state_std[e] / np.sqrt(10.0 ** (self.state_noise_snr / 10.0))
-        state = self._unified(state)[None]                                          # (1,128)
+            state += (
+                rng.normal(0.0, 1.0, state.shape).astype(np.float32)
+                * self._state_std[e]
+                / np.sqrt(10.0 ** (self.state_noise_snr / 10.0))
+            )
+        state = self._unified(state)[None]  # (1,128)
         if masked():
             state = self.state_mean[None].copy()
         state_mask = self.mask.copy() if not masked() else np.zeros_like(self.mask)
-        steps = np.minimum(np.arange(t, t + self.chunk_size), length - 1)            # repeat the last action
-        actions = self._unified(self._actions[start + steps])                        # (64,128)
+        steps = np.minimum(np.arange(t, t + self.chunk_size), length - 1)  # repeat the last action
+        actions = self._unified(self._actions[start + steps])  # (64,128)
         ctrl_freq = 0 if masked() else self.ctrl_freq
 
         # frames[h * slots + j] = (step, frame) of history h (0 = t-1, 1 = t) of camera slot j, None = invalid
@@ -209,8 +228,8 @@ class LiberoDataset(Dataset):
         for j, slot in enumerate(self.slots):
             if not self.present[j]:
                 continue
-            read = None if self.frame_ids else self._read_frames(e, slot, lo, t + 1)   # (1 or 2, H, W, 3)
-            for k, step in enumerate(range(t, lo - 1, -1)):                            # t, then t-1
+            read = None if self.frame_ids else self._read_frames(e, slot, lo, t + 1)  # (1 or 2, H, W, 3)
+            for k, step in enumerate(range(t, lo - 1, -1)):  # t, then t-1
                 frames[(IMG_HISTORY - 1 - k) * len(self.slots) + j] = (step, None if read is None else read[step - lo])
         for i in range(len(frames)):
             if frames[i] is not None and masked():
@@ -222,12 +241,21 @@ class LiberoDataset(Dataset):
         instruction = self.instructions[e]
         if masked():
             instruction = ""
-        sample = {"state": torch.from_numpy(state), "actions": torch.from_numpy(actions),
-                  "state_mask": torch.from_numpy(state_mask), "image_valid": valid, "instruction": instruction,
-                  "ctrl_freq": ctrl_freq, "episode": self.episode_ids[e], "step": t}
+        sample = {
+            "state": torch.from_numpy(state),
+            "actions": torch.from_numpy(actions),
+            "state_mask": torch.from_numpy(state_mask),
+            "image_valid": valid,
+            "instruction": instruction,
+            "ctrl_freq": ctrl_freq,
+            "episode": self.episode_ids[e],
+            "step": t,
+        }
         if self.frame_ids:
-            sample["frame_ids"] = torch.tensor([-1 if f is None else self.frame_id(e, i % len(self.slots), f[0])
-                                                for i, f in enumerate(frames)], dtype=torch.long)
+            sample["frame_ids"] = torch.tensor(
+                [-1 if f is None else self.frame_id(e, i % len(self.slots), f[0]) for i, f in enumerate(frames)],
+                dtype=torch.long,
+            )
         else:
             sample["images"] = self._images([None if f is None else f[1] for f in frames])
         if self.lang is not None:
@@ -240,15 +268,17 @@ class LiberoDataset(Dataset):
         out = np.empty((len(frames),) + self.image_shape, dtype=np.uint8)
         for i, f in enumerate(frames):
             out[i] = BACKGROUND if f is None else f
-        return torch.from_numpy(out)                                                  # (6,H,W,3)
+        return torch.from_numpy(out)  # (6,H,W,3)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack samples into a batch; language embeddings are zero-padded to the longest, with ``lang_mask``
     (B,L) bool (True = real token)."""
-    batch: dict[str, Any] = {k: torch.stack([s[k] for s in samples])
-                             for k in ("state", "actions", "state_mask", "images", "frame_ids", "image_valid")
-                             if k in samples[0]}
+    batch: dict[str, Any] = {
+        k: torch.stack([s[k] for s in samples])
+        for k in ("state", "actions", "state_mask", "images", "frame_ids", "image_valid")
+        if k in samples[0]
+    }
     for k in ("ctrl_freq", "episode", "step"):
         batch[k] = torch.tensor([s[k] for s in samples], dtype=torch.long)
     batch["instruction"] = [s["instruction"] for s in samples]
@@ -259,6 +289,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------- sampling
 
+
 def transition_weights(dataset: LiberoDataset, factor: float, window: int = TRANSITION_WINDOW) -> np.ndarray:
     """Per-sample weights (len(dataset),): ``factor`` for steps within ``window`` steps of a gripper open/close
     transition (the gripper command changes by more than 0.5 between consecutive steps), 1 elsewhere."""
@@ -267,11 +298,11 @@ def transition_weights(dataset: LiberoDataset, factor: float, window: int = TRAN
     weights = np.ones(len(dataset), dtype=np.float64)
     for e in range(len(dataset.lengths)):
         g = dataset.gripper_actions(e)
-        changes = np.flatnonzero(np.abs(np.diff(g)) > 0.5) + 1          # first step after each change
+        changes = np.flatnonzero(np.abs(np.diff(g)) > 0.5) + 1  # first step after each change
         near = np.zeros(len(g), dtype=bool)
         for c in changes:
-            near[max(c - window, 0): c + window + 1] = True
-        weights[dataset.offsets[e]:dataset.offsets[e + 1]][near] = factor
+            near[max(c - window, 0) : c + window + 1] = True
+        weights[dataset.offsets[e] : dataset.offsets[e + 1]][near] = factor
     return weights
 
 
@@ -285,6 +316,6 @@ def split_episodes(path: str | Path, heldout_per_task: int) -> tuple[list[int], 
         by_task: dict[str, list[int]] = {}
         for i, name in enumerate(names):
             by_task.setdefault(str(f["episodes"][name].attrs["task"]), []).append(i)
-    heldout = sorted(i for eps in by_task.values() for i in eps[len(eps) - min(heldout_per_task, len(eps) - 1):])
+    heldout = sorted(i for eps in by_task.values() for i in eps[len(eps) - min(heldout_per_task, len(eps) - 1) :])
     held = set(heldout)
     return [i for i in range(len(names)) if i not in held], heldout

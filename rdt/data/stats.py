@@ -6,6 +6,7 @@ entries with |x| > 1e-8, ``sqrt(max(sum z^2 / nz_cnt - (sum z / cnt)^2 * cnt / n
 population std, min, max and the 1% / 99% quantiles over all steps. Episodes are read one at a time (state and
 action only, never images).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ class _StateAccumulator:
         self.min = np.full(statevec.STATE_DIM, np.inf)
         self.max = np.full(statevec.STATE_DIM, -np.inf)
 
-    def add(self, x: np.ndarray) -> None:              # x (T,128)
+    def add(self, x: np.ndarray) -> None:  # x (T,128)
         x = x.astype(np.float64)
         nz = np.abs(x) > EPS
         z = np.where(nz, x, 0.0)
@@ -52,8 +53,12 @@ class _StateAccumulator:
     def result(self) -> dict[str, list[float]]:
         nz_cnt = np.maximum(self.nz_cnt, 1)
         var = self.z_sum_sq / nz_cnt - (self.z_sum / self.cnt) ** 2 * self.cnt / nz_cnt
-        return {"state_mean": (self.sum / self.cnt).tolist(), "state_std": np.sqrt(np.maximum(var, 0)).tolist(),
-                "state_min": self.min.tolist(), "state_max": self.max.tolist()}
+        return {
+            "state_mean": (self.sum / self.cnt).tolist(),
+            "state_std": np.sqrt(np.maximum(var, 0)).tolist(),
+            "state_min": self.min.tolist(),
+            "state_max": self.max.tolist(),
+        }
 
 
 def action_statistics(columns: np.ndarray, used: np.ndarray, constant: np.ndarray) -> dict[str, list[float]]:
@@ -76,7 +81,7 @@ def compute_stats(data_path: str | Path, name: str = DEFAULT_NAME) -> dict:
         names = episode_names(f)
         if not names:
             raise UserError(f"{data_path}: group 'episodes' is empty; nothing to compute statistics over")
-        used = np.flatnonzero(np.asarray(f.attrs["mask"]) > 0)   # action values outside the mask are constant 0
+        used = np.flatnonzero(np.asarray(f.attrs["mask"]) > 0)  # action values outside the mask are constant 0
         state_acc = _StateAccumulator()
         action_cols, episodes, steps = [], Counter(), Counter()
         in_mask = np.zeros(statevec.STATE_DIM, dtype=bool)
@@ -86,18 +91,25 @@ def compute_stats(data_path: str | Path, name: str = DEFAULT_NAME) -> dict:
                 grp = f["episodes"][ep]
                 state, action = grp["state"][()], grp["action"][()]
                 if np.any(action[:, ~in_mask] != 0):
-                    raise UserError(f"{data_path}: episodes/{ep}/action has non-zero values outside the "
-                                    f"availability mask (root attribute 'mask')")
+                    raise UserError(
+                        f"{data_path}: episodes/{ep}/action has non-zero values outside the "
+                        f"availability mask (root attribute 'mask')"
+                    )
                 state_acc.add(state)
                 action_cols.append(action[:, used])
                 task = str(grp.attrs["task"])
                 episodes[task] += 1
                 steps[task] += state.shape[0]
                 progress.update(1)
-    entry = {"dataset_name": name, **state_acc.result(),
-             **action_statistics(np.concatenate(action_cols), used, np.zeros(statevec.STATE_DIM)),
-             "num_episodes": len(names), "num_steps": int(sum(steps.values())),
-             "episodes_per_task": dict(sorted(episodes.items())), "steps_per_task": dict(sorted(steps.items()))}
+    entry = {
+        "dataset_name": name,
+        **state_acc.result(),
+        **action_statistics(np.concatenate(action_cols), used, np.zeros(statevec.STATE_DIM)),
+        "num_episodes": len(names),
+        "num_steps": int(sum(steps.values())),
+        "episodes_per_task": dict(sorted(episodes.items())),
+        "steps_per_task": dict(sorted(steps.items())),
+    }
     return {name: entry}
 
 
@@ -108,8 +120,9 @@ def load_stats(path: str | Path, name: str = DEFAULT_NAME) -> dict:
     if name not in data or "state_mean" not in data[name]:
         raise UserError(f"{path}: no dataset entry {name!r} with 'state_mean'; entries: {sorted(data)}")
     if len(data[name]["state_mean"]) != statevec.STATE_DIM:
-        raise UserError(f"{path}: {name}.state_mean has {len(data[name]['state_mean'])} values, "
-                        f"expected {statevec.STATE_DIM}")
+        raise UserError(
+            f"{path}: {name}.state_mean has {len(data[name]['state_mean'])} values, expected {statevec.STATE_DIM}"
+        )
     return data[name]
 
 
@@ -123,8 +136,10 @@ def main(args: argparse.Namespace) -> int:
     stats = compute_stats(args.data, args.name)
     write_json(args.out, stats)
     e = stats[args.name]
-    print(f"wrote {args.out}: {args.name}: {e['num_episodes']} episodes, {e['num_steps']} steps, "
-          f"{len(e['episodes_per_task'])} task(s)")
+    print(
+        f"wrote {args.out}: {args.name}: {e['num_episodes']} episodes, {e['num_steps']} steps, "
+        f"{len(e['episodes_per_task'])} task(s)"
+    )
     return 0
 
 
@@ -133,6 +148,6 @@ def load_entry(path: str | Path) -> dict:
     ``libero`` (DEFAULT_NAME) when there are several."""
     try:
         names = list(read_json(path))
-    except (UserError, TypeError):      # load_stats names the problem
+    except (UserError, TypeError):  # load_stats names the problem
         names = []
     return load_stats(path, names[0] if len(names) == 1 else DEFAULT_NAME)

@@ -8,6 +8,7 @@ with action j+1: a demo of T steps gives T-1 training steps), regenerated files 
 No-op steps are dropped when asked (``drop_noops``). Demos with fewer than --min-steps training steps are reported
 and skipped, never padded. Bad files give an error naming the file, the key and what was expected.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ from rdt.utils.atomic import atomic_path
 from rdt.utils.progress import Progress
 
 DEMO_SUFFIX = "_demo.hdf5"
-SOURCES = ("official", "lerobot")      # --source: robomimic HDF5 files (official or regenerated), LeRobot v2.x
-DEFAULT_MIN_STEPS = 10              # 0.5 s at 20 Hz; shorter recordings are not usable demonstrations
+SOURCES = ("official", "lerobot")  # --source: robomimic HDF5 files (official or regenerated), LeRobot v2.x
+DEFAULT_MIN_STEPS = 10  # 0.5 s at 20 Hz; shorter recordings are not usable demonstrations
 IMAGE_COMPRESSION = {"compression": "gzip", "compression_opts": 4}
 _DEMO_KEY = re.compile(r"^demo_(\d+)$")
 
@@ -52,21 +53,22 @@ _LOW_DIM = {
 class SourceTask:
     task: suites.Task
     path: Path
-    instruction: str                 # the benchmark's instruction (what evaluation conditions on)
-    source_instruction: str = ""     # the file's problem_info language_instruction (provenance)
-    pairing: str = mapping.OBS_AFTER_ACTION   # the file's observation/action convention (detect_pairing)
+    instruction: str  # the benchmark's instruction (what evaluation conditions on)
+    source_instruction: str = ""  # the file's problem_info language_instruction (provenance)
+    pairing: str = mapping.OBS_AFTER_ACTION  # the file's observation/action convention (detect_pairing)
 
 
 @dataclass
 class Episode:
-    state: np.ndarray          # (T,128) float32
-    action: np.ndarray         # (T,128) float32
+    state: np.ndarray  # (T,128) float32
+    action: np.ndarray  # (T,128) float32
     libero_action: np.ndarray  # (T,7) float64
     images: dict[str, np.ndarray]  # slot -> (T,S,S,3) uint8, upright
-    dropped_noops: int = 0     # no-op steps left out (drop_noops)
+    dropped_noops: int = 0  # no-op steps left out (drop_noops)
 
 
 # ------------------------------------------------------------------------------------------------ finding files
+
 
 def find_demo_files(inputs: list[str]) -> dict[str, Path]:
     """Task name -> demo file, from files and folders (searched recursively for ``*_demo.hdf5``)."""
@@ -99,10 +101,13 @@ def infer_suite(names: list[str]) -> str:
             return suite
     unknown = [n for n in names if not any(n in {t.name for t in suites.tasks(s)} for s in suites.suite_names())]
     if unknown:
-        raise UserError(f"demo file(s) for unknown LIBERO task(s) {unknown[:3]}; file names must be "
-                        f"'<task name>{DEMO_SUFFIX}' with a task of one of {suites.suite_names()}")
-    raise UserError(f"the demo files belong to more than one suite; choose one with --suite "
-                    f"({', '.join(suites.suite_names())})")
+        raise UserError(
+            f"demo file(s) for unknown LIBERO task(s) {unknown[:3]}; file names must be "
+            f"'<task name>{DEMO_SUFFIX}' with a task of one of {suites.suite_names()}"
+        )
+    raise UserError(
+        f"the demo files belong to more than one suite; choose one with --suite ({', '.join(suites.suite_names())})"
+    )
 
 
 def select_sources(files: dict[str, Path], suite: str | None, selectors: list[str] | None) -> list[SourceTask]:
@@ -111,13 +116,16 @@ def select_sources(files: dict[str, Path], suite: str | None, selectors: list[st
     chosen = suites.select_tasks(suite, selectors)
     sources = [SourceTask(t, files[t.name], t.language) for t in chosen if t.name in files]
     if not sources:
-        raise UserError(f"none of the {len(chosen)} selected task(s) of suite {suite!r} "
-                        f"(selectors: {selectors or 'all'}) has a demo file among {len(files)} file(s) found, "
-                        f"e.g. {sorted(files)[:3]}")
+        raise UserError(
+            f"none of the {len(chosen)} selected task(s) of suite {suite!r} "
+            f"(selectors: {selectors or 'all'}) has a demo file among {len(files)} file(s) found, "
+            f"e.g. {sorted(files)[:3]}"
+        )
     return sources
 
 
 # ------------------------------------------------------------------------------------------------ reading demos
+
 
 def _open(path: Path) -> h5py.File:
     try:
@@ -194,8 +202,10 @@ def detect_pairing(f: h5py.File, keys: list[str], path: Path) -> tuple[str, dict
         joints = _read(_dataset(grp, "obs/joint_states", path), path)
         ds = _dataset(grp, "states", path)
         if ds.ndim != 2 or ds.shape[0] != joints.shape[0] or ds.shape[1] < mapping.SIM_STATE_ARM_JOINTS.stop:
-            raise UserError(f"{path}: {grp.name}/states has shape {ds.shape}, expected ({joints.shape[0]},D) "
-                            f"flattened MuJoCo states [time, qpos, qvel] with D >= {mapping.SIM_STATE_ARM_JOINTS.stop}")
+            raise UserError(
+                f"{path}: {grp.name}/states has shape {ds.shape}, expected ({joints.shape[0]},D) "
+                f"flattened MuJoCo states [time, qpos, qvel] with D >= {mapping.SIM_STATE_ARM_JOINTS.stop}"
+            )
         if joints.ndim != 2 or joints.shape[1] != 7:
             raise UserError(f"{path}: {grp.name}/obs/joint_states has shape {joints.shape}, expected (T,7)")
         q = _read(ds, path)[:, mapping.SIM_STATE_ARM_JOINTS]
@@ -205,18 +215,26 @@ def detect_pairing(f: h5py.File, keys: list[str], path: Path) -> tuple[str, dict
         after.append(np.abs(joints[1:-1] - q[2:]).max(axis=1))
     if not before:
         raise UserError(f"{path}: demos too short (< 3 steps) to tell how observations pair with actions")
-    errors = {mapping.OBS_BEFORE_ACTION: float(np.median(np.concatenate(before))),
-              mapping.OBS_AFTER_ACTION: float(np.median(np.concatenate(after)))}
+    errors = {
+        mapping.OBS_BEFORE_ACTION: float(np.median(np.concatenate(before))),
+        mapping.OBS_AFTER_ACTION: float(np.median(np.concatenate(after))),
+    }
     best, other = sorted(errors, key=errors.get)
-    described = (f"median |obs/joint_states[j] - states[j][1:8]| = {errors[mapping.OBS_BEFORE_ACTION]:.3g} rad, "
-                 f"|obs/joint_states[j] - states[j+1][1:8]| = {errors[mapping.OBS_AFTER_ACTION]:.3g} rad")
+    described = (
+        f"median |obs/joint_states[j] - states[j][1:8]| = {errors[mapping.OBS_BEFORE_ACTION]:.3g} rad, "
+        f"|obs/joint_states[j] - states[j+1][1:8]| = {errors[mapping.OBS_AFTER_ACTION]:.3g} rad"
+    )
     if errors[best] > PAIRING_TOLERANCE:
-        raise UserError(f"{path}: the recorded joint positions match neither pairing convention ({described}; "
-                        f"expected one below {PAIRING_TOLERANCE}): obs/joint_states and states do not come from "
-                        "the same simulation, so observations cannot be paired with actions")
+        raise UserError(
+            f"{path}: the recorded joint positions match neither pairing convention ({described}; "
+            f"expected one below {PAIRING_TOLERANCE}): obs/joint_states and states do not come from "
+            "the same simulation, so observations cannot be paired with actions"
+        )
     if errors[best] >= PAIRING_MARGIN * errors[other]:
-        raise UserError(f"{path}: cannot tell whether observations are recorded before or after their actions "
-                        f"({described}; the robot barely moves); if you know, pass --pairing")
+        raise UserError(
+            f"{path}: cannot tell whether observations are recorded before or after their actions "
+            f"({described}; the robot barely moves); if you know, pass --pairing"
+        )
     return best, errors
 
 
@@ -232,8 +250,14 @@ def _paired_actions(actions: np.ndarray, pairing: str) -> np.ndarray:
     return actions[1:] if pairing == mapping.OBS_AFTER_ACTION else actions
 
 
-def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFTER_ACTION,
-              drop_noops: bool = False, image_size: int | None = None) -> Episode:
+def read_demo(
+    f: h5py.File,
+    key: str,
+    path: Path,
+    pairing: str = mapping.OBS_AFTER_ACTION,
+    drop_noops: bool = False,
+    image_size: int | None = None,
+) -> Episode:
     """Read and map one demo; every shape and dtype is checked against the official layout.
 
     ``pairing``: the file's convention (detect_pairing); ``drop_noops`` leaves out the steps whose action is a
@@ -244,12 +268,15 @@ def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFT
     for name, tail in _LOW_DIM.items():
         ds = _dataset(grp, name, path)
         if ds.ndim != 1 + len(tail) or ds.shape[1:] != tail or not np.issubdtype(ds.dtype, np.number):
-            raise UserError(f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
-                            f"expected (T,{','.join(map(str, tail))}) numbers")
+            raise UserError(
+                f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
+                f"expected (T,{','.join(map(str, tail))}) numbers"
+            )
         length = ds.shape[0] if length is None else length
         if ds.shape[0] != length:
-            raise UserError(f"{path}: {grp.name}/{name} has {ds.shape[0]} steps, expected {length} "
-                            f"(as {grp.name}/actions)")
+            raise UserError(
+                f"{path}: {grp.name}/{name} has {ds.shape[0]} steps, expected {length} (as {grp.name}/actions)"
+            )
         arrays[name] = _read(ds, path).astype(np.float64)
     images: dict[str, np.ndarray] = {}
     for slot, cam in mapping.CAMERAS.items():
@@ -257,16 +284,24 @@ def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFT
             continue
         name = f"obs/{cam[0]}"
         ds = _dataset(grp, name, path)
-        if ds.ndim != 4 or ds.shape[0] != length or ds.shape[3] != 3 or ds.shape[1] != ds.shape[2] \
-                or ds.dtype != np.uint8:
-            raise UserError(f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
-                            f"expected ({length},S,S,3) uint8 (square frames, one per step)")
+        if (
+            ds.ndim != 4
+            or ds.shape[0] != length
+            or ds.shape[3] != 3
+            or ds.shape[1] != ds.shape[2]
+            or ds.dtype != np.uint8
+        ):
+            raise UserError(
+                f"{path}: {grp.name}/{name} has shape {ds.shape} dtype {ds.dtype}, "
+                f"expected ({length},S,S,3) uint8 (square frames, one per step)"
+            )
         images[slot] = mapping.upright(_read(ds, path))
     sizes = {im.shape[1] for im in images.values()}
     if len(sizes) != 1:
         raise UserError(f"{path}: {grp.name} cameras have different image sizes {sorted(sizes)}")
-    state = mapping.state_from_demo_obs(arrays["obs/joint_states"], arrays["obs/gripper_states"],
-                                        arrays["obs/ee_pos"], arrays["obs/ee_ori"])
+    state = mapping.state_from_demo_obs(
+        arrays["obs/joint_states"], arrays["obs/gripper_states"], arrays["obs/ee_pos"], arrays["obs/ee_ori"]
+    )
     # obs[j] recorded AFTER actions[j] (official) is what the policy saw when it chose actions[j+1]: pair obs[t]
     # with actions[t+1] (one step fewer than the demo); recorded BEFORE it (regenerated), pair obs[t], actions[t]
     libero_action = _paired_actions(arrays["actions"], pairing)
@@ -284,44 +319,68 @@ def read_demo(f: h5py.File, key: str, path: Path, pairing: str = mapping.OBS_AFT
 
 # ------------------------------------------------------------------------------------------------ writing
 
-def _write_root_attrs(out: h5py.File, image_size: int, sources: list[SourceTask], suite: str,
-                      state_slots=mapping.STATE_SLOTS) -> None:
+
+def _write_root_attrs(
+    out: h5py.File, image_size: int, sources: list[SourceTask], suite: str, state_slots=mapping.STATE_SLOTS
+) -> None:
     out.attrs["format"] = TRAIN_FORMAT
     out.attrs["action_space"] = mapping.ACTION_SPACE
     out.attrs["control_frequency"] = suites.CONTROL_FREQUENCY_HZ
     out.attrs["state_dim"] = statevec.STATE_DIM
     out.attrs["image_size"] = image_size
-    out.attrs["cameras"] = json.dumps({slot: (cam[0].removesuffix("_rgb") if cam else None)
-                                       for slot, cam in mapping.CAMERAS.items()})
+    out.attrs["cameras"] = json.dumps(
+        {slot: (cam[0].removesuffix("_rgb") if cam else None) for slot, cam in mapping.CAMERAS.items()}
+    )
     out.attrs["mask"] = mapping.availability_mask(state_slots).astype(np.float32)
     out.attrs["state_slots"] = json.dumps(list(state_slots))
 
 
-def _write_provenance(out: h5py.File, sources: list[SourceTask], suite: str, source_kind: str, drop_noops: bool,
-                      dropped: int, dataset_id: str) -> None:
+def _write_provenance(
+    out: h5py.File,
+    sources: list[SourceTask],
+    suite: str,
+    source_kind: str,
+    drop_noops: bool,
+    dropped: int,
+    dataset_id: str,
+) -> None:
     """Root attrs written once every episode is in: what was converted, how, and the data's identity."""
     out.attrs["source"] = source_kind
     out.attrs["drop_noops"] = bool(drop_noops)
     out.attrs["dropped_noops"] = int(dropped)
     out.attrs["obs_conventions"] = json.dumps({str(s.path): s.pairing for s in sources})
     out.attrs["dataset_id"] = dataset_id
-    out.attrs["created_by"] = json.dumps({"rdt_version": rdt.__version__, "suite": suite,
-                                          "tasks": [s.task.name for s in sources], "source": source_kind,
-                                          "sources": [str(s.path) for s in sources], "dataset": dataset_id})
+    out.attrs["created_by"] = json.dumps(
+        {
+            "rdt_version": rdt.__version__,
+            "suite": suite,
+            "tasks": [s.task.name for s in sources],
+            "source": source_kind,
+            "sources": [str(s.path) for s in sources],
+            "dataset": dataset_id,
+        }
+    )
 
 
 def _write_episode(out: h5py.File, index: int, ep: Episode, src: SourceTask, demo: str, digest=None) -> None:
     grp = out.create_group(f"episodes/{index:06d}")
-    grp.attrs.update(task=src.task.name, suite=src.task.suite, instruction=src.instruction,
-                     source_instruction=src.source_instruction,
-                     source_file=str(src.path), source_demo=demo, num_steps=ep.state.shape[0],
-                     obs_convention=src.pairing, dropped_noops=ep.dropped_noops)
+    grp.attrs.update(
+        task=src.task.name,
+        suite=src.task.suite,
+        instruction=src.instruction,
+        source_instruction=src.source_instruction,
+        source_file=str(src.path),
+        source_demo=demo,
+        num_steps=ep.state.shape[0],
+        obs_convention=src.pairing,
+        dropped_noops=ep.dropped_noops,
+    )
     grp.create_dataset("state", data=ep.state)
     grp.create_dataset("action", data=ep.action)
     grp.create_dataset("libero_action", data=ep.libero_action)
     for slot, frames in ep.images.items():
         grp.create_dataset(f"images/{slot}", data=frames, chunks=(1,) + frames.shape[1:], **IMAGE_COMPRESSION)
-    if digest is not None:          # the dataset's identity: what training reads, not the HDF5 bytes
+    if digest is not None:  # the dataset's identity: what training reads, not the HDF5 bytes
         digest.update(f"{index}|{src.task.name}|{src.instruction}|".encode())
         for arr in (ep.state, ep.action, ep.libero_action, *(ep.images[k] for k in sorted(ep.images))):
             digest.update(np.ascontiguousarray(arr).tobytes())
@@ -345,7 +404,7 @@ def _quiet_hdf5_aftermath():
         if not ("h5py" in repr(u.object) and disk_error_line(u.exc_value) is not None):
             previous(u)
 
-    def excepthook(kind, value, tb):          # Cython prints a dealloc's error through it first
+    def excepthook(kind, value, tb):  # Cython prints a dealloc's error through it first
         frames = traceback.extract_tb(tb)
         if not (frames and "h5py" in frames[-1].filename and disk_error_line(value) is not None):
             previous_except(kind, value, tb)
@@ -369,13 +428,24 @@ def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
     need = ep.state.nbytes + ep.action.nbytes + ep.libero_action.nbytes + sum(v.nbytes for v in ep.images.values())
     free = shutil.disk_usage(tmp.parent).free
     if free < need + (1 << 20):
-        raise OSError(errno.ENOSPC, f"no space left on device ({free} bytes free, the next episode needs up to "
-                                    f"{need + (1 << 20)})", str(out_path))
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on device ({free} bytes free, the next episode needs up to {need + (1 << 20)})",
+            str(out_path),
+        )
 
 
-def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
-            demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS, drop_noops: bool = False,
-            image_size: int | None = None, pairing: str | None = None) -> dict:
+def convert(
+    inputs: list[str],
+    out_path: str | Path,
+    suite: str | None = None,
+    selectors: list[str] | None = None,
+    demos_per_task: int | None = None,
+    min_steps: int = DEFAULT_MIN_STEPS,
+    drop_noops: bool = False,
+    image_size: int | None = None,
+    pairing: str | None = None,
+) -> dict:
     """Convert; ``pairing`` (mapping.OBS_CONVENTIONS) overrides the per-file detection. Returns the summary
     ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}}, "episodes", "steps", "noops"}``.
     ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size`` resizes every frame to that size
@@ -399,8 +469,10 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
             src.source_instruction = read_instruction(f, src.path, src.task.language)
             if pairing is None:
                 src.pairing, errors = detect_pairing(f, keys, src.path)
-                print(f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
-                      f"convention {max(errors.values()):.2g})")
+                print(
+                    f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
+                    f"convention {max(errors.values()):.2g})"
+                )
             else:
                 src.pairing = pairing
                 print(f"{src.path}: {pairing} (as given by --pairing, not detected)")
@@ -415,27 +487,60 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
         if demos_per_task is not None and len(chosen) < demos_per_task:
             print(f"warning: {src.path}: only {len(chosen)} usable demo(s), {demos_per_task} requested")
         plan.append((src, chosen))
-        summary["tasks"][src.task.name] = {"episodes": 0, "steps": 0, "skipped": skipped, "noops": 0,
-                                           "pairing": src.pairing}
-    return _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, image_size, "official",
-                  lambda src, f, k: read_demo(f, k, src.path, src.pairing, drop_noops, image_size), _open)
+        summary["tasks"][src.task.name] = {
+            "episodes": 0,
+            "steps": 0,
+            "skipped": skipped,
+            "noops": 0,
+            "pairing": src.pairing,
+        }
+    return _write(
+        plan,
+        sources,
+        suite_name,
+        summary,
+        out_path,
+        min_steps,
+        drop_noops,
+        image_size,
+        "official",
+        lambda src, f, k: read_demo(f, k, src.path, src.pairing, drop_noops, image_size),
+        _open,
+    )
 
 
-def _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, image_size, source_kind,
-           read_episode, open_source, state_slots=mapping.STATE_SLOTS) -> dict:
+def _write(
+    plan,
+    sources,
+    suite_name,
+    summary,
+    out_path,
+    min_steps,
+    drop_noops,
+    image_size,
+    source_kind,
+    read_episode,
+    open_source,
+    state_slots=mapping.STATE_SLOTS,
+) -> dict:
     """Write the planned episodes (``read_episode(src, handle, key) -> Episode``, ``open_source(path)`` a context
     manager giving the handle) into ``out_path``; fills and returns ``summary``."""
     import hashlib
 
     total = sum(len(c) for _, c in plan)
     if total == 0:
-        raise UserError(f"no usable demo in the {len(sources)} selected source(s) (all shorter than "
-                        f"--min-steps {min_steps})")
+        raise UserError(
+            f"no usable demo in the {len(sources)} selected source(s) (all shorter than --min-steps {min_steps})"
+        )
     size_seen = None
     index = 0
     digest = hashlib.sha256()
-    with atomic_path(out_path) as tmp, _quiet_hdf5_aftermath(), h5py.File(tmp, "w") as out, \
-            Progress(total, "convert", unit="demo", every=10.0) as progress:
+    with (
+        atomic_path(out_path) as tmp,
+        _quiet_hdf5_aftermath(),
+        h5py.File(tmp, "w") as out,
+        Progress(total, "convert", unit="demo", every=10.0) as progress,
+    ):
         for src, keys in plan:
             with open_source(src.path) as f:
                 for k in keys:
@@ -445,9 +550,11 @@ def _write(plan, sources, suite_name, summary, out_path, min_steps, drop_noops, 
                         size_seen = size
                         _write_root_attrs(out, size, sources, suite_name, state_slots)
                     elif size != size_seen:
-                        raise UserError(f"{src.path}: {k} has {size}x{size} frames, expected {size_seen}x"
-                                        f"{size_seen} like the demos converted before it (set --image-size to "
-                                        "resize every source to one size)")
+                        raise UserError(
+                            f"{src.path}: {k} has {size}x{size} frames, expected {size_seen}x"
+                            f"{size_seen} like the demos converted before it (set --image-size to "
+                            "resize every source to one size)"
+                        )
                     _check_space(tmp, out_path, ep)
                     _write_episode(out, index, ep, src, k, digest)
                     index += 1
@@ -469,56 +576,114 @@ def print_summary(summary: dict, out_path: str | Path) -> None:
     width = max(len(t) for t in summary["tasks"])
     print(f"{'task':<{width}}  episodes  steps  skipped  no-ops dropped  pairing")
     for task, s in summary["tasks"].items():
-        print(f"{task:<{width}}  {s['episodes']:>8}  {s['steps']:>5}  {len(s['skipped']):>7}  {s['noops']:>14}  "
-              f"{s['pairing']}")
-    print(f"wrote {out_path}: {summary['episodes']} episodes, {summary['steps']} steps, "
-          f"{len(summary['tasks'])} task(s), {summary['noops']} no-op steps dropped, dataset {summary['dataset_id']}")
+        print(
+            f"{task:<{width}}  {s['episodes']:>8}  {s['steps']:>5}  {len(s['skipped']):>7}  {s['noops']:>14}  "
+            f"{s['pairing']}"
+        )
+    print(
+        f"wrote {out_path}: {summary['episodes']} episodes, {summary['steps']} steps, "
+        f"{len(summary['tasks'])} task(s), {summary['noops']} no-op steps dropped, dataset {summary['dataset_id']}"
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--demos", nargs="+", required=True, metavar="DIR|FILE",
-                        help="LIBERO demo files '<task>_demo.hdf5' or folders holding them (searched recursively); "
-                             "with --source lerobot: the dataset folder (meta/, data/, videos/)")
-    parser.add_argument("--source", choices=SOURCES, default="official",
-                        help="official: robomimic HDF5 demo files, official or regenerated (the observation/action "
-                             "pairing is detected per file); lerobot: a LeRobot v2.x LIBERO dataset (default: "
-                             "official)")
+    parser.add_argument(
+        "--demos",
+        nargs="+",
+        required=True,
+        metavar="DIR|FILE",
+        help="LIBERO demo files '<task>_demo.hdf5' or folders holding them (searched recursively); "
+        "with --source lerobot: the dataset folder (meta/, data/, videos/)",
+    )
+    parser.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="official",
+        help="official: robomimic HDF5 demo files, official or regenerated (the observation/action "
+        "pairing is detected per file); lerobot: a LeRobot v2.x LIBERO dataset (default: "
+        "official)",
+    )
     parser.add_argument("--out", required=True, help="training HDF5 to write (docs/formats.md §2)")
-    parser.add_argument("--suite", choices=suites.suite_names(),
-                        help="suite the tasks belong to (default: the first suite holding every task found)")
-    parser.add_argument("--tasks", nargs="+", metavar="SEL",
-                        help="task names, indices in the suite, shell patterns such as 'KITCHEN_SCENE7_*', "
-                             "or 'all' (default: all tasks of the suite that have a demo file)")
-    parser.add_argument("--demos-per-task", type=int, metavar="N",
-                        help="use the first N usable demos of each task, in demo_<i> order (default: all)")
-    parser.add_argument("--min-steps", type=int, default=DEFAULT_MIN_STEPS, metavar="M",
-                        help=f"skip (and report) demos giving fewer than M training steps (default: "
-                             f"{DEFAULT_MIN_STEPS})")
-    parser.add_argument("--pairing", choices=mapping.OBS_CONVENTIONS,
-                        help="how the HDF5 files pair observations with actions, for files whose convention cannot "
-                             "be detected (default: detected per file from obs/joint_states and states)")
-    parser.add_argument("--drop-noops", action="store_true",
-                        help="leave out no-op steps (zero motion, unchanged gripper; what OpenVLA/openpi drop), "
-                             "counted in the summary and the training file (default: keep every step)")
-    parser.add_argument("--frames", choices=mapping.FRAME_CONVENTIONS,
-                        help="--source lerobot: how the dataset stores its frames (default: what its layout "
-                             "declares, upright for the published LIBERO datasets); HDF5 demo files are always "
-                             "raw renders (rotated)")
-    parser.add_argument("--image-size", type=int, metavar="S",
-                        help="resize every frame to SxS (default: keep the sources' size, e.g. 128 official, "
-                             "256 regenerated)")
+    parser.add_argument(
+        "--suite",
+        choices=suites.suite_names(),
+        help="suite the tasks belong to (default: the first suite holding every task found)",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="SEL",
+        help="task names, indices in the suite, shell patterns such as 'KITCHEN_SCENE7_*', "
+        "or 'all' (default: all tasks of the suite that have a demo file)",
+    )
+    parser.add_argument(
+        "--demos-per-task",
+        type=int,
+        metavar="N",
+        help="use the first N usable demos of each task, in demo_<i> order (default: all)",
+    )
+    parser.add_argument(
+        "--min-steps",
+        type=int,
+        default=DEFAULT_MIN_STEPS,
+        metavar="M",
+        help=f"skip (and report) demos giving fewer than M training steps (default: {DEFAULT_MIN_STEPS})",
+    )
+    parser.add_argument(
+        "--pairing",
+        choices=mapping.OBS_CONVENTIONS,
+        help="how the HDF5 files pair observations with actions, for files whose convention cannot "
+        "be detected (default: detected per file from obs/joint_states and states)",
+    )
+    parser.add_argument(
+        "--drop-noops",
+        action="store_true",
+        help="leave out no-op steps (zero motion, unchanged gripper; what OpenVLA/openpi drop), "
+        "counted in the summary and the training file (default: keep every step)",
+    )
+    parser.add_argument(
+        "--frames",
+        choices=mapping.FRAME_CONVENTIONS,
+        help="--source lerobot: how the dataset stores its frames (default: what its layout "
+        "declares, upright for the published LIBERO datasets); HDF5 demo files are always "
+        "raw renders (rotated)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        metavar="S",
+        help="resize every frame to SxS (default: keep the sources' size, e.g. 128 official, 256 regenerated)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     if args.source == "lerobot":
         from rdt.libero import lerobot
 
-        summary = lerobot.convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task,
-                                  args.min_steps, args.drop_noops, args.image_size, args.frames)
+        summary = lerobot.convert(
+            args.demos,
+            args.out,
+            args.suite,
+            args.tasks,
+            args.demos_per_task,
+            args.min_steps,
+            args.drop_noops,
+            args.image_size,
+            args.frames,
+        )
     else:
         if args.frames is not None:
             raise UserError("--frames is for --source lerobot; LIBERO HDF5 demo files hold raw (rotated) renders")
-        summary = convert(args.demos, args.out, args.suite, args.tasks, args.demos_per_task, args.min_steps,
-                          args.drop_noops, args.image_size, args.pairing)
+        summary = convert(
+            args.demos,
+            args.out,
+            args.suite,
+            args.tasks,
+            args.demos_per_task,
+            args.min_steps,
+            args.drop_noops,
+            args.image_size,
+            args.pairing,
+        )
     print_summary(summary, args.out)
     return 0

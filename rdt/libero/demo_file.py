@@ -14,6 +14,7 @@ Conventions copied from upstream: the first DEMO_DROP_FIRST_STEPS recorded steps
 observation AFTER ``actions[j]`` while ``states[j]`` is the simulator state BEFORE it. The file is written under a
 temporary name and renamed when closed.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ def env_kwargs(task: Task, camera_size: int) -> dict:
         "ignore_done": True,
         "use_camera_obs": True,
         "camera_depths": False,
-        "camera_names": [mapping.EYE_IN_HAND, mapping.AGENTVIEW],     # in create_dataset.py's order
+        "camera_names": [mapping.EYE_IN_HAND, mapping.AGENTVIEW],  # in create_dataset.py's order
         "reward_shaping": True,
         "control_freq": CONTROL_FREQUENCY_HZ,
         "camera_heights": camera_size,
@@ -84,9 +85,15 @@ class DemoWriter:
         grp.attrs["macros_image_convention"] = macros.IMAGE_CONVENTION
         grp.attrs["bddl_file_name"] = str(bddl)
         grp.attrs["bddl_file_content"] = bddl.read_text()
-        grp.attrs["env_args"] = json.dumps({"type": 1, "env_name": problem_info["problem_name"],
-                                            "problem_name": problem_info["problem_name"], "bddl_file": str(bddl),
-                                            "env_kwargs": env_kwargs(self.task, self.camera_size)})
+        grp.attrs["env_args"] = json.dumps(
+            {
+                "type": 1,
+                "env_name": problem_info["problem_name"],
+                "problem_name": problem_info["problem_name"],
+                "bddl_file": str(bddl),
+                "env_kwargs": env_kwargs(self.task, self.camera_size),
+            }
+        )
         self._grp = grp
         return self
 
@@ -104,16 +111,17 @@ class DemoWriter:
         if actions.ndim != 2 or actions.shape[1] != 7 or len(actions) <= DEMO_DROP_FIRST_STEPS:
             raise ValueError(f"expected actions (T, 7) with T > {DEMO_DROP_FIRST_STEPS}, got {actions.shape}")
         if not np.array_equal(actions[:DEMO_DROP_FIRST_STEPS], np.tile(NOOP_ACTION, (DEMO_DROP_FIRST_STEPS, 1))):
-            raise ValueError(f"the first {DEMO_DROP_FIRST_STEPS} actions (the dropped steps) must be no-ops "
-                             f"{NOOP_ACTION}, so that demos replay from replay_start()")
+            raise ValueError(
+                f"the first {DEMO_DROP_FIRST_STEPS} actions (the dropped steps) must be no-ops "
+                f"{NOOP_ACTION}, so that demos replay from replay_start()"
+            )
         libero_env.start_episode(env, init_state, seed=seed)
         model_xml = env.env.sim.model.get_xml()
-        steps: dict[str, list] = {k: [] for k in ("states", "gripper", "joints", "eef_pos", "eef_quat",
-                                                  *IMAGE_KEYS)}
+        steps: dict[str, list] = {k: [] for k in ("states", "gripper", "joints", "eef_pos", "eef_quat", *IMAGE_KEYS)}
         done = False
         for a in actions:
-            steps["states"].append(env.get_sim_state().copy())   # state BEFORE the action
-            obs, _, done, _ = env.step(a)                        # observation AFTER it
+            steps["states"].append(env.get_sim_state().copy())  # state BEFORE the action
+            obs, _, done, _ = env.step(a)  # observation AFTER it
             steps["gripper"].append(obs["robot0_gripper_qpos"])
             steps["joints"].append(obs["robot0_joint_pos"])
             steps["eef_pos"].append(obs["robot0_eef_pos"])
@@ -135,17 +143,17 @@ class DemoWriter:
         ends[-1] = 1
         demo = self._grp.create_group(f"demo_{self.num_demos}")
         obs = demo.create_group("obs")
-        obs.create_dataset("gripper_states", data=s["gripper"].astype(np.float64))              # (T, 2)
-        obs.create_dataset("joint_states", data=s["joints"].astype(np.float64))                 # (T, 7)
-        obs.create_dataset("ee_states", data=ee_states.astype(np.float64))                      # (T, 6)
-        obs.create_dataset("ee_pos", data=ee_states[:, :3].astype(np.float64))                  # (T, 3)
-        obs.create_dataset("ee_ori", data=ee_states[:, 3:].astype(np.float64))                  # (T, 3)
+        obs.create_dataset("gripper_states", data=s["gripper"].astype(np.float64))  # (T, 2)
+        obs.create_dataset("joint_states", data=s["joints"].astype(np.float64))  # (T, 7)
+        obs.create_dataset("ee_states", data=ee_states.astype(np.float64))  # (T, 6)
+        obs.create_dataset("ee_pos", data=ee_states[:, :3].astype(np.float64))  # (T, 3)
+        obs.create_dataset("ee_ori", data=ee_states[:, 3:].astype(np.float64))  # (T, 3)
         for key in IMAGE_KEYS:
-            obs.create_dataset(key, data=s[key].astype(np.uint8))                               # (T, S, S, 3)
-        demo.create_dataset("actions", data=actions)                                            # (T, 7)
-        demo.create_dataset("states", data=s["states"].astype(np.float64))                      # (T, D)
+            obs.create_dataset(key, data=s[key].astype(np.uint8))  # (T, S, S, 3)
+        demo.create_dataset("actions", data=actions)  # (T, 7)
+        demo.create_dataset("states", data=s["states"].astype(np.float64))  # (T, D)
         robot_states = np.concatenate([s["gripper"], s["eef_pos"], s["eef_quat"]], axis=1)
-        demo.create_dataset("robot_states", data=robot_states.astype(np.float64))               # (T, 9)
+        demo.create_dataset("robot_states", data=robot_states.astype(np.float64))  # (T, 9)
         demo.create_dataset("rewards", data=ends.copy())
         demo.create_dataset("dones", data=ends.copy())
         demo.attrs["num_samples"] = n
@@ -161,7 +169,7 @@ class DemoWriter:
         finally:
             self._file.close()
         if exc_type is None and self._discard:
-            exc_type, exc = _Discarded, _Discarded()     # atomic_path removes the temporary file on an exception
+            exc_type, exc = _Discarded, _Discarded()  # atomic_path removes the temporary file on an exception
         self._atomic.__exit__(exc_type, exc, tb)
 
 

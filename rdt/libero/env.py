@@ -12,6 +12,7 @@ config is NOT consulted for that (``libero.libero.get_assets_path`` ignores the 
 
 and only then imports LIBERO. Every other module gets LIBERO through :func:`import_libero`.
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,7 +31,7 @@ from rdt.utils.atomic import write_text
 from rdt.utils.logs import quiet_third_party, swallow_stdout
 
 CONFIG_KEYS = ("assets", "bddl_files", "benchmark_root", "datasets", "init_states")
-CAMERAS = (mapping.AGENTVIEW, mapping.EYE_IN_HAND)   # obs keys: agentview_image, robot0_eye_in_hand_image
+CAMERAS = (mapping.AGENTVIEW, mapping.EYE_IN_HAND)  # obs keys: agentview_image, robot0_eye_in_hand_image
 
 
 def default_config_dir() -> Path:
@@ -48,8 +49,9 @@ def _package_dir(name: str, pip_name: str) -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"Python package {name!r} is not installed; install {pip_name} "
-                        f"(pip install -c constraints.txt -e '.[sim]')")
+        raise UserError(
+            f"Python package {name!r} is not installed; install {pip_name} (pip install -c constraints.txt -e '.[sim]')"
+        )
     return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
@@ -92,8 +94,10 @@ def write_libero_config(path: str | os.PathLike | None = None) -> Path:
     folder = folder.resolve()
     loaded = sys.modules.get("libero.libero")
     if loaded is not None and Path(loaded.config_file).resolve() != folder / "config.yaml":
-        raise UserError(f"libero.libero was already imported with config {loaded.config_file}; "
-                        f"call rdt.libero.env.import_libero() before anything imports LIBERO")
+        raise UserError(
+            f"libero.libero was already imported with config {loaded.config_file}; "
+            f"call rdt.libero.env.import_libero() before anything imports LIBERO"
+        )
     target = folder / "config.yaml"
     text = yaml.safe_dump(config_paths(), sort_keys=True)
     if not target.is_file() or target.read_text() != text:
@@ -114,12 +118,14 @@ def ensure_assets_link() -> Path:
     tmp = link.with_name(f".assets.{os.getpid()}.tmp")
     try:
         tmp.unlink(missing_ok=True)
-        os.symlink(str(target), str(tmp), target_is_directory=True)   # absolute target (a relative one broke)
+        os.symlink(str(target), str(tmp), target_is_directory=True)  # absolute target (a relative one broke)
         os.replace(tmp, link)
     except OSError as e:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"LIBERO assets missing at {link} and the symlink could not be created ({e}); "
-                        f"run once with write access: ln -sfn {target} {link}") from e
+        raise UserError(
+            f"LIBERO assets missing at {link} and the symlink could not be created ({e}); "
+            f"run once with write access: ln -sfn {target} {link}"
+        ) from e
     return link
 
 
@@ -133,24 +139,31 @@ def import_libero() -> SimpleNamespace:
     ensure_assets_link()
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-    quiet_third_party()          # robosuite's "No private macro file found" warnings
+    quiet_third_party()  # robosuite's "No private macro file found" warnings
     from libero.libero import benchmark, get_libero_path
     from libero.libero.envs import OffScreenRenderEnv, bddl_utils
     from libero.libero.envs.env_wrapper import ControlEnv
 
-    return SimpleNamespace(benchmark=benchmark, get_libero_path=get_libero_path, bddl_utils=bddl_utils,
-                           OffScreenRenderEnv=OffScreenRenderEnv, ControlEnv=ControlEnv)
+    return SimpleNamespace(
+        benchmark=benchmark,
+        get_libero_path=get_libero_path,
+        bddl_utils=bddl_utils,
+        OffScreenRenderEnv=OffScreenRenderEnv,
+        ControlEnv=ControlEnv,
+    )
 
 
 def _benchmark_task(task: Task):
     """The installed benchmark's task record (name, language, problem_folder, bddl_file, ...) for ``task``."""
     lib = import_libero()
-    with swallow_stdout():       # LIBERO prints "[info] using task orders [...]" for each benchmark object
+    with swallow_stdout():  # LIBERO prints "[info] using task orders [...]" for each benchmark object
         bench = lib.benchmark.get_benchmark_dict()[task.suite]()
     record = bench.get_task(task.index)
     if record.name != task.name:
-        raise UserError(f"task {task.suite}[{task.index}] is {record.name!r} in the installed LIBERO, "
-                        f"but rdt.libero.tasks says {task.name!r}")
+        raise UserError(
+            f"task {task.suite}[{task.index}] is {record.name!r} in the installed LIBERO, "
+            f"but rdt.libero.tasks says {task.name!r}"
+        )
     return bench, record
 
 
@@ -177,8 +190,13 @@ def make_env(task: Task, camera_size: int, cameras: bool = True):
     its EGL context on every reset. :func:`start_episode` clears the one piece of state a soft reset keeps (the
     gripper's accumulated command), so an episode is bit-identical whatever ran before it in the same env (tested)."""
     lib = import_libero()
-    kwargs = dict(bddl_file_name=str(bddl_path(task)), camera_heights=camera_size, camera_widths=camera_size,
-                  camera_names=list(CAMERAS), hard_reset=False)
+    kwargs = dict(
+        bddl_file_name=str(bddl_path(task)),
+        camera_heights=camera_size,
+        camera_widths=camera_size,
+        camera_names=list(CAMERAS),
+        hard_reset=False,
+    )
     if cameras:
         return lib.OffScreenRenderEnv(**kwargs)
     return lib.ControlEnv(**kwargs, use_camera_obs=False, has_renderer=False, has_offscreen_renderer=True)
@@ -189,7 +207,7 @@ def start_episode(env, init_state: np.ndarray, seed: int = 0, settle_steps: int 
     ``set_init_state(init_state)``, then ``settle_steps`` no-op steps. Returns the observation after that."""
     env.seed(seed)
     env.reset()
-    for robot in env.env.robots:   # a soft reset keeps the gripper's accumulated command; a fresh env starts at 0
+    for robot in env.env.robots:  # a soft reset keeps the gripper's accumulated command; a fresh env starts at 0
         if robot.gripper is not None:
             robot.gripper.current_action = np.zeros(robot.gripper.dof)
     obs = env.set_init_state(init_state)

@@ -17,6 +17,7 @@ and settle steps; the physics is bit-identical) to record the images, and the ep
 succeeds too. Failures are counted and never written. ``expert_summary.json`` next to the demo files lists per
 task the attempts, successes, the success rate and for every written demo its init state and seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,25 +47,25 @@ SUMMARY_FILE = "expert_summary.json"
 SUPPORTED_GOALS = ("on", "in")
 
 # Controller constants (OSC_POSE: an action of 1 moves the position set-point 5 cm and the orientation 0.5 rad).
-POS_GAIN = 10.0            # action per metre of position error
-ROT_GAIN = 2.0             # action per radian of orientation error
-REACHED_M = 0.008          # a waypoint counts as reached within this distance
-HOVER_CLEARANCE_M = 0.10   # approach height above the object's top
-CARRY_CLEARANCE_M = 0.06   # clearance of the object's bottom above the highest obstacle top while carrying
-GRASP_DEPTH_M = 0.035      # fingertips at most this far below the object's top
-RIM_GRASP_WIDTH_M = 0.07   # wider objects (bowls, plates) are grasped at the rim instead of the centre
-RIM_INSET_M = 0.012        # fingertip centre this far inside the outer rim
-PLACE_ABOVE_M = 0.01       # release with the object's bottom this high above the support
-GRIPPER_STEPS = 12         # steps to close or open the gripper
+POS_GAIN = 10.0  # action per metre of position error
+ROT_GAIN = 2.0  # action per radian of orientation error
+REACHED_M = 0.008  # a waypoint counts as reached within this distance
+HOVER_CLEARANCE_M = 0.10  # approach height above the object's top
+CARRY_CLEARANCE_M = 0.06  # clearance of the object's bottom above the highest obstacle top while carrying
+GRASP_DEPTH_M = 0.035  # fingertips at most this far below the object's top
+RIM_GRASP_WIDTH_M = 0.07  # wider objects (bowls, plates) are grasped at the rim instead of the centre
+RIM_INSET_M = 0.012  # fingertip centre this far inside the outer rim
+PLACE_ABOVE_M = 0.01  # release with the object's bottom this high above the support
+GRIPPER_STEPS = 12  # steps to close or open the gripper
 RETREAT_M = 0.08
-STALL_STEPS, STALL_M = 6, 0.002   # lowering ends when the eef moved less than STALL_M in STALL_STEPS steps
+STALL_STEPS, STALL_M = 6, 0.002  # lowering ends when the eef moved less than STALL_M in STALL_STEPS steps
 
 
 @dataclass(frozen=True)
 class Goal:
-    predicate: str   # "on" | "in"
-    obj: str         # the object to move
-    target: str      # an object name or a region site name
+    predicate: str  # "on" | "in"
+    obj: str  # the object to move
+    target: str  # an object name or a region site name
 
 
 def task_goal(task: Task) -> Goal:
@@ -74,8 +75,10 @@ def task_goal(task: Task) -> Goal:
     goal = problem["goal_state"]
     shown = " ".join("(" + " ".join(map(str, g)) + ")" for g in goal)
     if len(goal) != 1 or len(goal[0]) != 3 or str(goal[0][0]).lower() not in SUPPORTED_GOALS:
-        raise UserError(f"task {task.suite}/{task.name}: goal {shown} (in {path}) is not supported by the scripted "
-                        f"expert; it solves a single (On A B) or (In A B) goal")
+        raise UserError(
+            f"task {task.suite}/{task.name}: goal {shown} (in {path}) is not supported by the scripted "
+            f"expert; it solves a single (On A B) or (In A B) goal"
+        )
     pred, obj, target = (str(x) for x in goal[0])
     return Goal(pred.lower(), obj, target)
 
@@ -99,7 +102,7 @@ def body_aabb(env, body_id: int) -> tuple[np.ndarray, np.ndarray]:
         if model.geom_bodyid[g] not in bodies or (model.geom_contype[g] == 0 and model.geom_conaffinity[g] == 0):
             continue
         center, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
-        corners = (center + signs * half) @ data.geom_xmat[g].reshape(3, 3).T + data.geom_xpos[g]   # (8, 3)
+        corners = (center + signs * half) @ data.geom_xmat[g].reshape(3, 3).T + data.geom_xpos[g]  # (8, 3)
         lo, hi = np.minimum(lo, corners.min(0)), np.maximum(hi, corners.max(0))
     if not np.isfinite(lo).all():
         raise RuntimeError(f"body {body_id} has no collision geometry")
@@ -117,8 +120,7 @@ class Scene:
         self.obj_body = inner.obj_body_id[goal.obj]
         self.site = goal.target if goal.target in inner.object_sites_dict else None
         if self.site is None and goal.target not in inner.obj_body_id:
-            raise UserError(f"goal target {goal.target!r} is neither an object nor a region of "
-                            f"{inner.bddl_file_name}")
+            raise UserError(f"goal target {goal.target!r} is neither an object nor a region of {inner.bddl_file_name}")
         parent = inner.object_sites_dict[self.site].parent_name if self.site else goal.target
         self.target_body = inner.obj_body_id.get(parent)
         self.obstacles = [b for n, b in inner.obj_body_id.items() if n != goal.obj]
@@ -151,11 +153,11 @@ class Scene:
     def obstacle_top(self, start_xy: np.ndarray, radius: float) -> float:
         """Highest top of the other objects whose footprint comes within ``radius`` of the straight carry path
         from ``start_xy`` to the target (the target itself included)."""
-        path = start_xy + np.linspace(0.0, 1.0, 25)[:, None] * (self.target_xy() - start_xy)   # (25, 2)
+        path = start_xy + np.linspace(0.0, 1.0, 25)[:, None] * (self.target_xy() - start_xy)  # (25, 2)
         top = self.support_z()
         for b in self.obstacles:
             lo, hi = body_aabb(self.env, b)
-            gap = np.maximum(np.maximum(lo[:2] - path, path - hi[:2]), 0.0)                   # (25, 2)
+            gap = np.maximum(np.maximum(lo[:2] - path, path - hi[:2]), 0.0)  # (25, 2)
             if (np.linalg.norm(gap, axis=1) < radius).any():
                 top = max(top, float(hi[2]))
         return top
@@ -182,8 +184,8 @@ class ScriptedExpert:
         self.phase, self.phase_steps = "wait", 0
         self.target_ori = self._eef()[1]
         self.hold_z = 0.0
-        self.carry_bottom: float | None = None   # object bottom height while carrying, fixed at the lift
-        self.recent_z: list[float] = []          # eef heights in the current phase (stall detection)
+        self.carry_bottom: float | None = None  # object bottom height while carrying, fixed at the lift
+        self.recent_z: list[float] = []  # eef heights in the current phase (stall detection)
 
     def _eef(self) -> tuple[np.ndarray, np.ndarray]:
         site = self.env.env.robots[0].eef_site_id
@@ -222,7 +224,7 @@ class ScriptedExpert:
             if ph == "above":
                 target = grasp + np.array([0.0, 0.0, hi[2] - grasp[2] + HOVER_CLEARANCE_M])
                 pos = self._eef()[0]
-                if np.linalg.norm(pos[:2] - target[:2]) > 0.03:   # rise first, then travel level
+                if np.linalg.norm(pos[:2] - target[:2]) > 0.03:  # rise first, then travel level
                     target[2] = max(target[2], pos[2])
             else:
                 target = grasp
@@ -256,8 +258,11 @@ class ScriptedExpert:
                 nxt = "release"
             action, dist = self._goto(target, 1.0, max_speed=1.0 if ph != "lower" else 0.5)
             self.recent_z.append(pos[2])
-            stalled = ph == "lower" and len(self.recent_z) > STALL_STEPS and \
-                abs(self.recent_z[-STALL_STEPS - 1] - pos[2]) < STALL_M      # resting on the support already
+            stalled = (
+                ph == "lower"
+                and len(self.recent_z) > STALL_STEPS
+                and abs(self.recent_z[-STALL_STEPS - 1] - pos[2]) < STALL_M
+            )  # resting on the support already
             if dist < REACHED_M or stalled or self.phase_steps > 100:
                 self._next(nxt)
             return action
@@ -282,8 +287,8 @@ class Attempt:
     init_state: int
     seed: int
     success: bool
-    actions: np.ndarray      # (T, 7) float64, the expert's actions after the settle steps (incl. the dropped ones)
-    phase: str               # the expert's phase when the attempt ended
+    actions: np.ndarray  # (T, 7) float64, the expert's actions after the settle steps (incl. the dropped ones)
+    phase: str  # the expert's phase when the attempt ended
 
 
 def run_expert(env, goal: Goal, init_state: np.ndarray, index: int, seed: int, max_steps: int) -> Attempt:
@@ -305,24 +310,50 @@ def run_expert(env, goal: Goal, init_state: np.ndarray, index: int, seed: int, m
 # ------------------------------------------------------------------------------------------------ command
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", required=True, choices=suite_names(), help="LIBERO suite of the tasks")
-    p.add_argument("--tasks", nargs="+", required=True, metavar="T",
-                   help="task names, indices, shell patterns (e.g. 'KITCHEN_SCENE7_*') or 'all'; each goal must "
-                        "be a single (On A B) or (In A B)")
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        required=True,
+        metavar="T",
+        help="task names, indices, shell patterns (e.g. 'KITCHEN_SCENE7_*') or 'all'; each goal must "
+        "be a single (On A B) or (In A B)",
+    )
     p.add_argument("--episodes", type=int, required=True, help="successful demos to write per task")
     p.add_argument("--out", required=True, type=Path, help="folder for <task>_demo.hdf5 and " + SUMMARY_FILE)
-    p.add_argument("--max-attempts", type=int, default=None,
-                   help=f"init states to try per task (attempt k uses init state FIRST + k; default: --episodes, "
-                        f"at most {INIT_STATES_PER_TASK} - FIRST)")
-    p.add_argument("--first-init-state", type=int, default=0, metavar="FIRST",
-                   help="init state of the first attempt (default 0); e.g. 25 keeps the demos apart from an "
-                        "evaluation of init states 0-24")
+    p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=None,
+        help=f"init states to try per task (attempt k uses init state FIRST + k; default: --episodes, "
+        f"at most {INIT_STATES_PER_TASK} - FIRST)",
+    )
+    p.add_argument(
+        "--first-init-state",
+        type=int,
+        default=0,
+        metavar="FIRST",
+        help="init state of the first attempt (default 0); e.g. 25 keeps the demos apart from an "
+        "evaluation of init states 0-24",
+    )
     p.add_argument("--seed", type=int, default=0, help="env.seed() of every episode, as in evaluation (default 0)")
-    p.add_argument("--camera-size", type=int, default=DEMO_CAMERA_SIZE,
-                   help=f"rendered image size in pixels (official demos: {DEMO_CAMERA_SIZE})")
+    p.add_argument(
+        "--camera-size",
+        type=int,
+        default=DEMO_CAMERA_SIZE,
+        help=f"rendered image size in pixels (official demos: {DEMO_CAMERA_SIZE})",
+    )
 
 
-def generate(task: Task, episodes: int, max_attempts: int, seed: int, camera_size: int, out: Path,
-             progress: Progress, first_init_state: int = 0) -> dict:
+def generate(
+    task: Task,
+    episodes: int,
+    max_attempts: int,
+    seed: int,
+    camera_size: int,
+    out: Path,
+    progress: Progress,
+    first_init_state: int = 0,
+) -> dict:
     """Generate demos for one task; returns its summary entry (the demo file is written if any succeeded)."""
     goal = task_goal(task)
     states = libero_env.init_states(task)
@@ -344,11 +375,21 @@ def generate(task: Task, episodes: int, max_attempts: int, seed: int, camera_siz
                     if name is None:
                         failures.append({"init_state": k, "reason": "replay with cameras did not succeed"})
                     else:
-                        demos.append({"demo": name, "init_state": k, "seed": seed,
-                                      "num_samples": int(len(attempt.actions) - DEMO_DROP_FIRST_STEPS)})
+                        demos.append(
+                            {
+                                "demo": name,
+                                "init_state": k,
+                                "seed": seed,
+                                "num_samples": int(len(attempt.actions) - DEMO_DROP_FIRST_STEPS),
+                            }
+                        )
                 else:
-                    failures.append({"init_state": k, "reason": f"no success in {task.max_steps} steps "
-                                                                f"(expert phase {attempt.phase})"})
+                    failures.append(
+                        {
+                            "init_state": k,
+                            "reason": f"no success in {task.max_steps} steps (expert phase {attempt.phase})",
+                        }
+                    )
                 progress.update(1, task=task.name[:40], ok=len(demos), tried=attempts)
             if not demos:
                 writer.discard()
@@ -356,9 +397,17 @@ def generate(task: Task, episodes: int, max_attempts: int, seed: int, camera_siz
         physics.close()
         if camera_env is not None:
             camera_env.close()
-    return {"suite": task.suite, "task": task.name, "goal": f"({goal.predicate} {goal.obj} {goal.target})",
-            "file": path.name if demos else None, "attempts": attempts, "successes": len(demos),
-            "success_rate": len(demos) / attempts if attempts else 0.0, "demos": demos, "failures": failures}
+    return {
+        "suite": task.suite,
+        "task": task.name,
+        "goal": f"({goal.predicate} {goal.obj} {goal.target})",
+        "file": path.name if demos else None,
+        "attempts": attempts,
+        "successes": len(demos),
+        "success_rate": len(demos) / attempts if attempts else 0.0,
+        "demos": demos,
+        "failures": failures,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -369,24 +418,35 @@ def main(args: argparse.Namespace) -> int:
     if not 0 <= first < INIT_STATES_PER_TASK:
         raise UserError(f"--first-init-state must be between 0 and {INIT_STATES_PER_TASK - 1}, got {first}")
     if not args.episodes <= max_attempts <= INIT_STATES_PER_TASK - first:
-        raise UserError(f"--max-attempts must be between --episodes ({args.episodes}) and the "
-                        f"{INIT_STATES_PER_TASK - first} init states from --first-init-state {first} on, "
-                        f"got {max_attempts}")
+        raise UserError(
+            f"--max-attempts must be between --episodes ({args.episodes}) and the "
+            f"{INIT_STATES_PER_TASK - first} init states from --first-init-state {first} on, "
+            f"got {max_attempts}"
+        )
     chosen = select_tasks(args.suite, args.tasks)
     for task in chosen:
-        task_goal(task)                           # unsupported goals fail before any simulation
+        task_goal(task)  # unsupported goals fail before any simulation
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"suite": args.suite, "seed": args.seed, "camera_size": args.camera_size, "first_init_state": first,
-               "settle_steps": SETTLE_STEPS, "dropped_first_steps": DEMO_DROP_FIRST_STEPS, "tasks": []}
+    summary = {
+        "suite": args.suite,
+        "seed": args.seed,
+        "camera_size": args.camera_size,
+        "first_init_state": first,
+        "settle_steps": SETTLE_STEPS,
+        "dropped_first_steps": DEMO_DROP_FIRST_STEPS,
+        "tasks": [],
+    }
     start = time.monotonic()
     with Progress(len(chosen) * max_attempts, "expert", unit="episode") as progress:
         for task in chosen:
-            entry = generate(task, args.episodes, max_attempts, args.seed, args.camera_size, args.out, progress,
-                             first)
+            entry = generate(task, args.episodes, max_attempts, args.seed, args.camera_size, args.out, progress, first)
             summary["tasks"].append(entry)
             progress.update(max_attempts - entry["attempts"])
-            print(f"{task.name}: {entry['successes']}/{entry['attempts']} successful "
-                  f"({100 * entry['success_rate']:.0f}%)", flush=True)
+            print(
+                f"{task.name}: {entry['successes']}/{entry['attempts']} successful "
+                f"({100 * entry['success_rate']:.0f}%)",
+                flush=True,
+            )
     summary["seconds"] = round(time.monotonic() - start, 1)
     write_json(args.out / SUMMARY_FILE, summary)
     short = [e["task"] for e in summary["tasks"] if e["successes"] < args.episodes]

@@ -21,6 +21,7 @@ rotated ones). Episodes are matched to the suite's tasks by their instruction. R
 imageio-ffmpeg (MP4, any codec the bundled ffmpeg decodes: h264, AV1, ...) and PIL (image bytes); the
 ``lerobot`` package itself is not needed (it does not install beside the pinned torch).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,18 +40,29 @@ from rdt.utils.files import read_json
 
 #: layout name -> column of the state, the action and each camera slot, and how the frames are stored
 LAYOUTS: dict[str, dict] = {
-    "openpi": {"dataset": "physical-intelligence/libero", "state": "state", "action": "actions",
-               "cameras": {"exterior": "image", "right_wrist": "wrist_image"}, "frames": mapping.FRAMES_UPRIGHT},
-    "lerobot": {"dataset": "lerobot/libero_*, HuggingFaceVLA/libero", "state": "observation.state",
-                "action": "action",
-                "cameras": {"exterior": "observation.images.image", "right_wrist": "observation.images.image2"},
-                "frames": mapping.FRAMES_UPRIGHT},
+    "openpi": {
+        "dataset": "physical-intelligence/libero",
+        "state": "state",
+        "action": "actions",
+        "cameras": {"exterior": "image", "right_wrist": "wrist_image"},
+        "frames": mapping.FRAMES_UPRIGHT,
+    },
+    "lerobot": {
+        "dataset": "lerobot/libero_*, HuggingFaceVLA/libero",
+        "state": "observation.state",
+        "action": "action",
+        "cameras": {"exterior": "observation.images.image", "right_wrist": "observation.images.image2"},
+        "frames": mapping.FRAMES_UPRIGHT,
+    },
     # any4lerobot's robomimic2lerobot / World-In-Your-Hands builders: also keep the joint positions
-    "any4lerobot": {"dataset": "any4lerobot libero conversions (observation.states.joint_state)",
-                    "state": "observation.state", "action": "action", "joints": "observation.states.joint_state",
-                    "cameras": {"exterior": "observation.images.image",
-                                "right_wrist": "observation.images.wrist_image"},
-                    "frames": mapping.FRAMES_UPRIGHT},
+    "any4lerobot": {
+        "dataset": "any4lerobot libero conversions (observation.states.joint_state)",
+        "state": "observation.state",
+        "action": "action",
+        "joints": "observation.states.joint_state",
+        "cameras": {"exterior": "observation.images.image", "right_wrist": "observation.images.wrist_image"},
+        "frames": mapping.FRAMES_UPRIGHT,
+    },
 }
 DEFAULT_DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 DEFAULT_VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
@@ -66,7 +78,7 @@ class LeRobotDataset:
     root: Path
     info: dict
     layout: str
-    episodes: list[dict]                     # episodes.jsonl rows, in episode order
+    episodes: list[dict]  # episodes.jsonl rows, in episode order
     frames: str = mapping.FRAMES_UPRIGHT
     _videos: dict = field(default_factory=dict)
 
@@ -97,8 +109,10 @@ class LeRobotDataset:
 
 
 def _json(path: Path) -> dict:
-    return read_json(path, "missing (a LeRobot v2.x dataset has meta/info.json, meta/episodes.jsonl, "
-                           "meta/tasks.jsonl, data/ and videos/)")
+    return read_json(
+        path,
+        "missing (a LeRobot v2.x dataset has meta/info.json, meta/episodes.jsonl, meta/tasks.jsonl, data/ and videos/)",
+    )
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -123,28 +137,41 @@ def open_dataset(root: str | Path, frames: str | None = None) -> LeRobotDataset:
     info = _json(root / "meta" / "info.json")
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v2."):
-        raise UserError(f"{root / 'meta' / 'info.json'}: codebase_version {version or None!r}; this reader knows "
-                        "the LeRobot v2.x layout (one parquet file and one MP4 per camera per episode)")
+        raise UserError(
+            f"{root / 'meta' / 'info.json'}: codebase_version {version or None!r}; this reader knows "
+            "the LeRobot v2.x layout (one parquet file and one MP4 per camera per episode)"
+        )
     features = info.get("features")
     if not isinstance(features, dict):
         raise UserError(f"{root / 'meta' / 'info.json'}: no 'features' table")
-    found = [name for name, cols in LAYOUTS.items()
-             if all(k in features for k in (cols["state"], cols["action"], *cols["cameras"].values()))]
+    found = [
+        name
+        for name, cols in LAYOUTS.items()
+        if all(k in features for k in (cols["state"], cols["action"], *cols["cameras"].values()))
+    ]
     if not found:
-        raise UserError(f"{root / 'meta' / 'info.json'}: features {sorted(features)} match no known LIBERO layout; "
-                        + "; ".join(f"{n} ({c['dataset']}): {c['state']}, {c['action']}, "
-                                    f"{', '.join(c['cameras'].values())}" for n, c in LAYOUTS.items()))
+        raise UserError(
+            f"{root / 'meta' / 'info.json'}: features {sorted(features)} match no known LIBERO layout; "
+            + "; ".join(
+                f"{n} ({c['dataset']}): {c['state']}, {c['action']}, {', '.join(c['cameras'].values())}"
+                for n, c in LAYOUTS.items()
+            )
+        )
     layout = found[0]
     cols = LAYOUTS[layout]
     for key, dim in ((cols["state"], mapping.LEROBOT_STATE_DIM), (cols["action"], 7)):
         shape = list(features[key].get("shape") or [])
         if shape != [dim]:
-            raise UserError(f"{root / 'meta' / 'info.json'}: feature {key!r} has shape {shape}, expected [{dim}] "
-                            f"(LIBERO {'state: eef pos 3, axis-angle 3, gripper qpos 2' if dim == 8 else 'command'})")
+            raise UserError(
+                f"{root / 'meta' / 'info.json'}: feature {key!r} has shape {shape}, expected [{dim}] "
+                f"(LIBERO {'state: eef pos 3, axis-angle 3, gripper qpos 2' if dim == 8 else 'command'})"
+            )
     for key in cols["cameras"].values():
         if features[key].get("dtype") not in ("video", "image"):
-            raise UserError(f"{root / 'meta' / 'info.json'}: camera {key!r} has dtype "
-                            f"{features[key].get('dtype')!r}, expected 'video' or 'image'")
+            raise UserError(
+                f"{root / 'meta' / 'info.json'}: camera {key!r} has dtype "
+                f"{features[key].get('dtype')!r}, expected 'video' or 'image'"
+            )
     episodes = sorted(_jsonl(root / "meta" / "episodes.jsonl"), key=lambda e: int(e["episode_index"]))
     frames = frames or cols["frames"]
     if frames not in mapping.FRAME_CONVENTIONS:
@@ -155,8 +182,10 @@ def open_dataset(root: str | Path, frames: str | None = None) -> LeRobotDataset:
 def _instruction(ds: LeRobotDataset, ep: dict) -> str:
     tasks = ep.get("tasks")
     if not tasks:
-        raise UserError(f"{ds.root / 'meta' / 'episodes.jsonl'}: episode {ep.get('episode_index')} names no task "
-                        "(expected \"tasks\": [instruction])")
+        raise UserError(
+            f"{ds.root / 'meta' / 'episodes.jsonl'}: episode {ep.get('episode_index')} names no task "
+            '(expected "tasks": [instruction])'
+        )
     return str(tasks[0])
 
 
@@ -167,9 +196,11 @@ def _suite_of(ds: LeRobotDataset, instructions: set[str], suite: str | None) -> 
         known = {normalise(t.language) for t in suites.tasks(name)}
         if instructions <= known:
             return name
-    raise UserError(f"{ds.root}: its {len(instructions)} instructions belong to no single suite (a dataset of "
-                    "several suites, e.g. physical-intelligence/libero); choose one with --suite "
-                    f"({', '.join(suites.suite_names())}); episodes of other suites are left out")
+    raise UserError(
+        f"{ds.root}: its {len(instructions)} instructions belong to no single suite (a dataset of "
+        "several suites, e.g. physical-intelligence/libero); choose one with --suite "
+        f"({', '.join(suites.suite_names())}); episodes of other suites are left out"
+    )
 
 
 def read_table(ds: LeRobotDataset, index: int):
@@ -180,7 +211,7 @@ def read_table(ds: LeRobotDataset, index: int):
         return pq.read_table(path)
     except FileNotFoundError:
         raise UserError(f"{path}: missing (episode {index} of {ds.root})") from None
-    except Exception as e:              # pyarrow raises several kinds for a broken file
+    except Exception as e:  # pyarrow raises several kinds for a broken file
         raise UserError(f"{path}: not a readable parquet file ({e})") from None
 
 
@@ -257,9 +288,17 @@ def read_episode(ds: LeRobotDataset, index: int, drop_noops: bool = False, image
     return Episode(unified_state, action, actions[keep], images, int(n - keep.sum()))
 
 
-def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, selectors: list[str] | None = None,
-            demos_per_task: int | None = None, min_steps: int = DEFAULT_MIN_STEPS, drop_noops: bool = False,
-            image_size: int | None = None, frames: str | None = None) -> dict:
+def convert(
+    inputs: list[str],
+    out_path: str | Path,
+    suite: str | None = None,
+    selectors: list[str] | None = None,
+    demos_per_task: int | None = None,
+    min_steps: int = DEFAULT_MIN_STEPS,
+    drop_noops: bool = False,
+    image_size: int | None = None,
+    frames: str | None = None,
+) -> dict:
     """Convert a LeRobot dataset folder (``inputs``: exactly one); same summary as rdt.libero.convert.convert."""
     if len(inputs) != 1:
         raise UserError(f"--source lerobot reads one dataset folder, got {len(inputs)}: {inputs}")
@@ -273,16 +312,22 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
         by_instruction.setdefault(normalise(_instruction(ds, ep)), []).append(ep)
     suite = _suite_of(ds, set(by_instruction), suite)
     chosen = suites.select_tasks(suite, selectors)
-    sources = [SourceTask(t, ds.root, t.language, pairing=mapping.OBS_BEFORE_ACTION) for t in chosen
-               if normalise(t.language) in by_instruction]
+    sources = [
+        SourceTask(t, ds.root, t.language, pairing=mapping.OBS_BEFORE_ACTION)
+        for t in chosen
+        if normalise(t.language) in by_instruction
+    ]
     if not sources:
-        raise UserError(f"{ds.root}: none of the {len(chosen)} selected task(s) of suite {suite!r} (selectors: "
-                        f"{selectors or 'all'}) has an episode; its instructions are e.g. {sorted(by_instruction)[:3]}")
-    left_out = sum(len(v) for k, v in by_instruction.items()
-                   if k not in {normalise(s.task.language) for s in sources})
-    print(f"{ds.root}: LeRobot {ds.info.get('codebase_version')} layout {ds.layout!r} ({ds.columns['dataset']}), "
-          f"frames {ds.frames}; {suite}: {len(sources)} selected task(s) with episodes, {left_out} episode(s) of "
-          "other tasks left out")
+        raise UserError(
+            f"{ds.root}: none of the {len(chosen)} selected task(s) of suite {suite!r} (selectors: "
+            f"{selectors or 'all'}) has an episode; its instructions are e.g. {sorted(by_instruction)[:3]}"
+        )
+    left_out = sum(len(v) for k, v in by_instruction.items() if k not in {normalise(s.task.language) for s in sources})
+    print(
+        f"{ds.root}: LeRobot {ds.info.get('codebase_version')} layout {ds.layout!r} ({ds.columns['dataset']}), "
+        f"frames {ds.frames}; {suite}: {len(sources)} selected task(s) with episodes, {left_out} episode(s) of "
+        "other tasks left out"
+    )
     plan, summary = [], {"tasks": {}, "episodes": 0, "steps": 0, "noops": 0}
     for src in sources:
         eps = by_instruction[normalise(src.task.language)]
@@ -294,16 +339,35 @@ def convert(inputs: list[str], out_path: str | Path, suite: str | None = None, s
             name = f"episode_{int(ep['episode_index']):06d}"
             n = int(ep.get("length") or 0)
             if drop_noops or not n:
-                actions = _column(read_table(ds, int(ep["episode_index"])), ds.columns["action"], 7,
-                                  ds.data_file(int(ep["episode_index"])))
+                actions = _column(
+                    read_table(ds, int(ep["episode_index"])),
+                    ds.columns["action"],
+                    7,
+                    ds.data_file(int(ep["episode_index"])),
+                )
                 n = len(actions) - (int(mapping.noop_mask(actions).sum()) if drop_noops else 0)
             (keys if n >= min_steps else skipped).append(name)
             if n < min_steps:
                 print(f"skipping {ds.root}:{name}: {n} training steps < --min-steps {min_steps}")
         plan.append((src, keys))
-        summary["tasks"][src.task.name] = {"episodes": 0, "steps": 0, "skipped": skipped, "noops": 0,
-                                           "pairing": src.pairing}
-    return _write(plan, sources, suite, summary, out_path, min_steps, drop_noops, image_size,
-                  f"lerobot:{ds.layout}",
-                  lambda src, d, key: read_episode(d, int(key.removeprefix("episode_")), drop_noops, image_size),
-                  lambda path: contextlib.nullcontext(ds), state_slots=ds.state_slots)
+        summary["tasks"][src.task.name] = {
+            "episodes": 0,
+            "steps": 0,
+            "skipped": skipped,
+            "noops": 0,
+            "pairing": src.pairing,
+        }
+    return _write(
+        plan,
+        sources,
+        suite,
+        summary,
+        out_path,
+        min_steps,
+        drop_noops,
+        image_size,
+        f"lerobot:{ds.layout}",
+        lambda src, d, key: read_episode(d, int(key.removeprefix("episode_")), drop_noops, image_size),
+        lambda path: contextlib.nullcontext(ds),
+        state_slots=ds.state_slots,
+    )

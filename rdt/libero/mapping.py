@@ -8,6 +8,7 @@
   into the end-effector velocity slots and ``right_gripper_open`` (1 = open). :func:`action_from_unified`
   inverts :func:`action_to_unified` exactly.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,17 +16,22 @@ import numpy as np
 from rdt import statevec
 from rdt.model.config import CAMERA_SLOTS
 
-ACTION_SPACE = "delta_eef"   # the one mapping implemented; recorded in datasets and checkpoints
+ACTION_SPACE = "delta_eef"  # the one mapping implemented; recorded in datasets and checkpoints
 
 #: LIBERO's cameras (robosuite camera names), the one list conversion, demo writing and evaluation use
 AGENTVIEW, EYE_IN_HAND = "agentview", "robot0_eye_in_hand"
 #: RDT camera slot (rdt.model.config.CAMERA_SLOTS, in RDT order) -> LIBERO camera (demo file key, env observation
 #: key); None = slot absent.
-CAMERAS: dict[str, tuple[str, str] | None] = dict(zip(CAMERA_SLOTS, (
-    ("agentview_rgb", f"{AGENTVIEW}_image"),            # exterior
-    ("eye_in_hand_rgb", f"{EYE_IN_HAND}_image"),        # right wrist
-    None,                                               # left wrist
-)))
+CAMERAS: dict[str, tuple[str, str] | None] = dict(
+    zip(
+        CAMERA_SLOTS,
+        (
+            ("agentview_rgb", f"{AGENTVIEW}_image"),  # exterior
+            ("eye_in_hand_rgb", f"{EYE_IN_HAND}_image"),  # right wrist
+            None,  # left wrist
+        ),
+    )
+)
 
 STATE_SLOTS = (
     [f"right_arm_joint_{i}_pos" for i in range(7)]
@@ -45,15 +51,14 @@ MASK = np.maximum(statevec.mask(STATE_SLOTS), statevec.mask(ACTION_SLOTS))
 #: "observation.state") hold an 8-dim state: end-effector position (3, m), end-effector rotation as axis-angle (3),
 #: finger joint positions (2, robot0_gripper_qpos). No joint positions: the joint slots are absent.
 LEROBOT_STATE_DIM = 8
-EEF_STATE_SLOTS = STATE_SLOTS[7:]          # gripper opening, eef position, eef rotation 6D
+EEF_STATE_SLOTS = STATE_SLOTS[7:]  # gripper opening, eef position, eef rotation 6D
 
 
 def availability_mask(state_slots=None) -> np.ndarray:
     """(128,) mask of data whose state fills ``state_slots`` (None: STATE_SLOTS, i.e. :data:`MASK`) plus the
     action slots. Training files record their ``state_slots``, exports carry them into pipeline.json and
     evaluation feeds the policy only those (so a model trained without joint positions never sees them)."""
-    return np.maximum(statevec.mask(STATE_SLOTS if state_slots is None else state_slots),
-                      statevec.mask(ACTION_SLOTS))
+    return np.maximum(statevec.mask(STATE_SLOTS if state_slots is None else state_slots), statevec.mask(ACTION_SLOTS))
 
 
 #: availability mask of a training file made from an 8-dim LeRobot state (no joint slots)
@@ -142,28 +147,37 @@ def gripper_opening(gripper_qpos: np.ndarray) -> np.ndarray:
     return np.clip((q[..., 0] - q[..., 1]) / GRIPPER_MAX_OPENING_M, 0.0, 1.0)
 
 
-def unified_state(joint_pos: np.ndarray, gripper_qpos: np.ndarray, eef_pos: np.ndarray,
-                  eef_rotation: np.ndarray) -> np.ndarray:
+def unified_state(
+    joint_pos: np.ndarray, gripper_qpos: np.ndarray, eef_pos: np.ndarray, eef_rotation: np.ndarray
+) -> np.ndarray:
     """Robot state -> (..., 128) float32 unified state.
 
     joint_pos (..., 7) rad; gripper_qpos (..., 2) m; eef_pos (..., 3) m; eef_rotation (..., 3, 3) matrix."""
-    values = np.concatenate([
-        np.asarray(joint_pos, dtype=np.float64),
-        gripper_opening(gripper_qpos)[..., None],
-        np.asarray(eef_pos, dtype=np.float64),
-        statevec.matrix_to_ortho6d(np.asarray(eef_rotation, dtype=np.float64)),
-    ], axis=-1)
+    values = np.concatenate(
+        [
+            np.asarray(joint_pos, dtype=np.float64),
+            gripper_opening(gripper_qpos)[..., None],
+            np.asarray(eef_pos, dtype=np.float64),
+            statevec.matrix_to_ortho6d(np.asarray(eef_rotation, dtype=np.float64)),
+        ],
+        axis=-1,
+    )
     return statevec.scatter(values, STATE_SLOTS).astype(np.float32)
 
 
 def state_from_env_obs(obs: dict) -> np.ndarray:
     """A LIBERO environment observation dict -> (128,) unified state."""
-    return unified_state(obs["robot0_joint_pos"], obs["robot0_gripper_qpos"], obs["robot0_eef_pos"],
-                         statevec.quat_to_matrix(obs["robot0_eef_quat"]))
+    return unified_state(
+        obs["robot0_joint_pos"],
+        obs["robot0_gripper_qpos"],
+        obs["robot0_eef_pos"],
+        statevec.quat_to_matrix(obs["robot0_eef_quat"]),
+    )
 
 
-def state_from_demo_obs(joint_states: np.ndarray, gripper_states: np.ndarray, ee_pos: np.ndarray,
-                        ee_ori: np.ndarray) -> np.ndarray:
+def state_from_demo_obs(
+    joint_states: np.ndarray, gripper_states: np.ndarray, ee_pos: np.ndarray, ee_ori: np.ndarray
+) -> np.ndarray:
     """Demo-file observations (``obs/joint_states``, ``gripper_states``, ``ee_pos``, ``ee_ori`` = axis-angle)
     -> (T, 128) unified states."""
     return unified_state(joint_states, gripper_states, ee_pos, statevec.axisangle_to_matrix(ee_ori))

@@ -1,5 +1,6 @@
 """LIBERO suite facts, in one place: task lists, evaluation step limits, settle steps, control frequency,
 and the selection of tasks by name, index or pattern."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -8,12 +9,12 @@ from dataclasses import dataclass
 from rdt.errors import UserError
 from rdt.libero.tasks import TASKS
 
-CONTROL_FREQUENCY_HZ = 20            # robosuite control_freq used by LIBERO demos and environments
-SETTLE_STEPS = 10                    # no-op steps after set_init_state before the policy acts (num_steps_wait)
-NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)   # zero motion, gripper open (-1 = open, +1 = close)
+CONTROL_FREQUENCY_HZ = 20  # robosuite control_freq used by LIBERO demos and environments
+SETTLE_STEPS = 10  # no-op steps after set_init_state before the policy acts (num_steps_wait)
+NOOP_ACTION = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # zero motion, gripper open (-1 = open, +1 = close)
 INIT_STATES_PER_TASK = 50
-DEMO_CAMERA_SIZE = 128               # official demo files store 128x128 frames; evaluation's default size
-DEMO_DROP_FIRST_STEPS = 5            # create_dataset.py drops the first 5 steps ("force sensor is not stable")
+DEMO_CAMERA_SIZE = 128  # official demo files store 128x128 frames; evaluation's default size
+DEMO_DROP_FIRST_STEPS = 5  # create_dataset.py drops the first 5 steps ("force sensor is not stable")
 
 #: max policy steps per episode in the published evaluations (OpenVLA / openpi), excluding the settle steps.
 MAX_STEPS = {
@@ -71,8 +72,9 @@ def select_tasks(suite: str, selectors: list[str] | None = None) -> list[Task]:
             continue
         hits = [t.index for t in all_tasks if t.name == sel or fnmatch.fnmatchcase(t.name, sel)]
         if not hits:
-            raise UserError(f"no task of suite {suite!r} matches {sel!r}; task names look like "
-                            f"{all_tasks[0].name!r} (a name, an index, a pattern such as 'KITCHEN_SCENE7_*' or 'all')")
+            raise UserError(
+                f"no task of suite {suite!r} matches {sel!r}; task names look like "
+                f"{all_tasks[0].name!r} (a name, an index, a pattern such as 'KITCHEN_SCENE7_*' or 'all')"
+            )
         chosen.update(hits)
     return [t for t in all_tasks if t.index in chosen]
-

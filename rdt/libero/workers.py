@@ -10,6 +10,7 @@ episode that needs them at that moment), while the other workers keep stepping. 
 exactly one worker, whatever the order in which episodes end. A simulator that raises or dies ends its episode with
 an error (not a failure) and the worker process is restarted.
 """
+
 from __future__ import annotations
 
 import multiprocessing as mp
@@ -28,7 +29,7 @@ from rdt.libero.suites import Task
 
 #: camera slots that LIBERO provides, in RDT order (exterior, right wrist); the left wrist is absent.
 PRESENT_SLOTS = tuple(slot for slot in mapping.CAMERA_SLOTS if mapping.CAMERAS[slot] is not None)
-COMMAND_TIMEOUT_S = 1800.0   # a worker silent for this long (one reset or one chunk of steps) is treated as crashed
+COMMAND_TIMEOUT_S = 1800.0  # a worker silent for this long (one reset or one chunk of steps) is treated as crashed
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _worker_main(conn, sim_factory: Callable[[], Simulator]) -> None:
                     done = False
                     reply = episode.report(0, done)
                 elif command == "step":
-                    actions = np.asarray(payload, dtype=np.float64)   # (n, 7)
+                    actions = np.asarray(payload, dtype=np.float64)  # (n, 7)
                     steps, done = 0, False
                     for action in actions:
                         obs, done = sim.step(action)
@@ -196,15 +197,14 @@ class WorkerPool:
         self._ctx = mp.get_context("spawn")
         self._procs: list[Any] = [None] * size
         self._conns: list[Any] = [None] * size
-        self._deadlines = [float("inf")] * size     # when a silent worker counts as crashed (from its last command)
+        self._deadlines = [float("inf")] * size  # when a silent worker counts as crashed (from its last command)
         self.restarts = 0
         for i in range(size):
             self._spawn(i)
 
     def _spawn(self, i: int) -> None:
         parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=_worker_main, args=(child, self.sim_factory), daemon=True,
-                                 name=f"rdt-sim-{i}")
+        proc = self._ctx.Process(target=_worker_main, args=(child, self.sim_factory), daemon=True, name=f"rdt-sim-{i}")
         proc.start()
         child.close()
         self._procs[i], self._conns[i] = proc, parent
@@ -214,7 +214,7 @@ class WorkerPool:
         try:
             self._conns[i].send((command, payload))
         except (BrokenPipeError, OSError):
-            pass   # a dead worker is noticed by recv
+            pass  # a dead worker is noticed by recv
 
     def wait(self, ids: Iterable[int], timeout: float = 1.0) -> list[int]:
         """Those of workers ``ids`` whose reply can be received now, or that died or went silent (their
@@ -296,8 +296,15 @@ def take_job(pending: deque[Job], loaded: Task | None, elsewhere: set[Task]) -> 
     return pending.popleft()
 
 
-def run_jobs(pool: WorkerPool, jobs: Iterable[Job], plan: Planner, horizon: int, max_steps: int, seed: int,
-             on_result: Callable[[EpisodeResult], None]) -> None:
+def run_jobs(
+    pool: WorkerPool,
+    jobs: Iterable[Job],
+    plan: Planner,
+    horizon: int,
+    max_steps: int,
+    seed: int,
+    on_result: Callable[[EpisodeResult], None],
+) -> None:
     """Run every job once on the pool's workers; ``on_result`` is called as each episode ends.
 
     Receding-horizon control: each planning call gives an episode a chunk; the first ``min(horizon, steps left)``
@@ -311,7 +318,7 @@ def run_jobs(pool: WorkerPool, jobs: Iterable[Job], plan: Planner, horizon: int,
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     pending = deque(jobs)
     running: dict[int, _Running] = {}
-    loaded: list[Task | None] = [None] * pool.size     # the task whose environment each worker holds
+    loaded: list[Task | None] = [None] * pool.size  # the task whose environment each worker holds
 
     def start_next(i: int) -> None:
         if not pending:

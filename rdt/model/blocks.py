@@ -1,5 +1,6 @@
 """Building blocks of the RDT transformer. Module and parameter names follow the released checkpoint
 (timm's ``Attention`` / ``Mlp`` naming: ``qkv``, ``q_norm``, ``k_norm``, ``proj``, ``fc1``, ``fc2``)."""
+
 from __future__ import annotations
 
 import torch
@@ -75,7 +76,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)                                          # (B,H,N,hd) each
+        q, k, v = qkv.unbind(0)  # (B,H,N,hd) each
         return self.proj(_sdpa(self.q_norm(q), self.k_norm(k), v))
 
 
@@ -103,11 +104,12 @@ class CrossAttention(nn.Module):
         k, v = kv.unbind(0)
         return self.k_norm(k), v
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """x (B,N,D); kv from ``project_kv``; mask (B,L) bool, True = attend (None = all)."""
         b, n, _ = x.shape
-        q = self.q(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)   # (B,H,N,hd)
+        q = self.q(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B,H,N,hd)
         k, v = kv
         attn_mask = None if mask is None else mask.reshape(mask.shape[0], 1, 1, -1).expand(-1, -1, n, -1)
         return self.proj(_sdpa(self.q_norm(q), k, v, attn_mask))
@@ -125,8 +127,9 @@ class RDTBlock(nn.Module):
         self.ffn = Mlp(dim, dim, dim)
         self.norm3 = RMSNorm(dim, kind=norm_kind)
 
-    def forward(self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor],
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
         x = x + self.cross_attn(self.norm2(x), kv, mask)
         return x + self.ffn(self.norm3(x))

@@ -7,6 +7,7 @@ Keys and shapes must match the model exactly: a missing, unexpected or mis-shape
 silently ignored. A Hugging Face repo id (``robotics-diffusion-transformer/rdt-1b``) is looked up in the local HF
 cache; nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ WEIGHT_KINDS = ("model", "ema")
 
 def _fetch_hint(name: str) -> str:
     repo = name if "/" in name and not Path(name).is_absolute() else "robotics-diffusion-transformer/rdt-1b"
-    return (f"fetch a released checkpoint with `hf download {repo} --local-dir DIR` "
-            "and pass DIR, or pass a folder written by `python -m rdt train`")
+    return (
+        f"fetch a released checkpoint with `hf download {repo} --local-dir DIR` "
+        "and pass DIR, or pass a folder written by `python -m rdt train`"
+    )
 
 
 def resolve_folder(name: str | Path) -> Path:
@@ -46,11 +49,13 @@ def resolve_folder(name: str | Path) -> Path:
     looks_like_repo_id = text.count("/") == 1 and not text.startswith((".", "/", "~")) and ":" not in text
     if looks_like_repo_id:
         from huggingface_hub import snapshot_download
+
         try:
             return Path(snapshot_download(text, local_files_only=True))
         except Exception:  # noqa: BLE001 - any failure means "not in the local cache"
-            raise UserError(f"checkpoint {text!r} is neither a local path nor in the local Hugging Face cache; "
-                            f"{_fetch_hint(text)}") from None
+            raise UserError(
+                f"checkpoint {text!r} is neither a local path nor in the local Hugging Face cache; {_fetch_hint(text)}"
+            ) from None
     raise UserError(f"checkpoint path {path} does not exist; {_fetch_hint(text)}")
 
 
@@ -90,8 +95,11 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping[str, tor
     """UserError listing (up to 5 of each) missing keys, unexpected keys and shape mismatches."""
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
-    shapes = [f"{k}: file {tuple(got[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in expected.items() if k in got and tuple(got[k].shape) != tuple(v.shape)]
+    shapes = [
+        f"{k}: file {tuple(got[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in got and tuple(got[k].shape) != tuple(v.shape)
+    ]
     problems = []
     for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
         if items:
@@ -108,8 +116,12 @@ def _find_config(weights_path: Path) -> Path:
     raise UserError(f"no {CONFIG_FILE} next to {weights_path} or in its parent folder")
 
 
-def load_runner(folder_or_file: str | Path, weights: str = "model", dtype: torch.dtype = torch.float32,
-                device: str | torch.device = "cpu") -> tuple[RDTRunner, dict[str, Any]]:
+def load_runner(
+    folder_or_file: str | Path,
+    weights: str = "model",
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> tuple[RDTRunner, dict[str, Any]]:
     """Load a checkpoint strictly -> (runner in eval mode, pipeline.json dict or {}).
 
     ``folder_or_file``: a checkpoint folder, a weights file inside one, or a hub id in the local HF cache.
@@ -119,8 +131,10 @@ def load_runner(folder_or_file: str | Path, weights: str = "model", dtype: torch
     if path.is_dir():
         folder = path
         if not (folder / CONFIG_FILE).is_file():
-            raise UserError(f"{folder / CONFIG_FILE} not found (a checkpoint folder needs the flat RDT config); "
-                            f"{_fetch_hint(str(folder_or_file))}")
+            raise UserError(
+                f"{folder / CONFIG_FILE} not found (a checkpoint folder needs the flat RDT config); "
+                f"{_fetch_hint(str(folder_or_file))}"
+            )
         config_path, weights_path = folder / CONFIG_FILE, _weights_file(folder, weights)
     else:
         weights_path, config_path = path, _find_config(path)
@@ -143,14 +157,21 @@ def _tensors_for_file(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
-def save_checkpoint(folder: str | Path, runner_or_state_dict: RDTRunner | Mapping[str, torch.Tensor],
-                    config: RDTConfig, ema_state_dict: Mapping[str, torch.Tensor] | None = None,
-                    pipeline: Mapping[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    runner_or_state_dict: RDTRunner | Mapping[str, torch.Tensor],
+    config: RDTConfig,
+    ema_state_dict: Mapping[str, torch.Tensor] | None = None,
+    pipeline: Mapping[str, Any] | None = None,
+) -> Path:
     """Write a checkpoint folder atomically: config.json (flat, as released), model.safetensors,
     ema/model.safetensors (when given) and pipeline.json (when given). Keys are checked against ``config``."""
     folder = Path(folder)
-    state = (runner_or_state_dict.state_dict() if isinstance(runner_or_state_dict, torch.nn.Module)
-             else dict(runner_or_state_dict))
+    state = (
+        runner_or_state_dict.state_dict()
+        if isinstance(runner_or_state_dict, torch.nn.Module)
+        else dict(runner_or_state_dict)
+    )
     with torch.device("meta"):
         expected = RDTRunner(config).state_dict()
     check_state_dict(expected, state, "state_dict to save")

@@ -10,6 +10,7 @@ with (timm 1.0.3: ``x * rsqrt(var_unbiased(x) + 1e-6) * w``); ``"mean_square"`` 
 (``x * rsqrt(mean(x^2) + 1e-6) * w``). It is written into the ``rdt`` section only when it differs from the default,
 where the original code ignores it, so default configs stay byte-identical to the released file.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,8 +36,14 @@ ADAPTOR_NAMES = ("linear", "mlp1x_gelu", "mlp2x_gelu", "mlp3x_gelu", "mlp4x_gelu
 
 
 def _default_scheduler() -> dict[str, Any]:
-    return {"beta_schedule": "squaredcos_cap_v2", "clip_sample": False, "num_inference_timesteps": 5,
-            "num_train_timesteps": 1000, "prediction_type": "sample", "type": "ddpm"}
+    return {
+        "beta_schedule": "squaredcos_cap_v2",
+        "clip_sample": False,
+        "num_inference_timesteps": 5,
+        "num_train_timesteps": 1000,
+        "prediction_type": "sample",
+        "type": "ddpm",
+    }
 
 
 def _default_ema() -> dict[str, Any]:
@@ -56,7 +63,7 @@ class RDTConfig:
     lang_token_dim: int = 4096
     img_token_dim: int = 1152
     max_lang_cond_len: int = 1024
-    img_cond_len: int = NUM_VIEWS * 729      # 4374: 729 SigLIP patches per view
+    img_cond_len: int = NUM_VIEWS * 729  # 4374: 729 SigLIP patches per view
     # [(name, length or grid)]; a negative length/axis = tokens without position information along it
     lang_pos_embed_config: list = field(default_factory=lambda: [("lang", -1024)])
     img_pos_embed_config: list = field(default_factory=lambda: [("image", _views(729))])
@@ -83,9 +90,17 @@ class RDTConfig:
         if name == "rdt-170m":
             return cls(hidden_size=1024, depth=14, num_heads=32)
         if name == "tiny":
-            return cls(hidden_size=128, depth=4, num_heads=4, lang_token_dim=32, img_token_dim=32,
-                       max_lang_cond_len=256, img_cond_len=NUM_VIEWS * 16,
-                       lang_pos_embed_config=[("lang", -256)], img_pos_embed_config=[("image", _views(16))])
+            return cls(
+                hidden_size=128,
+                depth=4,
+                num_heads=4,
+                lang_token_dim=32,
+                img_token_dim=32,
+                max_lang_cond_len=256,
+                img_cond_len=NUM_VIEWS * 16,
+                lang_pos_embed_config=[("lang", -256)],
+                img_pos_embed_config=[("image", _views(16))],
+            )
         raise UserError(f"unknown model preset {name!r}; choose one of {', '.join(PRESETS)}")
 
     # ------------------------------------------------------------------------------------------ derived
@@ -106,11 +121,21 @@ class RDTConfig:
 
     def validate(self) -> None:
         """UserError naming the first inconsistent setting."""
+
         def bad(key: str, expected: str) -> UserError:
             return UserError(f"model setting {key}={getattr(self, key, None)!r}; expected {expected}")
 
-        for key in ("num_heads", "depth", "action_dim", "pred_horizon", "state_token_dim", "lang_token_dim",
-                    "img_token_dim", "max_lang_cond_len", "img_cond_len"):
+        for key in (
+            "num_heads",
+            "depth",
+            "action_dim",
+            "pred_horizon",
+            "state_token_dim",
+            "lang_token_dim",
+            "img_token_dim",
+            "max_lang_cond_len",
+            "img_cond_len",
+        ):
             if getattr(self, key) <= 0:
                 raise bad(key, "a positive integer")
         if self.hidden_size <= 0 or self.hidden_size % self.num_heads:
@@ -124,8 +149,10 @@ class RDTConfig:
             raise bad("rms_norm", f"one of {RMS_NORM_KINDS}")
         sched = self.noise_scheduler
         if sched.get("prediction_type") not in ("sample", "epsilon"):
-            raise UserError(f"model setting noise_scheduler.prediction_type={sched.get('prediction_type')!r}; "
-                            "expected 'sample' or 'epsilon'")
+            raise UserError(
+                f"model setting noise_scheduler.prediction_type={sched.get('prediction_type')!r}; "
+                "expected 'sample' or 'epsilon'"
+            )
         if _cond_len(self.img_pos_embed_config) != self.img_cond_len:
             raise bad("img_cond_len", f"the token count of img_pos_embed_config {self.img_pos_embed_config}")
         if _cond_len(self.lang_pos_embed_config) != self.max_lang_cond_len:
@@ -134,8 +161,12 @@ class RDTConfig:
     # ------------------------------------------------------------------------------------------ flat form
     def to_flat(self) -> dict[str, Any]:
         """The flat constructor dict of the released ``config.json`` (keys sorted as the released file)."""
-        rdt = {"cond_pos_embed_type": self.cond_pos_embed_type, "depth": self.depth,
-               "hidden_size": self.hidden_size, "num_heads": self.num_heads}
+        rdt = {
+            "cond_pos_embed_type": self.cond_pos_embed_type,
+            "depth": self.depth,
+            "hidden_size": self.hidden_size,
+            "num_heads": self.num_heads,
+        }
         if self.rms_norm != "unbiased_var":
             rdt["rms_norm"] = self.rms_norm
         flat = {
@@ -146,8 +177,9 @@ class RDTConfig:
             "img_pos_embed_config": [[n, list(v) if isinstance(v, tuple) else v] for n, v in self.img_pos_embed_config],
             "img_token_dim": self.img_token_dim,
             "lang_adaptor": self.lang_adaptor,
-            "lang_pos_embed_config": [[n, list(v) if isinstance(v, tuple) else v]
-                                      for n, v in self.lang_pos_embed_config],
+            "lang_pos_embed_config": [
+                [n, list(v) if isinstance(v, tuple) else v] for n, v in self.lang_pos_embed_config
+            ],
             "lang_token_dim": self.lang_token_dim,
             "max_lang_cond_len": self.max_lang_cond_len,
             "noise_scheduler": dict(self.noise_scheduler),
@@ -171,8 +203,10 @@ class RDTConfig:
 
         def get(d: dict, key: str, kind: type, where: str = "") -> Any:
             if key not in d:
-                raise UserError(f"{source}: missing key {where}{key!r} (expected the flat RDT config.json form, "
-                                "as in robotics-diffusion-transformer/rdt-1b)")
+                raise UserError(
+                    f"{source}: missing key {where}{key!r} (expected the flat RDT config.json form, "
+                    "as in robotics-diffusion-transformer/rdt-1b)"
+                )
             v = d[key]
             if kind is int and (isinstance(v, bool) or not isinstance(v, int)):
                 raise UserError(f"{source}: key {where}{key!r} = {v!r}; expected an integer")
@@ -191,17 +225,25 @@ class RDTConfig:
         except (TypeError, ValueError) as e:
             raise UserError(f"{source}: positional embedding configs must be lists of [name, length]: {e}") from None
         values = dict(
-            hidden_size=get(rdt, "hidden_size", int, "rdt."), depth=get(rdt, "depth", int, "rdt."),
+            hidden_size=get(rdt, "hidden_size", int, "rdt."),
+            depth=get(rdt, "depth", int, "rdt."),
             num_heads=get(rdt, "num_heads", int, "rdt."),
             cond_pos_embed_type=rdt.get("cond_pos_embed_type", "multimodal"),
             rms_norm=rdt.get("rms_norm", "unbiased_var"),
-            action_dim=get(flat, "action_dim", int), pred_horizon=get(flat, "pred_horizon", int),
-            state_token_dim=get(flat, "state_token_dim", int), lang_token_dim=get(flat, "lang_token_dim", int),
-            img_token_dim=get(flat, "img_token_dim", int), max_lang_cond_len=get(flat, "max_lang_cond_len", int),
+            action_dim=get(flat, "action_dim", int),
+            pred_horizon=get(flat, "pred_horizon", int),
+            state_token_dim=get(flat, "state_token_dim", int),
+            lang_token_dim=get(flat, "lang_token_dim", int),
+            img_token_dim=get(flat, "img_token_dim", int),
+            max_lang_cond_len=get(flat, "max_lang_cond_len", int),
             img_cond_len=get(flat, "img_cond_len", int),
-            lang_pos_embed_config=lang_pe, img_pos_embed_config=img_pe,
-            lang_adaptor=get(flat, "lang_adaptor", str), img_adaptor=get(flat, "img_adaptor", str),
-            state_adaptor=get(flat, "state_adaptor", str), noise_scheduler=sched, ema=ema,
+            lang_pos_embed_config=lang_pe,
+            img_pos_embed_config=img_pe,
+            lang_adaptor=get(flat, "lang_adaptor", str),
+            img_adaptor=get(flat, "img_adaptor", str),
+            state_adaptor=get(flat, "state_adaptor", str),
+            noise_scheduler=sched,
+            ema=ema,
         )
         try:
             return cls(**values)

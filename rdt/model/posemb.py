@@ -4,6 +4,7 @@ Positional tables are MAE-style ``[sin(pos*w), cos(pos*w)]`` (sin half first), `
 The timestep / control-frequency sinusoid (GLIDE) is ``[cos, sin]`` (cos half first). The tables only set the
 initial values: the parameters are trained and a checkpoint's values are loaded as they are.
 """
+
 from __future__ import annotations
 
 import math
@@ -18,7 +19,7 @@ def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
     if dim % 2:
         raise ValueError(f"sin-cos embedding needs an even dim, got {dim}")
     omega = np.arange(dim // 2, dtype=np.float64) / (dim / 2.0)
-    omega = 1.0 / 10000 ** omega                                  # (dim/2,)
+    omega = 1.0 / 10000**omega  # (dim/2,)
     out = np.einsum("m,d->md", np.asarray(pos, dtype=np.float64).reshape(-1), omega)
     return np.concatenate([np.sin(out), np.cos(out)], axis=1)
 
@@ -35,13 +36,14 @@ def sincos_nd(dim: int, grid_sizes: Sequence[int]) -> np.ndarray:
     for i in axes:
         shape = [1] * len(grid_sizes) + [part]
         shape[i] = -1
-        emb[..., start:start + part] += sincos_1d(part, np.arange(grid_sizes[i])).reshape(shape)
+        emb[..., start : start + part] += sincos_1d(part, np.arange(grid_sizes[i])).reshape(shape)
         start += part
     return emb
 
 
-def multimodal_pos_embed(dim: int, modalities: Sequence[tuple[str, int | tuple[int, ...]]],
-                         embed_modality: bool = True) -> np.ndarray:
+def multimodal_pos_embed(
+    dim: int, modalities: Sequence[tuple[str, int | tuple[int, ...]]], embed_modality: bool = True
+) -> np.ndarray:
     """(total tokens, dim) table for consecutive modalities ``[(name, length or grid)]``.
 
     With ``embed_modality`` dims ``[0, dim/2)`` hold the sin-cos of the modality index and ``[dim/2, dim)`` the
@@ -55,7 +57,7 @@ def multimodal_pos_embed(dim: int, modalities: Sequence[tuple[str, int | tuple[i
         if isinstance(length, (tuple, list)):
             full = tuple(abs(s) for s in length)
             embedded = tuple(s if s > 0 else 1 for s in length)
-            table = sincos_nd(pos_dim, embedded)                            # (*embedded, pos_dim)
+            table = sincos_nd(pos_dim, embedded)  # (*embedded, pos_dim)
             table = np.broadcast_to(table, (*full, pos_dim)).reshape(-1, pos_dim)
         elif length > 0:
             table = sincos_1d(pos_dim, np.arange(length))

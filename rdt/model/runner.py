@@ -8,6 +8,7 @@ The network predicts the clean action chunk (``prediction_type="sample"``). Stat
 by the same ``state_adaptor`` from ``value (128) || availability mask (128)``. The loss is the plain MSE against
 the clean chunk over all entries (not masked); sampled actions are multiplied by the mask at the end.
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,8 +53,11 @@ class RDTRunner(nn.Module):
         sched = config.noise_scheduler
         with torch.device("cpu"):  # scheduler tables stay real when the module is built on the meta device
             self.noise_scheduler = DDPMScheduler(
-                num_train_timesteps=int(sched["num_train_timesteps"]), beta_schedule=sched["beta_schedule"],
-                prediction_type=sched["prediction_type"], clip_sample=bool(sched["clip_sample"]))
+                num_train_timesteps=int(sched["num_train_timesteps"]),
+                beta_schedule=sched["beta_schedule"],
+                prediction_type=sched["prediction_type"],
+                clip_sample=bool(sched["clip_sample"]),
+            )
         self._sample_template: DPMSolverMultistepScheduler | None = None
 
     # ---------------------------------------------------------------------------------------------- helpers
@@ -65,23 +69,33 @@ class RDTRunner(nn.Module):
             # diffusers builds its sigma table with np.array(tensor): a numpy-2 DeprecationWarning
             with torch.device("cpu"), warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                template = DPMSolverMultistepScheduler(num_train_timesteps=int(sched["num_train_timesteps"]),
-                                                       beta_schedule=sched["beta_schedule"],
-                                                       prediction_type=sched["prediction_type"])
+                template = DPMSolverMultistepScheduler(
+                    num_train_timesteps=int(sched["num_train_timesteps"]),
+                    beta_schedule=sched["beta_schedule"],
+                    prediction_type=sched["prediction_type"],
+                )
                 template.set_timesteps(int(sched["num_inference_timesteps"]))
             self._sample_template = template
         return copy.deepcopy(self._sample_template)
 
-    def _check(self, lang_tokens: torch.Tensor, img_tokens: torch.Tensor, state_tokens: torch.Tensor,
-               action_mask: torch.Tensor) -> None:
+    def _check(
+        self, lang_tokens: torch.Tensor, img_tokens: torch.Tensor, state_tokens: torch.Tensor, action_mask: torch.Tensor
+    ) -> None:
         c = self.config
-        if lang_tokens.ndim != 3 or lang_tokens.shape[-1] != c.lang_token_dim \
-                or lang_tokens.shape[1] > c.max_lang_cond_len:
-            raise UserError(f"language tokens have shape {tuple(lang_tokens.shape)}; the model expects "
-                            f"(B, L<={c.max_lang_cond_len}, {c.lang_token_dim}) (text encoder / model mismatch?)")
+        if (
+            lang_tokens.ndim != 3
+            or lang_tokens.shape[-1] != c.lang_token_dim
+            or lang_tokens.shape[1] > c.max_lang_cond_len
+        ):
+            raise UserError(
+                f"language tokens have shape {tuple(lang_tokens.shape)}; the model expects "
+                f"(B, L<={c.max_lang_cond_len}, {c.lang_token_dim}) (text encoder / model mismatch?)"
+            )
         if img_tokens.ndim != 3 or tuple(img_tokens.shape[1:]) != (c.img_cond_len, c.img_token_dim):
-            raise UserError(f"image tokens have shape {tuple(img_tokens.shape)}; the model expects "
-                            f"(B, {c.img_cond_len}, {c.img_token_dim}) (vision encoder / model mismatch?)")
+            raise UserError(
+                f"image tokens have shape {tuple(img_tokens.shape)}; the model expects "
+                f"(B, {c.img_cond_len}, {c.img_token_dim}) (vision encoder / model mismatch?)"
+            )
         for name, t in (("state_tokens", state_tokens), ("action_mask", action_mask)):
             if t.ndim != 3 or t.shape[1] != 1 or t.shape[2] != c.state_token_dim:
                 raise UserError(f"{name} has shape {tuple(t.shape)}; expected (B, 1, {c.state_token_dim})")
@@ -90,25 +104,47 @@ class RDTRunner(nn.Module):
         """State/action values (B,N,128) and mask (B,1,128) -> tokens (B,N,D) via ``state_adaptor``."""
         return self.state_adaptor(torch.cat([values, action_mask.expand(-1, values.shape[1], -1)], dim=-1))
 
-    def denoise(self, lang_tokens: torch.Tensor, lang_mask: torch.Tensor | None, img_tokens: torch.Tensor,
-                state_tokens: torch.Tensor, noisy_action: torch.Tensor, action_mask: torch.Tensor,
-                ctrl_freqs: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self,
+        lang_tokens: torch.Tensor,
+        lang_mask: torch.Tensor | None,
+        img_tokens: torch.Tensor,
+        state_tokens: torch.Tensor,
+        noisy_action: torch.Tensor,
+        action_mask: torch.Tensor,
+        ctrl_freqs: torch.Tensor,
+        timesteps: torch.Tensor,
+    ) -> torch.Tensor:
         """One network evaluation: (B,64,128) noisy chunk at diffusion step ``timesteps`` (B,) -> prediction
         (B,64,128) (the clean chunk for ``prediction_type="sample"``)."""
         self._check(lang_tokens, img_tokens, state_tokens, action_mask)
         traj = self.embed_traj(torch.cat([state_tokens, noisy_action.to(state_tokens.dtype)], dim=1), action_mask)
-        return self.model(traj, ctrl_freqs, timesteps, self.lang_adaptor(lang_tokens), self.img_adaptor(img_tokens),
-                          lang_mask=None if lang_mask is None else lang_mask.bool())
+        return self.model(
+            traj,
+            ctrl_freqs,
+            timesteps,
+            self.lang_adaptor(lang_tokens),
+            self.img_adaptor(img_tokens),
+            lang_mask=None if lang_mask is None else lang_mask.bool(),
+        )
 
     # ---------------------------------------------------------------------------------------------- training
     def forward(self, *args, **kwargs) -> torch.Tensor:
         """Same as ``compute_loss`` (as in the original runner), so DDP / accelerate wrappers can call the model."""
         return self.compute_loss(*args, **kwargs)
 
-    def compute_loss(self, lang_tokens: torch.Tensor, lang_mask: torch.Tensor | None, img_tokens: torch.Tensor,
-                     state_tokens: torch.Tensor, action_gt: torch.Tensor, action_mask: torch.Tensor,
-                     ctrl_freqs: torch.Tensor, noise: torch.Tensor | None = None,
-                     timesteps: torch.Tensor | None = None) -> torch.Tensor:
+    def compute_loss(
+        self,
+        lang_tokens: torch.Tensor,
+        lang_mask: torch.Tensor | None,
+        img_tokens: torch.Tensor,
+        state_tokens: torch.Tensor,
+        action_gt: torch.Tensor,
+        action_mask: torch.Tensor,
+        ctrl_freqs: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """DDPM training loss (scalar): noise the clean chunk at random steps (or the given ``noise`` (B,64,128)
         and ``timesteps`` (B,)), predict, MSE against the target over all B*64*128 entries."""
         b = action_gt.shape[0]
@@ -118,16 +154,23 @@ class RDTRunner(nn.Module):
             timesteps = torch.randint(0, self.config.num_train_timesteps, (b,), device=action_gt.device)
         timesteps = timesteps.to(action_gt.device).long()
         noisy = self.noise_scheduler.add_noise(action_gt, noise.to(action_gt), timesteps)
-        pred = self.denoise(lang_tokens, lang_mask, img_tokens, state_tokens, noisy, action_mask, ctrl_freqs,
-                            timesteps)
+        pred = self.denoise(lang_tokens, lang_mask, img_tokens, state_tokens, noisy, action_mask, ctrl_freqs, timesteps)
         target = action_gt if self.config.noise_scheduler["prediction_type"] == "sample" else noise
         return F.mse_loss(pred.float(), target.float())
 
     # ---------------------------------------------------------------------------------------------- sampling
     @torch.no_grad()
-    def predict_action(self, lang_tokens: torch.Tensor, lang_mask: torch.Tensor | None, img_tokens: torch.Tensor,
-                       state_tokens: torch.Tensor, action_mask: torch.Tensor, ctrl_freqs: torch.Tensor,
-                       noise: torch.Tensor | None = None, reuse_conditions: bool = True) -> torch.Tensor:
+    def predict_action(
+        self,
+        lang_tokens: torch.Tensor,
+        lang_mask: torch.Tensor | None,
+        img_tokens: torch.Tensor,
+        state_tokens: torch.Tensor,
+        action_mask: torch.Tensor,
+        ctrl_freqs: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        reuse_conditions: bool = True,
+    ) -> torch.Tensor:
         """Sample an action chunk (B,64,128) with DPM-Solver++ (5 steps) from ``noise`` (default: standard
         normal), multiplied by the mask. The adapted conditions and the state token are computed once; with
         ``reuse_conditions`` every block's cross-attention keys/values are also computed once for all steps
@@ -140,13 +183,14 @@ class RDTRunner(nn.Module):
         lang_mask = None if lang_mask is None else lang_mask.bool()
         lang_c, img_c = self.lang_adaptor(lang_tokens), self.img_adaptor(img_tokens)
         conditions = self.model.prepare_conditions(lang_c, img_c, lang_mask) if reuse_conditions else None
-        state_tok = self.embed_traj(state_tokens, action_mask)                 # (B,1,D)
+        state_tok = self.embed_traj(state_tokens, action_mask)  # (B,1,D)
         scheduler = self.sample_scheduler()
         x = noise.to(dtype)
         for t in scheduler.timesteps:
             tokens = torch.cat([state_tok, self.embed_traj(x, action_mask).to(state_tok.dtype)], dim=1)
-            out = self.model(tokens, ctrl_freqs, t.reshape(1).to(x.device), lang_c, img_c, lang_mask,
-                             conditions=conditions)
+            out = self.model(
+                tokens, ctrl_freqs, t.reshape(1).to(x.device), lang_c, img_c, lang_mask, conditions=conditions
+            )
             x = scheduler.step(out.to(dtype), t, x).prev_sample.to(dtype)
         return x * action_mask.to(dtype)
 
@@ -155,8 +199,11 @@ class RDTRunner(nn.Module):
         return sum(p.numel() for p in self.state_dict().values())
 
 
-def build_runner(config: RDTConfig | str, seed: int | None = None, device: str | torch.device = "cpu",
-                 ) -> RDTRunner:
+def build_runner(
+    config: RDTConfig | str,
+    seed: int | None = None,
+    device: str | torch.device = "cpu",
+) -> RDTRunner:
     """A randomly initialised float32 runner from a config or preset name, deterministic given ``seed``."""
     cfg = RDTConfig.preset(config) if isinstance(config, str) else config
     if seed is not None:

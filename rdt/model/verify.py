@@ -10,6 +10,7 @@ their relative L2 errors: the network's forward prediction, the training loss (r
 the 5-step DPM-Solver++ sample (recorded initial noise). Exit status 1 when any error exceeds the tolerance,
 2 when the checkpoint cannot be loaded, 0 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,9 +24,23 @@ if TYPE_CHECKING:  # torch is imported on use so that `--help` stays fast
 
 VECTORS_FILE = "vectors.safetensors"
 DEFAULT_TOLERANCE = 1e-4
-PARITY_KEYS = ("lang_tokens", "lang_attn_mask", "img_tokens", "state_tokens", "action_mask", "action_gt",
-               "ctrl_freqs", "forward_timesteps", "forward_noisy_action", "forward_pred", "loss_noise",
-               "loss_timesteps", "loss", "sample_noise", "sample_actions")
+PARITY_KEYS = (
+    "lang_tokens",
+    "lang_attn_mask",
+    "img_tokens",
+    "state_tokens",
+    "action_mask",
+    "action_gt",
+    "ctrl_freqs",
+    "forward_timesteps",
+    "forward_noisy_action",
+    "forward_pred",
+    "loss_noise",
+    "loss_timesteps",
+    "loss",
+    "sample_noise",
+    "sample_actions",
+)
 
 
 def check_finite(state_dict: dict[str, torch.Tensor], source: str) -> None:
@@ -35,8 +50,10 @@ def check_finite(state_dict: dict[str, torch.Tensor], source: str) -> None:
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
-        raise UserError(f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): "
-                        f"{', '.join(bad[:5])}{more}; the weights are broken (a diverged run?)")
+        raise UserError(
+            f"{source}: non-finite values (NaN or inf) in {len(bad)} tensor(s): "
+            f"{', '.join(bad[:5])}{more}; the weights are broken (a diverged run?)"
+        )
 
 
 def weight_kinds(folder: Path) -> list[str]:
@@ -60,6 +77,7 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
 
 def load_vectors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
     try:
         vectors = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - corrupt file: name it
@@ -80,27 +98,49 @@ def parity_errors(runner, vectors: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def _parity_errors(runner, v: dict[str, torch.Tensor]) -> dict[str, float]:
     cond = (v["lang_tokens"], v["lang_attn_mask"].bool(), v["img_tokens"])
-    pred = runner.denoise(*cond, v["state_tokens"], v["forward_noisy_action"], v["action_mask"], v["ctrl_freqs"],
-                          v["forward_timesteps"])
-    loss = runner.compute_loss(*cond, v["state_tokens"], v["action_gt"], v["action_mask"], v["ctrl_freqs"],
-                               noise=v["loss_noise"], timesteps=v["loss_timesteps"])
-    actions = runner.predict_action(*cond, v["state_tokens"], v["action_mask"], v["ctrl_freqs"],
-                                    noise=v["sample_noise"])
-    return {"forward": relative_error(pred, v["forward_pred"]),
-            "loss": relative_error(loss.reshape(1), v["loss"]),
-            "sample": relative_error(actions, v["sample_actions"])}
+    pred = runner.denoise(
+        *cond, v["state_tokens"], v["forward_noisy_action"], v["action_mask"], v["ctrl_freqs"], v["forward_timesteps"]
+    )
+    loss = runner.compute_loss(
+        *cond,
+        v["state_tokens"],
+        v["action_gt"],
+        v["action_mask"],
+        v["ctrl_freqs"],
+        noise=v["loss_noise"],
+        timesteps=v["loss_timesteps"],
+    )
+    actions = runner.predict_action(
+        *cond, v["state_tokens"], v["action_mask"], v["ctrl_freqs"], noise=v["sample_noise"]
+    )
+    return {
+        "forward": relative_error(pred, v["forward_pred"]),
+        "loss": relative_error(loss.reshape(1), v["loss"]),
+        "sample": relative_error(actions, v["sample_actions"]),
+    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", metavar="DIR",
-                        help="checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or a hub id "
-                             "present in the local Hugging Face cache")
-    parser.add_argument("--weights", choices=("all", "model", "ema"), default="all",
-                        help="which weights to check: every weights file in the folder (all), or only "
-                             "model.safetensors/pytorch_model.bin (model) or ema/model.safetensors (ema); the parity "
-                             "check uses the model weights unless ema is chosen (default: %(default)s)")
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                        help="largest accepted relative L2 error of the parity checks (default: %(default)g)")
+    parser.add_argument(
+        "folder",
+        metavar="DIR",
+        help="checkpoint folder (config.json + model.safetensors or pytorch_model.bin), or a hub id "
+        "present in the local Hugging Face cache",
+    )
+    parser.add_argument(
+        "--weights",
+        choices=("all", "model", "ema"),
+        default="all",
+        help="which weights to check: every weights file in the folder (all), or only "
+        "model.safetensors/pytorch_model.bin (model) or ema/model.safetensors (ema); the parity "
+        "check uses the model weights unless ema is chosen (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE,
+        help="largest accepted relative L2 error of the parity checks (default: %(default)g)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -121,14 +161,17 @@ def main(args: argparse.Namespace) -> int:
         loaded[kind] = runner
     runner = loaded[kinds[0]]
     c = runner.config
-    print(f"checkpoint      {args.folder} (weights: {', '.join(kinds)}; all keys and shapes match, all values "
-          "finite)")
+    print(f"checkpoint      {args.folder} (weights: {', '.join(kinds)}; all keys and shapes match, all values finite)")
     print(f"parameters      {runner.num_parameters():,}")
     print(f"transformer     hidden {c.hidden_size}, depth {c.depth}, heads {c.num_heads}, rms_norm {c.rms_norm}")
-    print(f"conditions      language {c.lang_token_dim}-dim x <= {c.max_lang_cond_len} tokens, "
-          f"image {c.img_token_dim}-dim x {c.img_cond_len} tokens {c.img_pos_embed_config}")
-    print(f"actions         {c.pred_horizon} x {c.action_dim}; scheduler {c.noise_scheduler['beta_schedule']}, "
-          f"predicts {c.noise_scheduler['prediction_type']}, {c.num_inference_timesteps} sampling steps")
+    print(
+        f"conditions      language {c.lang_token_dim}-dim x <= {c.max_lang_cond_len} tokens, "
+        f"image {c.img_token_dim}-dim x {c.img_cond_len} tokens {c.img_pos_embed_config}"
+    )
+    print(
+        f"actions         {c.pred_horizon} x {c.action_dim}; scheduler {c.noise_scheduler['beta_schedule']}, "
+        f"predicts {c.noise_scheduler['prediction_type']}, {c.num_inference_timesteps} sampling steps"
+    )
     if pipeline:
         print(f"pipeline        {', '.join(f'{k}={pipeline[k]}' for k in pipeline if k != 'dataset_stat')}")
     folder = resolved if resolved.is_dir() else resolved.parent
@@ -141,8 +184,7 @@ def main(args: argparse.Namespace) -> int:
     for name, err in errors.items():
         print(f"parity {name:<8} relative L2 error {err:.3e} ({'ok' if name not in failed else 'FAIL'})")
     if failed:
-        print(f"parity FAILED: {', '.join(failed)} above tolerance {args.tolerance:g} "
-              f"(vectors: {vectors_path})")
+        print(f"parity FAILED: {', '.join(failed)} above tolerance {args.tolerance:g} (vectors: {vectors_path})")
         return 1
     print(f"parity ok: all errors <= {args.tolerance:g}")
     return 0

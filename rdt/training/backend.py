@@ -12,6 +12,7 @@ micro-batch of each optimizer step (the optimizer calls of the trainer are then 
 (partitioned over the processes) is saved with accelerate's save_state into checkpoint-<step>/deepspeed/, so such a
 checkpoint resumes with the same number of processes only.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,9 @@ class DDP:
         from accelerate import Accelerator
 
         # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
-        return Accelerator(mixed_precision=self.precision, cpu=not torch.cuda.is_available(),
-                           **tracker_kwargs(cfg, out))
+        return Accelerator(
+            mixed_precision=self.precision, cpu=not torch.cuda.is_available(), **tracker_kwargs(cfg, out)
+        )
 
     def sync(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
         """Context of one micro-batch's forward/backward: gradients are all-reduced only when ``last``."""
@@ -64,8 +66,9 @@ class DDP:
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, folder: Path, state: dict[str, Any]) -> None:
         """Restore the optimizer state of checkpoint ``folder`` (``state``: its trainer_state.json)."""
-        optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self.accelerator.device,
-                                             weights_only=True))
+        optimizer.load_state_dict(
+            torch.load(folder / OPTIMIZER_FILE, map_location=self.accelerator.device, weights_only=True)
+        )
 
 
 class ZeRO2(DDP):
@@ -78,16 +81,19 @@ class ZeRO2(DDP):
         from accelerate.utils import InitProcessGroupKwargs
 
         if "LOCAL_RANK" not in os.environ:
-            raise UserError("run config key 'deepspeed' = 'zero2' partitions the optimizer state over the processes "
-                            "of a distributed launch (`accelerate launch --multi_gpu --num_processes N -m rdt train "
-                            "...`); this is a single process: set deepspeed: 'off'")
+            raise UserError(
+                "run config key 'deepspeed' = 'zero2' partitions the optimizer state over the processes "
+                "of a distributed launch (`accelerate launch --multi_gpu --num_processes N -m rdt train "
+                "...`); this is a single process: set deepspeed: 'off'"
+            )
         # the accumulation goes into the DeepSpeed config, so it is derived from the launch's WORLD_SIZE
         plugin = deepspeed_plugin(cfg, cfg.accumulation(int(os.environ.get("WORLD_SIZE", "1"))), self.precision)
         # without CUDA, DeepSpeed's CPU accelerator with torch.distributed over gloo; mixed precision is the
         # plugin's autocast, so accelerate's is off
         handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
-        return Accelerator(mixed_precision="no", deepspeed_plugin=plugin, kwargs_handlers=handlers,
-                           **tracker_kwargs(cfg, out))
+        return Accelerator(
+            mixed_precision="no", deepspeed_plugin=plugin, kwargs_handlers=handlers, **tracker_kwargs(cfg, out)
+        )
 
     def sync(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
         # accelerate marks the last micro-batch as the accumulation boundary, where the engine all-reduces, clips
@@ -95,7 +101,7 @@ class ZeRO2(DDP):
         return self.accelerator.accumulate(model)
 
     def backward(self, loss: torch.Tensor, accumulation: int) -> None:
-        self.accelerator.backward(loss)           # the engine divides the loss by the accumulation itself
+        self.accelerator.backward(loss)  # the engine divides the loss by the accumulation itself
 
     def autocast(self) -> contextlib.AbstractContextManager:
         # the engine autocasts its own forward and accelerate's autocast is off
@@ -112,9 +118,11 @@ class ZeRO2(DDP):
     def load_optimizer(self, optimizer: torch.optim.Optimizer, folder: Path, state: dict[str, Any]) -> None:
         processes = self.accelerator.num_processes
         if int(state["num_processes"]) != processes:
-            raise UserError(f"{folder}: written by {state['num_processes']} processes with deepspeed: zero2 "
-                            f"(optimizer state partitioned per process); resume it with {state['num_processes']} "
-                            f"processes, not {processes}")
+            raise UserError(
+                f"{folder}: written by {state['num_processes']} processes with deepspeed: zero2 "
+                f"(optimizer state partitioned per process); resume it with {state['num_processes']} "
+                f"processes, not {processes}"
+            )
         self.accelerator.load_state(str(folder / DEEPSPEED_STATE))
 
 
@@ -131,16 +139,22 @@ def deepspeed_plugin(cfg: train_config.TrainConfig, accumulation: int, precision
     try:
         import deepspeed  # noqa: F401
     except ImportError:
-        raise UserError("run config key 'deepspeed' = 'zero2' needs the deepspeed package, which is not installed: "
-                        "`pip install deepspeed` (or set deepspeed: 'off')") from None
+        raise UserError(
+            "run config key 'deepspeed' = 'zero2' needs the deepspeed package, which is not installed: "
+            "`pip install deepspeed` (or set deepspeed: 'off')"
+        ) from None
     from accelerate.utils import DeepSpeedPlugin
 
-    plugin = DeepSpeedPlugin(zero_stage=2, gradient_accumulation_steps=accumulation,
-                             gradient_clipping=cfg.max_grad_norm)
+    plugin = DeepSpeedPlugin(
+        zero_stage=2, gradient_accumulation_steps=accumulation, gradient_clipping=cfg.max_grad_norm
+    )
     plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.per_device_batch_size
     if precision == "bf16":
-        plugin.deepspeed_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16",
-                                                     "lower_precision_safe_modules": []}
+        plugin.deepspeed_config["torch_autocast"] = {
+            "enabled": True,
+            "dtype": "bfloat16",
+            "lower_precision_safe_modules": [],
+        }
     return plugin
 
 
@@ -157,8 +171,16 @@ def start_tracker(accelerator, cfg: train_config.TrainConfig, fingerprint: str) 
     if cfg.report_to != "wandb":
         return None
     name = cfg.run or "rdt"
-    accelerator.init_trackers(os.environ.get("WANDB_PROJECT", "rdt-libero"), config=cfg.to_dict(),
-                              init_kwargs={"wandb": {"name": name, "id": f"{name}-{fingerprint}"[:64],
-                                                     "resume": "allow",
-                                                     "dir": os.environ.get("WANDB_DIR") or accelerator.project_dir}})
+    accelerator.init_trackers(
+        os.environ.get("WANDB_PROJECT", "rdt-libero"),
+        config=cfg.to_dict(),
+        init_kwargs={
+            "wandb": {
+                "name": name,
+                "id": f"{name}-{fingerprint}"[:64],
+                "resume": "allow",
+                "dir": os.environ.get("WANDB_DIR") or accelerator.project_dir,
+            }
+        },
+    )
     return accelerator.log

@@ -1,4 +1,5 @@
 """The recipe's optimizer, LR schedule and EMA, built in one place for the trainer and bench/train_step.py."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -11,8 +12,13 @@ from rdt import train_config
 
 def adamw(params: Iterable[nn.Parameter], cfg: train_config.TrainConfig) -> torch.optim.AdamW:
     """AdamW with the run's learning rate, betas, epsilon and weight decay (fp32 master weights: the parameters')."""
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             weight_decay=cfg.weight_decay, eps=cfg.adam_eps)
+    return torch.optim.AdamW(
+        params,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        weight_decay=cfg.weight_decay,
+        eps=cfg.adam_eps,
+    )
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, cfg: train_config.TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:

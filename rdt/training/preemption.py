@@ -2,6 +2,7 @@
 checkpoint is saved and the command exits with 128 + the signal number; the data workers ignore those signals (they
 must finish the step), and a trainer started by ``accelerate launch`` gets SIGTERM when its launcher dies.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ class Preempted(Exception):
     """Raised after the checkpoint of a run stopped by a signal has been written."""
 
     def __init__(self, signum: int, step: int, folder: Path):
-        super().__init__(f"stopped by signal {signal.Signals(signum).name} at step {step}; resumable checkpoint "
-                         f"{folder}")
+        super().__init__(
+            f"stopped by signal {signal.Signals(signum).name} at step {step}; resumable checkpoint {folder}"
+        )
         self.signum = signum
 
 
@@ -69,5 +71,5 @@ def stop_with_launcher() -> None:
     PR_SET_PDEATHSIG = 1
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM)) != 0:
         return
-    if os.getppid() != ppid:              # the launcher died before the request was made
+    if os.getppid() != ppid:  # the launcher died before the request was made
         os.kill(os.getpid(), signal.SIGTERM)

@@ -9,6 +9,7 @@
 
 Only the standard library and rdt's small helpers: the report reads metrics without importing torch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,13 +29,25 @@ from rdt.utils.files import read_json
 CHECKPOINTS, METRICS = "checkpoints", "metrics.csv"
 METRICS_HISTORY = "metrics.history.csv"
 LOCK_FILE = ".train.lock"
-STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = ("trainer_state.json", "optimizer.pt", "scheduler.pt",
-                                                        "rng_states.pt")
-DEEPSPEED_STATE = "deepspeed"      # checkpoint subfolder written by accelerate's save_state under deepspeed: zero2
+STATE_FILE, OPTIMIZER_FILE, SCHEDULER_FILE, RNG_FILE = (
+    "trainer_state.json",
+    "optimizer.pt",
+    "scheduler.pt",
+    "rng_states.pt",
+)
+DEEPSPEED_STATE = "deepspeed"  # checkpoint subfolder written by accelerate's save_state under deepspeed: zero2
 #: the action slots of the LIBERO mapping, whose held-out sample error is logged (the mean and per slot)
 SAMPLE_MSE_SLOTS = tuple(f"sample_mse_{slot}" for slot in ACTION_SLOTS)
-METRIC_COLUMNS = ("step", "loss", "lr", "grad_norm", "samples", "samples_per_s", "step_time_s",
-                  "sample_mse") + SAMPLE_MSE_SLOTS
+METRIC_COLUMNS = (
+    "step",
+    "loss",
+    "lr",
+    "grad_norm",
+    "samples",
+    "samples_per_s",
+    "step_time_s",
+    "sample_mse",
+) + SAMPLE_MSE_SLOTS
 REQUIRED_METRIC_COLUMNS = ("step", "loss", "lr")
 
 
@@ -87,7 +100,7 @@ def prune_checkpoints(out: str | Path, fingerprint: str, limit: int, written: in
         doomed = [f for _, f in match[:-limit]]
     else:
         earlier = [f for s, f in match if s < written]
-        doomed = earlier[:max(len(earlier) - (limit - 1), 0)]
+        doomed = earlier[: max(len(earlier) - (limit - 1), 0)]
     for folder in doomed:
         shutil.rmtree(folder)
     return doomed
@@ -113,11 +126,14 @@ def run_lock(out: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
-            raise UserError(f"{out}: another trainer is training into this run folder ({holder}; lock {path}); "
-                            "wait for it to finish, stop it, or use another --out") from None
+            raise UserError(
+                f"{out}: another trainer is training into this run folder ({holder}; lock {path}); "
+                "wait for it to finish, stop it, or use another --out"
+            ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
-                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        os.pwrite(
+            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0
+        )
         yield
     finally:
         os.close(fd)
@@ -135,7 +151,7 @@ class MetricsLog:
     metrics.csv, so a segment that retrains steps 1-10 of a finished 30-step run leaves 30 rows."""
 
     def __init__(self, out: str | Path, start_step: int, keep_until: int = 0, tracker=None):
-        self.tracker = tracker      # train.report_to: wandb -> accelerator.log(values, step=step)
+        self.tracker = tracker  # train.report_to: wandb -> accelerator.log(values, step=step)
         self.path = Path(out) / METRICS
         self.history = Path(out) / METRICS_HISTORY
         self.keep_until, self.last_step = int(keep_until), int(start_step)
@@ -190,7 +206,7 @@ class MetricsLog:
     def close(self) -> None:
         self.file.close()
         back = [r for r in self.set_aside if self.last_step < int(r["step"]) <= self.keep_until]
-        if back:          # rows of the trajectory that reached checkpoint-<keep_until>, beyond what this one wrote
+        if back:  # rows of the trajectory that reached checkpoint-<keep_until>, beyond what this one wrote
             write_text(self.path, _metrics_text(_read_rows(self.path)[1] + back))
         if self.tb is not None:
             self.tb.close()

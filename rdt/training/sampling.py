@@ -4,6 +4,7 @@ random draws (which step, condition masking, state noise, augmentation, diffusio
 the trajectory depends neither on the process count nor on the data-loading workers, and a resumed run continues
 the same stream.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -30,8 +31,14 @@ class PositionedSamples(Dataset):
     sample also carries its ``position``.
     """
 
-    def __init__(self, dataset: Dataset, seed: int, num_train_timesteps: int, action_shape: tuple[int, int],
-                 weights: np.ndarray | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        seed: int,
+        num_train_timesteps: int,
+        action_shape: tuple[int, int],
+        weights: np.ndarray | None = None,
+    ):
         self.dataset, self.seed = dataset, int(seed)
         self.num_train_timesteps, self.action_shape = int(num_train_timesteps), tuple(action_shape)
         w = np.ones(len(dataset)) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -42,8 +49,8 @@ class PositionedSamples(Dataset):
         u = np.random.default_rng(s_draw).random() * self.cumulative[-1]
         return int(min(np.searchsorted(self.cumulative, u, side="right"), len(self.cumulative) - 1))
 
-    def __len__(self) -> int:            # positions are unbounded; the sampler decides which are read
-        return 2 ** 62
+    def __len__(self) -> int:  # positions are unbounded; the sampler decides which are read
+        return 2**62
 
     def __getitem__(self, position: int) -> dict[str, Any]:
         _, s_data, s_noise = position_seeds(self.seed, position)

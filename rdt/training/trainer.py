@@ -4,6 +4,7 @@ The recipe is described in rdt/train.py (the command's help). The samples come f
 draw seeded by the sample's global position), the distribution from rdt.training.backend (DDP or ZeRO-2), AdamW,
 the LR schedule and the EMA from rdt.training.optim, the file names from rdt.training.run_folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -71,16 +72,21 @@ def initial_runner(cfg: train_config.TrainConfig):
     runner, _ = load_runner(cfg.init_from, weights="model")
     if runner.config.to_flat() != preset.to_flat():
         diff = sorted(k for k, v in preset.to_flat().items() if runner.config.to_flat().get(k) != v)
-        raise UserError(f"init_from {cfg.init_from!r}: its config.json is not the {cfg.model!r} architecture "
-                        f"(differs in {', '.join(diff)}); set model to the checkpoint's preset")
+        raise UserError(
+            f"init_from {cfg.init_from!r}: its config.json is not the {cfg.model!r} architecture "
+            f"(differs in {', '.join(diff)}); set model to the checkpoint's preset"
+        )
     return runner.train()
 
 
 def rng_state() -> dict[str, Any]:
     """The global RNG states of this process (python, numpy, torch, cuda), in a form torch.save can write."""
     np_state = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
@@ -117,7 +123,7 @@ class Trainer:
         lang = self._load_data()
         self._build_model(lang, resume)
         self.step = self.start_step = 0
-        self.nonfinite_steps = 0            # consecutive optimizer steps with a non-finite gradient norm
+        self.nonfinite_steps = 0  # consecutive optimizer steps with a non-finite gradient norm
         if resume is not None:
             self._resume(resume)
         self._last_saved = self.step
@@ -140,10 +146,26 @@ class Trainer:
         self.sample_on = "held-out" if held_eps else "training"
         cached = cfg.cache_image_features
         common = dict(image_transform=None if cached else self.vision.preprocessor, frame_ids=cached)
-        self.train_set = LiberoDataset(cfg.data, lang, stats, episodes=train_eps, cond_mask_prob=cfg.cond_mask_prob,
-                                       state_noise_snr=cfg.state_noise_snr, image_aug=cfg.image_aug, **common)
-        self.sample_set = LiberoDataset(cfg.data, lang, stats, episodes=held_eps or train_eps, cond_mask_prob=0.0,
-                                        state_noise_snr=None, image_aug=False, **common)
+        self.train_set = LiberoDataset(
+            cfg.data,
+            lang,
+            stats,
+            episodes=train_eps,
+            cond_mask_prob=cfg.cond_mask_prob,
+            state_noise_snr=cfg.state_noise_snr,
+            image_aug=cfg.image_aug,
+            **common,
+        )
+        self.sample_set = LiberoDataset(
+            cfg.data,
+            lang,
+            stats,
+            episodes=held_eps or train_eps,
+            cond_mask_prob=0.0,
+            state_noise_snr=None,
+            image_aug=False,
+            **common,
+        )
         self.train_features = self.sample_features = None
         if cached:
             from rdt.data.features import FrameFeatures
@@ -151,10 +173,15 @@ class Trainer:
             t0 = time.perf_counter()
             self.train_features = FrameFeatures.build(self.train_set, self.vision)
             self.sample_features = FrameFeatures.build(self.sample_set, self.vision)
-            self.log(f"image features of {self.train_features.table.shape[0] + self.sample_features.table.shape[0]} "
-                     f"frame slots computed once in {time.perf_counter() - t0:.1f} s (cache_image_features)")
-        self.weights = (None if cfg.oversample_transitions is None
-                        else transition_weights(self.train_set, cfg.oversample_transitions))
+            self.log(
+                f"image features of {self.train_features.table.shape[0] + self.sample_features.table.shape[0]} "
+                f"frame slots computed once in {time.perf_counter() - t0:.1f} s (cache_image_features)"
+            )
+        self.weights = (
+            None
+            if cfg.oversample_transitions is None
+            else transition_weights(self.train_set, cfg.oversample_transitions)
+        )
         return lang
 
     def _build_model(self, lang, resume: Path | None) -> None:
@@ -169,10 +196,12 @@ class Trainer:
         check_vision_fits(self.vision, runner.config, model)
         self.runner = runner
         c = runner.config
-        self.positions = PositionedSamples(self.train_set, cfg.seed, c.num_train_timesteps,
-                                           (c.pred_horizon, c.action_dim), self.weights)
-        self.sample_positions = PositionedSamples(self.sample_set, cfg.seed, c.num_train_timesteps,
-                                                  (c.pred_horizon, c.action_dim))
+        self.positions = PositionedSamples(
+            self.train_set, cfg.seed, c.num_train_timesteps, (c.pred_horizon, c.action_dim), self.weights
+        )
+        self.sample_positions = PositionedSamples(
+            self.sample_set, cfg.seed, c.num_train_timesteps, (c.pred_horizon, c.action_dim)
+        )
         self.optimizer = optim.adamw(runner.parameters(), cfg)
         self.scheduler = optim.lr_schedule(self.optimizer, cfg)
         self.ema = optim.ema(runner, cfg)
@@ -203,8 +232,10 @@ class Trainer:
             set_rng_state(rng[self.rank])
         self.step = self.start_step = int(state["step"])
         if self.scheduler.last_epoch != self.step:
-            raise UserError(f"{folder}: LR scheduler is at step {self.scheduler.last_epoch}, checkpoint at "
-                            f"{self.step} (corrupt checkpoint)")
+            raise UserError(
+                f"{folder}: LR scheduler is at step {self.scheduler.last_epoch}, checkpoint at "
+                f"{self.step} (corrupt checkpoint)"
+            )
 
     def save_state(self) -> Path:
         """Write checkpoint-<step> (rank 0 only, atomically) and prune old ones; every process must call it."""
@@ -216,21 +247,31 @@ class Trainer:
         folder = checkpoint_dir(self.out, self.step)
         with contextlib.ExitStack() as stack:
             tmp = stack.enter_context(atomic_dir(folder)) if self.is_main else None
-            if self.is_main:         # first: save_checkpoint replaces the whole folder
+            if self.is_main:  # first: save_checkpoint replaces the whole folder
                 save_checkpoint(tmp, self.runner, self.runner.config, ema_state_dict=self.ema.state_dict())
             self.backend.save_optimizer(self.optimizer, tmp)
             if self.is_main:
                 torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_FILE)
                 torch.save(rng, tmp / RNG_FILE)
-                write_json(tmp / STATE_FILE, {
-                    "step": self.step, "samples_seen": self.step * self.cfg.effective_batch_size,
-                    "next_micro_batch": self.step * self.accumulation, "num_processes": self.num_processes,
-                    "accumulation": self.accumulation, "ema_optimization_step": self.ema.optimization_step,
-                    "fingerprint": self.fingerprint, "config": self.cfg.to_dict(), "time": time.time()})
+                write_json(
+                    tmp / STATE_FILE,
+                    {
+                        "step": self.step,
+                        "samples_seen": self.step * self.cfg.effective_batch_size,
+                        "next_micro_batch": self.step * self.accumulation,
+                        "num_processes": self.num_processes,
+                        "accumulation": self.accumulation,
+                        "ema_optimization_step": self.ema.optimization_step,
+                        "fingerprint": self.fingerprint,
+                        "config": self.cfg.to_dict(),
+                        "time": time.time(),
+                    },
+                )
         self._last_saved = self.step
         if self.is_main:
-            for gone in prune_checkpoints(self.out, self.fingerprint, self.cfg.checkpoints_total_limit,
-                                          written=self.step):
+            for gone in prune_checkpoints(
+                self.out, self.fingerprint, self.cfg.checkpoints_total_limit, written=self.step
+            ):
                 self.log(f"pruned {gone.name} (checkpoints_total_limit={self.cfg.checkpoints_total_limit})")
         self.accelerator.wait_for_everyone()
         return folder
@@ -238,12 +279,19 @@ class Trainer:
     # -------------------------------------------------------------------------------------- one step
     def data_iterator(self) -> Iterator[dict[str, Any]]:
         """This process's micro-batches from the current step on (rdt.training.sampling.MicroBatchPositions)."""
-        sampler = MicroBatchPositions(self.step * self.accumulation, self.rank, self.num_processes,
-                                      self.cfg.per_device_batch_size)
+        sampler = MicroBatchPositions(
+            self.step * self.accumulation, self.rank, self.num_processes, self.cfg.per_device_batch_size
+        )
         workers = self.cfg.dataloader_num_workers
-        loader = DataLoader(self.positions, batch_sampler=sampler, num_workers=workers,
-                            collate_fn=collate_positioned, pin_memory=self.device.type == "cuda",
-                            prefetch_factor=4 if workers else None, worker_init_fn=ignore_stop_signals)
+        loader = DataLoader(
+            self.positions,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_positioned,
+            pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if workers else None,
+            worker_init_fn=ignore_stop_signals,
+        )
         return iter(loader)
 
     def model_inputs(self, batch: dict[str, Any], features=None) -> dict[str, torch.Tensor]:
@@ -254,11 +302,17 @@ class Trainer:
             img_tokens = features.views(batch["frame_ids"], batch["image_valid"])
         else:
             img_tokens = self.vision.encode_views(batch["images"].to(dev, non_blocking=True), batch["image_valid"])
-        return {"lang_tokens": batch["lang"].to(dev), "lang_mask": batch["lang_mask"].to(dev),
-                "img_tokens": img_tokens, "state_tokens": batch["state"].to(dev),
-                "action_gt": batch["actions"].to(dev), "action_mask": batch["state_mask"].to(dev).unsqueeze(1),
-                "ctrl_freqs": batch["ctrl_freq"].to(dev), "noise": batch["noise"].to(dev),
-                "timesteps": batch["timestep"].to(dev)}
+        return {
+            "lang_tokens": batch["lang"].to(dev),
+            "lang_mask": batch["lang_mask"].to(dev),
+            "img_tokens": img_tokens,
+            "state_tokens": batch["state"].to(dev),
+            "action_gt": batch["actions"].to(dev),
+            "action_mask": batch["state_mask"].to(dev).unsqueeze(1),
+            "ctrl_freqs": batch["ctrl_freq"].to(dev),
+            "noise": batch["noise"].to(dev),
+            "timesteps": batch["timestep"].to(dev),
+        }
 
     def accumulate(self, micro_batches: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> tuple[float, int]:
         """Forward/backward over ``accumulation`` micro-batches; gradients are all-reduced on the last one only
@@ -301,10 +355,12 @@ class Trainer:
         limit = self.cfg.max_nonfinite_steps
         if limit and self.nonfinite_steps >= limit:
             first = self.step + 2 - self.nonfinite_steps
-            raise Diverged(f"{self.out}: training diverged: {self.nonfinite_steps} consecutive optimizer steps "
-                           f"({first}-{self.step + 1}) had a non-finite gradient norm (max_nonfinite_steps="
-                           f"{limit}); nothing after step {self._last_saved} was saved or exported. "
-                           "Lower learning_rate or check the data and init_from weights")
+            raise Diverged(
+                f"{self.out}: training diverged: {self.nonfinite_steps} consecutive optimizer steps "
+                f"({first}-{self.step + 1}) had a non-finite gradient norm (max_nonfinite_steps="
+                f"{limit}); nothing after step {self._last_saved} was saved or exported. "
+                "Lower learning_rate or check the data and init_from weights"
+            )
 
     @torch.no_grad()
     def sample_mse(self) -> dict[str, float]:
@@ -320,13 +376,18 @@ class Trainer:
             inputs = self.model_inputs(self.sample_positions.batch(range(i * b, (i + 1) * b)), self.sample_features)
             with self.backend.autocast():
                 pred = self.ema.model.predict_action(
-                    inputs["lang_tokens"], inputs["lang_mask"], inputs["img_tokens"], inputs["state_tokens"],
-                    inputs["action_mask"], inputs["ctrl_freqs"], noise=inputs["noise"])
-            se = (pred.float() - inputs["action_gt"].float())[..., slots.to(pred.device)] ** 2   # (B,64,7)
-            errors.append(se.mean(dim=1).cpu())                                                 # (B,7)
+                    inputs["lang_tokens"],
+                    inputs["lang_mask"],
+                    inputs["img_tokens"],
+                    inputs["state_tokens"],
+                    inputs["action_mask"],
+                    inputs["ctrl_freqs"],
+                    noise=inputs["noise"],
+                )
+            se = (pred.float() - inputs["action_gt"].float())[..., slots.to(pred.device)] ** 2  # (B,64,7)
+            errors.append(se.mean(dim=1).cpu())  # (B,7)
         per_slot = torch.cat(errors).mean(dim=0)
-        return {"sample_mse": float(per_slot.mean()),
-                **{col: float(v) for col, v in zip(SAMPLE_MSE_SLOTS, per_slot)}}
+        return {"sample_mse": float(per_slot.mean()), **{col: float(v) for col, v in zip(SAMPLE_MSE_SLOTS, per_slot)}}
 
     # -------------------------------------------------------------------------------------- loop
     def run(self, until_step: int) -> None:
@@ -343,8 +404,16 @@ class Trainer:
                 grad_norm, lr = self.optimizer_step()
                 loss, samples, stopping = self._reduce(loss, samples, stop.signum is not None)
                 dt = time.perf_counter() - t0
-                row = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "samples": samples,
-                       "samples_per_s": samples / dt, "step_time_s": dt, "sample_mse": None}
+                row = {
+                    "step": self.step,
+                    "loss": loss,
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "samples": samples,
+                    "samples_per_s": samples / dt,
+                    "step_time_s": dt,
+                    "sample_mse": None,
+                }
                 if self.is_main:
                     self._record(row, metrics, progress, until_step)
                 if self.step % cfg.checkpointing_period == 0 or self.step == until_step or stopping:
@@ -355,8 +424,9 @@ class Trainer:
 
     def _reduce(self, loss: float, samples: int, stop: bool) -> tuple[float, int, bool]:
         """(mean loss, samples, whether any process was asked to stop) over all processes."""
-        summed = self.accelerator.reduce(torch.tensor([loss, samples, float(stop)], device=self.device,
-                                                      dtype=torch.float64), "sum")
+        summed = self.accelerator.reduce(
+            torch.tensor([loss, samples, float(stop)], device=self.device, dtype=torch.float64), "sum"
+        )
         return float(summed[0]) / self.num_processes, int(summed[1]), bool(summed[2] > 0)
 
     def _record(self, row: dict[str, Any], metrics: MetricsLog, progress: Progress, until_step: int) -> None:
@@ -368,8 +438,10 @@ class Trainer:
         progress.update(1, loss=row["loss"], lr=row["lr"])
         if self.step % cfg.log_period == 0 or self.step == until_step:
             extra = f" sample_mse {row['sample_mse']:.5f}" if row["sample_mse"] is not None else ""
-            self.log(f"step {self.step} loss {row['loss']:.5f} lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} "
-                     f"{row['samples_per_s']:.1f} samples/s{extra}")
+            self.log(
+                f"step {self.step} loss {row['loss']:.5f} lr {row['lr']:.3g} grad_norm {row['grad_norm']:.3g} "
+                f"{row['samples_per_s']:.1f} samples/s{extra}"
+            )
 
     @contextlib.contextmanager
     def _metrics_log(self) -> Iterator[MetricsLog | None]:
@@ -396,11 +468,17 @@ class Trainer:
         """The batch formula, precision, model, optimizer, EMA and data of this segment, one line each."""
         cfg = self.cfg
         self.log(cfg.batch_formula(self.num_processes))
-        self.log(f"mixed precision {self.precision}; model {cfg.model} "
-                 f"({self.runner.num_parameters() / 1e6:.1f}M parameters) from "
-                 f"{'checkpoint-' + str(self.start_step) if self.start_step else (cfg.init_from or 'random init')}")
-        self.log(f"AdamW lr {cfg.learning_rate:g} (warmup {cfg.lr_warmup_steps} steps, then constant), betas "
-                 f"({cfg.adam_beta1}, {cfg.adam_beta2}), weight decay {cfg.weight_decay}, clip {cfg.max_grad_norm}; "
-                 f"EMA power {cfg.ema_power} max {cfg.ema_max}")
-        self.log(f"{len(self.train_set)} training samples ({len(self.train_set.episode_ids)} episodes); sample MSE on "
-                 f"{len(self.sample_set.episode_ids)} {self.sample_on} episodes; steps {self.step} -> {until_step}")
+        self.log(
+            f"mixed precision {self.precision}; model {cfg.model} "
+            f"({self.runner.num_parameters() / 1e6:.1f}M parameters) from "
+            f"{'checkpoint-' + str(self.start_step) if self.start_step else (cfg.init_from or 'random init')}"
+        )
+        self.log(
+            f"AdamW lr {cfg.learning_rate:g} (warmup {cfg.lr_warmup_steps} steps, then constant), betas "
+            f"({cfg.adam_beta1}, {cfg.adam_beta2}), weight decay {cfg.weight_decay}, clip {cfg.max_grad_norm}; "
+            f"EMA power {cfg.ema_power} max {cfg.ema_max}"
+        )
+        self.log(
+            f"{len(self.train_set)} training samples ({len(self.train_set.episode_ids)} episodes); sample MSE on "
+            f"{len(self.sample_set.episode_ids)} {self.sample_on} episodes; steps {self.step} -> {until_step}"
+        )

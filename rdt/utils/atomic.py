@@ -2,6 +2,7 @@
 
 An interrupted job therefore never leaves a file (or folder) that looks finished.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,7 +25,7 @@ def _umask() -> int:
 def _tmp_name(target: Path, suffix: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix, dir=target.parent)
-    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600; outputs are shared like normally created files
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are shared like normally created files
     os.close(fd)
     return Path(name)
 
@@ -42,7 +43,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         os.replace(tmp, target)
     except BaseException as e:
         try:
-            _name_full_disk(target, tmp, e)     # while the partial file still fills the disk
+            _name_full_disk(target, tmp, e)  # while the partial file still fills the disk
         finally:
             tmp.unlink(missing_ok=True)
         raise
@@ -102,9 +103,13 @@ def write_json(target: str | os.PathLike, obj: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ disk faults
 #: errno -> the cause as the one error line states it
-DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
-               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-               errno.EPERM: "operation not permitted"}
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
 #: an output folder with less free space than this is reported as full before any work starts
 MIN_FREE_BYTES = 1 << 20
 
@@ -156,7 +161,7 @@ def check_writable(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES) ->
     again). Raises OSError with the errno of the cause (ENOSPC, EROFS, EACCES, ...) and the folder as its
     filename."""
     folder = Path(folder).absolute()
-    created = [p for p in (folder, *folder.parents) if not p.exists()]      # removed again after the check
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # removed again after the check
     try:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -175,7 +180,7 @@ def check_writable(folder: str | os.PathLike, min_free: int = MIN_FREE_BYTES) ->
         free = shutil.disk_usage(folder).free
         if free < min_free:
             raise OSError(errno.ENOSPC, f"no space left on device ({free} bytes free)", str(folder))
-    finally:                # the check leaves nothing behind: the command creates its folders when it writes
+    finally:  # the check leaves nothing behind: the command creates its folders when it writes
         for p in created:
             with contextlib.suppress(OSError):
                 p.rmdir()
@@ -193,5 +198,9 @@ def raise_if_disk_full(path: str | os.PathLike, error: BaseException, min_free: 
     except OSError:
         return
     if free < min_free:
-        raise OSError(errno.ENOSPC, f"no space left on device ({free} bytes free; {type(error).__name__}: "
-                                    f"{str(error).splitlines()[0] if str(error) else ''})", str(path)) from error
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on device ({free} bytes free; {type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''})",
+            str(path),
+        ) from error

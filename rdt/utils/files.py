@@ -1,6 +1,7 @@
 """Reading small structured files (JSON, YAML) with the project's clear errors: a missing file or one that does
 not parse is a UserError naming the file. :func:`read_json` is the one JSON file reader (callers that may go
 without a file catch its UserError)."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,15 @@ from typing import Any
 from rdt.errors import UserError
 
 
-def _read(path: str | os.PathLike, parse: Callable[[str], Any], errors: type[Exception] | tuple, kind: str,
-          missing: str) -> Any:
+def _read(
+    path: str | os.PathLike, parse: Callable[[str], Any], errors: type[Exception] | tuple, kind: str, missing: str
+) -> Any:
     path = Path(path)
     try:
         return parse(path.read_text())
     except FileNotFoundError:
         raise UserError(f"{path}: {missing}") from None
-    except OSError as e:               # a folder, no permission, an I/O error
+    except OSError as e:  # a folder, no permission, an I/O error
         raise UserError(f"{path}: cannot be read ({e.strerror or e})") from None
     except errors as e:
         raise UserError(f"{path}: not valid {kind} ({e})") from None

@@ -1,5 +1,6 @@
 """Content hashes, in one place: short keys of settings (cache keys, training identities, evaluation outcome keys),
 file digests and the sampled identity of large data files. All are sha256; keys are its first hex digits."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SAMPLED_ABOVE = 64 << 20        # files larger than this are identified by their size and first and last MiB
+SAMPLED_ABOVE = 64 << 20  # files larger than this are identified by their size and first and last MiB
 _SAMPLE = 1 << 20
 _BLOCK = 8 << 20
 

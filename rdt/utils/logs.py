@@ -5,6 +5,7 @@ lines, the plain progress lines (rdt/utils/progress.py) and Python logging recor
 Known third-party noise is dropped (:func:`quiet_third_party`): robosuite's three "No private macro file found"
 warnings at import and LIBERO's "[info] using task orders [...]" print. Error lines (``error: ...``) stay as they are.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,11 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: the beginnings of robosuite's import-time warnings about its optional private macro file
-ROBOSUITE_NOISE = ("No private macro file found", "It is recommended to use a private macro file",
-                   "To setup, run: python")
+ROBOSUITE_NOISE = (
+    "No private macro file found",
+    "It is recommended to use a private macro file",
+    "To setup, run: python",
+)
 
 
 def now() -> str:

@@ -1,4 +1,5 @@
 """Progress display: a tqdm bar in a terminal, plain periodic lines otherwise (batch jobs, SLURM logs)."""
+
 from __future__ import annotations
 
 import sys
@@ -21,11 +22,12 @@ class Progress:
     the steps done before it).
     """
 
-    def __init__(self, total: int | None, desc: str, unit: str = "it", every: float = 30.0, initial: int = 0,
-                 stream=None):
+    def __init__(
+        self, total: int | None, desc: str, unit: str = "it", every: float = 30.0, initial: int = 0, stream=None
+    ):
         self.total, self.desc, self.unit, self.every = total, desc, unit, every
         self.n = self.initial = initial
-        self._printed: int | None = None     # the count shown by the last plain line
+        self._printed: int | None = None  # the count shown by the last plain line
         self.stream = stream or sys.stderr
         self.postfix: dict[str, object] = {}
         self._start = time.monotonic()
@@ -58,14 +60,18 @@ class Progress:
         if self.total and self.n < self.total:
             eta = f", ETA {_duration((self.total - self.n) / rate)}" if rate > 0 else ", ETA ?"
         extras = " ".join(f"{k}={_fmt(v)}" for k, v in self.postfix.items())
-        print(f"{now()} {self.desc}: {self.n}{total}{pct} elapsed {_duration(elapsed)}{eta}, {rate:.3g} "
-              f"{self.unit}/s {extras}".rstrip(), file=self.stream, flush=True)
+        print(
+            f"{now()} {self.desc}: {self.n}{total}{pct} elapsed {_duration(elapsed)}{eta}, {rate:.3g} "
+            f"{self.unit}/s {extras}".rstrip(),
+            file=self.stream,
+            flush=True,
+        )
         self._printed = self.n
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self._printed != self.n:      # the final count, unless the last periodic line already showed it
+        elif self._printed != self.n:  # the final count, unless the last periodic line already showed it
             self._line()
 
     def __enter__(self) -> Progress:
