@@ -271,7 +271,7 @@ class WorkerPool:
 
 
 # ------------------------------------------------------------------------------------------------ scheduler
-#: plan(ready) -> one (n_i, 7) LIBERO command array per ready episode (n_i >= 1); called once per round.
+#: plan(ready) -> one (n_i, 7) LIBERO command array per ready episode (n_i >= 1), for all episodes waiting.
 Planner = Callable[[list[tuple[Job, Observation]]], list[np.ndarray]]
 
 
@@ -281,7 +281,6 @@ class _Running:
     started: float
     steps: int = 0
     video: list[np.ndarray] = field(default_factory=list)
-    actions: np.ndarray | None = None
 
 
 def take_job(pending: deque[Job], loaded: Task | None, elsewhere: set[Task]) -> Job:
@@ -307,14 +306,10 @@ def run_jobs(
 ) -> None:
     """Run every job once on the pool's workers; ``on_result`` is called as each episode ends.
 
-    Receding-horizon control: each planning call gives an episode a chunk; the first ``min(horizon, steps left)``
-    commands are executed before it is planned again. An episode ends on the success check or after
-    ``max_steps`` policy steps. No rounds: a worker whose episode ended starts the next queued job at once (one of
-    the task its environment holds if any, :func:`take_job`), and one ``plan`` call covers the episodes whose
-    observations have arrived, while the other workers go on stepping. Which worker runs a job, and with which
-    others it is planned, depends on timing; an episode's outcome does not (each episode's noise is its own and its
-    environment starts bit-identically, see ``rdt.libero.env.start_episode``)."""
-    if not 1 <= horizon:
+    Receding horizon: an episode executes the first ``min(horizon, steps left)`` commands of each planned chunk
+    until the success check or ``max_steps``. No rounds: a freed worker starts the next job at once (:func:`take_job`)
+    and one ``plan`` call covers the episodes whose observations have arrived while the others step."""
+    if horizon < 1:
         raise ValueError(f"horizon must be >= 1, got {horizon}")
     pending = deque(jobs)
     running: dict[int, _Running] = {}
@@ -359,10 +354,13 @@ def run_jobs(
         if len(chunks) != len(ready):
             raise RuntimeError(f"planner returned {len(chunks)} action chunks for {len(ready)} episodes")
         for (i, _), chunk in zip(ready, chunks):
-            ep = running[i]
-            n = min(horizon, max_steps - ep.steps)
-            chunk = np.asarray(chunk, dtype=np.float64)
-            if chunk.ndim != 2 or chunk.shape[1] != 7 or len(chunk) < n:
-                raise RuntimeError(f"planner returned actions of shape {chunk.shape}; need at least ({n}, 7)")
-            ep.actions = chunk[:n]
-            pool.send(i, "step", ep.actions)
+            pool.send(i, "step", first_commands(chunk, min(horizon, max_steps - running[i].steps)))
+
+
+def first_commands(chunk: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` LIBERO commands (n, 7) of a planned chunk; raises when the planner gave fewer or another
+    shape."""
+    chunk = np.asarray(chunk, dtype=np.float64)
+    if chunk.ndim != 2 or chunk.shape[1] != 7 or len(chunk) < n:
+        raise RuntimeError(f"planner returned actions of shape {chunk.shape}; need at least ({n}, 7)")
+    return chunk[:n]
