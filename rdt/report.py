@@ -679,15 +679,9 @@ def _state_range_rows(runs: list[Run]) -> list[tuple[bool, list[str]]]:
     return rows
 
 
-def summary_html(
-    runs: list[Run],
-    out: Path,
-    audits: list[dict[str, Any]],
-    videos: list[tuple[str, Path]],
-    video_bytes: int = 40 << 20,
-) -> str:
-    """The summary page (``out`` holds the figures and videos it embeds)."""
-    parts = [
+def _page_head(runs: list[Run]) -> list[str]:
+    """The page's head, title and the note on which runs and checkpoints it shows."""
+    return [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>RDT LIBERO report: "
         f"{_esc(', '.join(r.name for r in runs))}</title><style>{CSS}</style></head><body>",
         "<h1>RDT fine-tuning on LIBERO: summary</h1>",
@@ -698,35 +692,38 @@ def summary_html(
         "state) pairs, so they are compared paired.</p>",
     ]
 
-    # 1. headline
-    parts.append("<h2>Success per run and execution horizon (last checkpoint)</h2>")
-    rows = []
-    for h in headline_rows(runs):
-        sel = h["selection"]
-        if sel is None:
-            best = "one checkpoint"
-        elif sel.best is None:
-            best = f"no best: {sel.reason}"
-        else:
-            rep_s, rep_n = sel.report
-            last = sel.last_report
-            if sel.best == h["step"]:
-                best = f"the last (step {sel.best}): {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
-            else:
-                best = f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states" + (
-                    f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""
-                )
-        rows.append(
-            [
-                h["run"],
-                f"H={h['horizon']}",
-                f"{_pct(h['rate'])}",
-                _ci(h["ci95"]),
-                f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
-                best,
-            ]
-        )
-    parts.append(
+
+def _best_cell(h: dict[str, Any]) -> str:
+    """The "best checkpoint" cell of one headline row: chosen on even init states, reported on odd."""
+    sel = h["selection"]
+    if sel is None:
+        return "one checkpoint"
+    if sel.best is None:
+        return f"no best: {sel.reason}"
+    rep_s, rep_n = sel.report
+    last = sel.last_report
+    if sel.best == h["step"]:
+        return f"the last (step {sel.best}): {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
+    return f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states" + (
+        f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""
+    )
+
+
+def _headline_section(runs: list[Run]) -> list[str]:
+    """1. success per run and execution horizon at the last checkpoint, with the best checkpoint."""
+    rows = [
+        [
+            h["run"],
+            f"H={h['horizon']}",
+            f"{_pct(h['rate'])}",
+            _ci(h["ci95"]),
+            f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
+            _best_cell(h),
+        ]
+        for h in headline_rows(runs)
+    ]
+    return [
+        "<h2>Success per run and execution horizon (last checkpoint)</h2>",
         _table(
             [
                 "run",
@@ -737,17 +734,17 @@ def summary_html(
                 "best checkpoint (chosen on even init states, reported on odd)",
             ],
             rows,
-        )
-    )
-    parts.append(
+        ),
         '<p class="note">"Best" is selected on the even init states and its success is reported on the '
         "odd init states, so the number shown was not used to pick it; when all checkpoints tie there is "
-        "no best.</p>"
-    )
+        "no best.</p>",
+    ]
 
-    # 2. comparisons
+
+def _comparisons_section(runs: list[Run]) -> list[str]:
+    """2. the paired comparisons of horizons and runs, one verdict line each."""
     comp = comparisons(runs)
-    parts.append("<h2>Paired comparisons</h2>")
+    parts = ["<h2>Paired comparisons</h2>"]
     labels = {
         "horizons": "Execution horizons within each run (last checkpoint)",
         "runs": "Runs at equal horizons (last checkpoints)",
@@ -770,92 +767,110 @@ def summary_html(
         )
     else:
         parts.append('<p class="note">Nothing to compare: one run with one horizon.</p>')
+    return parts
 
-    # 3. audit
-    if audits:
-        parts.append("<h2>Configuration audit against the RDT-1B recipe</h2>")
-        names = [r.name for r in runs if any(a["run"] == r.name for a in audits)]
-        settings = list(dict.fromkeys(a["setting"] for a in audits))
-        by = {(a["run"], a["setting"]): a for a in audits}
-        rows = []
-        for st in settings:
-            first = next(by[(n, st)] for n in names if (n, st) in by)
-            cells = [_esc(st), _esc(first["recipe"]), _esc(first["source"]), _esc(first["original"])]
-            for n in names:
-                a = by.get((n, st))
-                if a is None:
-                    cells.append("")
-                    continue
-                cls = {"DEVIATES": "dev", "comparison": "cmp"}.get(a["flag"], "ok")
-                formula = f'<br><span class="note">{_esc(a["formula"])}</span>' if a["formula"] else ""
-                cells.append(f'<span class="{cls}">{_esc(a["value"])} ({_esc(a["flag"])})</span>{formula}')
-            rows.append(cells)
-        table = _table(["setting", "recipe", "source", "original finetune.sh"] + names, rows, raw=True)
-        # colour the cells by flag
-        for cls in ("dev", "cmp", "ok"):
-            table = table.replace(f'<td><span class="{cls}">', f'<td class="{cls}"><span class="{cls}">')
-        parts.append(table)
-        parts.append(
-            '<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
-            "comparison next to a recipe horizon; sources: the seed's analysis "
-            "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
-            "(reference/RDT_FACTS.md).</p>"
-        )
 
-    # 4. state range
+def _audit_section(runs: list[Run], audits: list[dict[str, Any]]) -> list[str]:
+    """3. the configuration audit, one column per run, cells coloured by flag (none without audit rows)."""
+    if not audits:
+        return []
+    names = [r.name for r in runs if any(a["run"] == r.name for a in audits)]
+    settings = list(dict.fromkeys(a["setting"] for a in audits))
+    by = {(a["run"], a["setting"]): a for a in audits}
+    rows = []
+    for st in settings:
+        first = next(by[(n, st)] for n in names if (n, st) in by)
+        cells = [_esc(st), _esc(first["recipe"]), _esc(first["source"]), _esc(first["original"])]
+        for n in names:
+            a = by.get((n, st))
+            if a is None:
+                cells.append("")
+                continue
+            cls = {"DEVIATES": "dev", "comparison": "cmp"}.get(a["flag"], "ok")
+            formula = f'<br><span class="note">{_esc(a["formula"])}</span>' if a["formula"] else ""
+            cells.append(f'<span class="{cls}">{_esc(a["value"])} ({_esc(a["flag"])})</span>{formula}')
+        rows.append(cells)
+    table = _table(["setting", "recipe", "source", "original finetune.sh"] + names, rows, raw=True)
+    # colour the cells by flag
+    for cls in ("dev", "cmp", "ok"):
+        table = table.replace(f'<td><span class="{cls}">', f'<td class="{cls}"><span class="{cls}">')
+    return [
+        "<h2>Configuration audit against the RDT-1B recipe</h2>",
+        table,
+        '<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
+        "comparison next to a recipe horizon; sources: the seed's analysis "
+        "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
+        "(reference/RDT_FACTS.md).</p>",
+    ]
+
+
+def _state_range_section(runs: list[Run]) -> list[str]:
+    """4. evaluations whose observed states lay far outside the training range (none when all were inside)."""
     sr = _state_range_rows(runs)
-    if sr:
-        parts.append("<h2>Observed states outside the training range</h2>")
-        body = "\n".join(
-            ("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
-            for bad, row in sr
-        )
-        parts.append(
-            '<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
-            "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
-            f"{body}</tbody></table>"
-        )
-        parts.append(
-            '<p class="note">A state is far outside when it lies beyond the training min/max by more than '
-            "half the range (a distribution shift between the training data and the simulator); rows over "
-            "10% are red.</p>"
-        )
+    if not sr:
+        return []
+    body = "\n".join(
+        ("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>"
+        for bad, row in sr
+    )
+    return [
+        "<h2>Observed states outside the training range</h2>",
+        '<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
+        "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
+        f"{body}</tbody></table>",
+        '<p class="note">A state is far outside when it lies beyond the training min/max by more than '
+        "half the range (a distribution shift between the training data and the simulator); rows over "
+        "10% are red.</p>",
+    ]
 
-    # 5. evaluation plan
+
+def _plan_section(runs: list[Run]) -> list[str]:
+    """5. each run's evaluation plan and its cost (none when no run recorded one)."""
     plans = [_plan_html(r) for r in runs]
-    if any(plans):
-        parts.append("<h2>Evaluation plan and its cost</h2>" + "".join(plans))
+    return ["<h2>Evaluation plan and its cost</h2>" + "".join(plans)] if any(plans) else []
 
-    # 6. figures
-    parts.append("<h2>Figures</h2>")
-    for name, caption in (
-        ("success_vs_step.png", "Success rate vs training step per horizon (95% Wilson bands)"),
-        ("heatmap_last.png", "Success per task and horizon at the last checkpoint"),
-        ("heatmap_best.png", "Success per task at the best checkpoint (chosen on even init states)"),
-        ("training.png", "Training loss, learning rate and held-out sample MSE"),
-        ("rollouts.png", "Frames of the rollouts below"),
-    ):
-        if (out / name).is_file():
-            parts.append(f'<div class="fig"><p><b>{_esc(caption)}</b></p>{_img(out / name, caption)}</div>')
 
-    # 7. videos
-    if videos:
-        parts.append("<h2>Rollouts (last checkpoint)</h2><div class='videos'>")
-        budget = [video_bytes]
-        for run, video in videos:
-            name = f"{video_label(run, video)}.mp4"
-            path = out / "videos" / name
-            h_dir = video.parent.parent
-            task, init, outcome = video.stem.rsplit("__", 2)
-            parts.append(
-                f"<figure>{_video(path if path.is_file() else video, name, budget)}<figcaption>"
-                f"{_esc(run)} {_esc(h_dir.parent.name)} H={_esc(h_dir.name[1:])} {_esc(init)} "
-                f"<b>{_esc(outcome)}</b><br>{_esc(task)}</figcaption></figure>"
-            )
-        parts.append("</div>")
+#: the figures of the summary page, in page order: file in ``out`` -> caption (a missing file is left out)
+FIGURES = (
+    ("success_vs_step.png", "Success rate vs training step per horizon (95% Wilson bands)"),
+    ("heatmap_last.png", "Success per task and horizon at the last checkpoint"),
+    ("heatmap_best.png", "Success per task at the best checkpoint (chosen on even init states)"),
+    ("training.png", "Training loss, learning rate and held-out sample MSE"),
+    ("rollouts.png", "Frames of the rollouts below"),
+)
 
-    # 8. per task
-    parts.append("<h2>Per task (last checkpoint)</h2>")
+
+def _figures_section(out: Path) -> list[str]:
+    """6. the figures written into ``out``, embedded."""
+    return ["<h2>Figures</h2>"] + [
+        f'<div class="fig"><p><b>{_esc(caption)}</b></p>{_img(out / name, caption)}</div>'
+        for name, caption in FIGURES
+        if (out / name).is_file()
+    ]
+
+
+def _videos_section(videos: list[tuple[str, Path]], out: Path, video_bytes: int) -> list[str]:
+    """7. the rollout videos, embedded while ``video_bytes`` last, then linked (none without videos)."""
+    if not videos:
+        return []
+    parts = ["<h2>Rollouts (last checkpoint)</h2><div class='videos'>"]
+    budget = [video_bytes]
+    for run, video in videos:
+        name = f"{video_label(run, video)}.mp4"
+        path = out / "videos" / name
+        h_dir = video.parent.parent
+        task, init, outcome = video.stem.rsplit("__", 2)
+        parts.append(
+            f"<figure>{_video(path if path.is_file() else video, name, budget)}<figcaption>"
+            f"{_esc(run)} {_esc(h_dir.parent.name)} H={_esc(h_dir.name[1:])} {_esc(init)} "
+            f"<b>{_esc(outcome)}</b><br>{_esc(task)}</figcaption></figure>"
+        )
+    parts.append("</div>")
+    return parts
+
+
+def _per_task_section(runs: list[Run]) -> list[str]:
+    """8. success per task, one column per run and horizon, at the last checkpoint."""
     tasks = sorted({t for r in runs for t in r.tasks}, key=natural_key)
     cols = [(run, h) for run in runs for h in run.horizons if run.result(run.last_step, h)]
     rows = []
@@ -867,10 +882,14 @@ def summary_html(
                 "" if c is None else f"{_pct(c['success_rate'])} ({c['successes']}/{c['episodes'] - c['errors']})"
             )
         rows.append(row)
-    parts.append(_table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows))
+    return [
+        "<h2>Per task (last checkpoint)</h2>",
+        _table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows),
+    ]
 
-    # 9. per episode
-    parts.append("<h2>Per episode (last checkpoint)</h2>")
+
+def _per_episode_section(runs: list[Run]) -> list[str]:
+    """9. every episode of the last checkpoints, folded, sortable."""
     rows = []
     for run in runs:
         for r in run.results:
@@ -889,18 +908,41 @@ def summary_html(
                         str(e.get("seconds", "")),
                     ]
                 )
-    if rows:
-        parts.append(
-            f"<details><summary>{len(rows)} episodes (click a column to sort)</summary>"
-            + _table(["run", "horizon", "task", "init state", "outcome", "steps", "seconds"], rows)
-            + "</details>"
-        )
-    else:
-        parts.append('<p class="note">No episode records (episodes.jsonl) next to the summaries.</p>')
-    parts.append(
+    if not rows:
+        return [
+            "<h2>Per episode (last checkpoint)</h2>",
+            '<p class="note">No episode records (episodes.jsonl) next to the summaries.</p>',
+        ]
+    return [
+        "<h2>Per episode (last checkpoint)</h2>",
+        f"<details><summary>{len(rows)} episodes (click a column to sort)</summary>"
+        + _table(["run", "horizon", "task", "init state", "outcome", "steps", "seconds"], rows)
+        + "</details>",
+    ]
+
+
+def summary_html(
+    runs: list[Run],
+    out: Path,
+    audits: list[dict[str, Any]],
+    videos: list[tuple[str, Path]],
+    video_bytes: int = 40 << 20,
+) -> str:
+    """The summary page (``out`` holds the figures and videos it embeds): its sections in page order."""
+    parts = [
+        *_page_head(runs),
+        *_headline_section(runs),
+        *_comparisons_section(runs),
+        *_audit_section(runs, audits),
+        *_state_range_section(runs),
+        *_plan_section(runs),
+        *_figures_section(out),
+        *_videos_section(videos, out, video_bytes),
+        *_per_task_section(runs),
+        *_per_episode_section(runs),
         f'<p class="note">Tables: results.csv, audit.csv; provenance: provenance.json.</p>'
-        f"<script>{SORT_JS}</script></body></html>"
-    )
+        f"<script>{SORT_JS}</script></body></html>",
+    ]
     return "\n".join(parts)
 
 
