@@ -117,36 +117,23 @@ def encoder_rows(text_encoder: str | None, vision_encoder: str | None, image_siz
     return rows
 
 
-def audit(
-    train: TrainConfig | dict[str, Any],
-    gpus: int,
-    exec_horizons: list[int],
-    max_steps: int | None = None,
-    data: dict[str, Any] | None = None,
-) -> list[Row]:
-    """Audit rows of one run. ``train`` is a TrainConfig or the mapping of RUN.yaml keys (data paths optional);
-    ``max_steps``: the run's last step; ``data``: the workflow's data section (image_size)."""
-    if isinstance(train, dict):
-        values = {"data": "-", "lang": "-", "stats": "-", **train}
-        train = from_dict(values, source="audited run")
-    processes = max(int(gpus), 1)
-    model = RDTConfig.preset(train.model)
+def _accumulation(train: TrainConfig, processes: int) -> tuple[int | None, str]:
+    """Gradient accumulation (None when the effective batch is not a multiple of one step's) and its formula."""
     per_device, effective = train.per_device_batch_size, train.effective_batch_size
     per_step = per_device * processes
     if effective % per_step == 0:
         accumulation = effective // per_step
-        batch_formula = f"{per_device} x {accumulation} x {processes} = {effective}"
-    else:
-        accumulation = None
-        batch_formula = f"{effective} is not divisible by {per_device} x {processes} = {per_step}"
-    precision = train.resolved_mixed_precision(cuda=gpus > 0)
-    history = model.img_pos_embed_config[0][1][0]
-    sched = model.noise_scheduler
+        return accumulation, f"{per_device} x {accumulation} x {processes} = {effective}"
+    return None, f"{effective} is not divisible by {per_device} x {processes} = {per_step}"
+
+
+def _model_rows(train: TrainConfig, model: RDTConfig) -> list[Row]:
+    """The model: preset, initial weights, text and vision encoders (and the vision input size when known)."""
     init = train.init_from
     vision_size = (
         SIGLIP_INPUT if _named(train.vision_encoder, SIGLIP) else (64 if train.vision_encoder == "tiny" else None)
     )
-    rows = [
+    return [
         Row(
             "model preset",
             "rdt-1b",
@@ -168,6 +155,14 @@ def audit(
             RELEASED["rdt-1b"],
         ),
         *encoder_rows(train.text_encoder, train.vision_encoder, vision_size),
+    ]
+
+
+def _batch_rows(train: TrainConfig, processes: int) -> list[Row]:
+    """The batch: effective batch, per-device batch and the gradient accumulation that joins them."""
+    per_device, effective = train.per_device_batch_size, train.effective_batch_size
+    accumulation, batch_formula = _accumulation(train, processes)
+    return [
         Row(
             "effective batch",
             "256",
@@ -187,6 +182,13 @@ def audit(
             SEED,
             "1",
         ),
+    ]
+
+
+def _optimiser_rows(train: TrainConfig, gpus: int) -> list[Row]:
+    """The optimisation: learning rate, warmup and mixed precision (resolved for a GPU or a CPU run)."""
+    precision = train.resolved_mixed_precision(cuda=gpus > 0)
+    return [
         Row(
             "learning rate",
             "1e-4 constant",
@@ -214,6 +216,12 @@ def audit(
             FINETUNE,
             "bf16",
         ),
+    ]
+
+
+def _regularisation_rows(train: TrainConfig) -> list[Row]:
+    """The regularisation: image augmentation, state noise and condition masking."""
+    return [
         Row(
             "image augmentation",
             "on",
@@ -241,44 +249,12 @@ def audit(
             CODE,
             "0.1 (default)",
         ),
-        Row(
-            "action chunk",
-            str(PRED_HORIZON),
-            str(model.pred_horizon),
-            f"model preset {train.model}",
-            model.pred_horizon == PRED_HORIZON,
-            SEED,
-            str(PRED_HORIZON),
-        ),
     ]
-    if max_steps is not None:
-        rows.append(
-            Row(
-                "training steps",
-                ">= 100000",
-                str(max_steps),
-                "fine-tuning length (RDT README: at least 150K steps)",
-                max_steps >= 100000,
-                SEED,
-                "200000",
-            )
-        )
-    rows += horizon_rows(exec_horizons, model.pred_horizon)
-    if data is not None:
-        size = data.get("image_size")
-        rows.append(
-            Row(
-                "camera image size",
-                "the demos' size",
-                "the demos' size" if not size else f"{size} px",
-                "frames stored for training and rendered in evaluation; resized to the vision input",
-                True,
-                SEED,
-                "-",
-            )
-        )
-    rows += [
-        Row("image history", "2", str(history), "frames per camera (t-1, t)", history == 2, SEED, "2"),
+
+
+def _checkpoint_rows(train: TrainConfig) -> list[Row]:
+    """The checkpoints: how often one is written and how many are kept."""
+    return [
         Row(
             "checkpoint period",
             "2000-5000",
@@ -297,6 +273,13 @@ def audit(
             SEED,
             "40 (has no effect in the original code)",
         ),
+    ]
+
+
+def _sampler_rows(model: RDTConfig) -> list[Row]:
+    """The diffusion sampler of the model preset: inference steps and beta schedule."""
+    sched = model.noise_scheduler
+    return [
         Row(
             "inference steps",
             "5",
@@ -316,7 +299,82 @@ def audit(
             "squaredcos_cap_v2",
         ),
     ]
+
+
+def _length_rows(train: TrainConfig, model: RDTConfig, max_steps: int | None) -> list[Row]:
+    """The lengths: the predicted action chunk and, when known, the number of training steps."""
+    rows = [
+        Row(
+            "action chunk",
+            str(PRED_HORIZON),
+            str(model.pred_horizon),
+            f"model preset {train.model}",
+            model.pred_horizon == PRED_HORIZON,
+            SEED,
+            str(PRED_HORIZON),
+        )
+    ]
+    if max_steps is not None:
+        rows.append(
+            Row(
+                "training steps",
+                ">= 100000",
+                str(max_steps),
+                "fine-tuning length (RDT README: at least 150K steps)",
+                max_steps >= 100000,
+                SEED,
+                "200000",
+            )
+        )
     return rows
+
+
+def _image_rows(model: RDTConfig, data: dict[str, Any] | None) -> list[Row]:
+    """The camera images: their stored size (when the data section is known) and the frames of history."""
+    rows = []
+    if data is not None:
+        size = data.get("image_size")
+        rows.append(
+            Row(
+                "camera image size",
+                "the demos' size",
+                "the demos' size" if not size else f"{size} px",
+                "frames stored for training and rendered in evaluation; resized to the vision input",
+                True,
+                SEED,
+                "-",
+            )
+        )
+    history = model.img_pos_embed_config[0][1][0]
+    rows.append(Row("image history", "2", str(history), "frames per camera (t-1, t)", history == 2, SEED, "2"))
+    return rows
+
+
+def audit(
+    train: TrainConfig | dict[str, Any],
+    gpus: int,
+    exec_horizons: list[int],
+    max_steps: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> list[Row]:
+    """Audit rows of one run, grouped by topic. ``train`` is a TrainConfig or the mapping of RUN.yaml keys (data
+    paths optional); ``max_steps``: the run's last step; ``data``: the workflow's data section (image_size)."""
+    if isinstance(train, dict):
+        values = {"data": "-", "lang": "-", "stats": "-", **train}
+        train = from_dict(values, source="audited run")
+    processes = max(int(gpus), 1)
+    model = RDTConfig.preset(train.model)
+    return [
+        *_model_rows(train, model),
+        *_batch_rows(train, processes),
+        *_optimiser_rows(train, gpus),
+        *_regularisation_rows(train),
+        *_length_rows(train, model, max_steps),
+        *horizon_rows(exec_horizons, model.pred_horizon),
+        *_image_rows(model, data),
+        *_checkpoint_rows(train),
+        *_sampler_rows(model),
+    ]
 
 
 def checkpoint_audit(info: dict[str, Any], exec_horizons: list[int]) -> list[Row]:
