@@ -198,31 +198,26 @@ class LiberoDataset(Dataset):
         out[..., self.used] = values
         return out
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        e, t = self.locate(int(index))
-        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))  # follows torch's worker seeding
-
-        def masked() -> bool:  # one independent condition-masking draw
-            return self.cond_mask_prob > 0 and rng.random() < self.cond_mask_prob
-
-        start, length = int(self.offsets[e]), int(self.lengths[e])
-
-        state = self._states[start + t].copy()
+    def _noisy_state(self, e: int, t: int, rng: np.random.Generator) -> np.ndarray:
+        """(1,128) unified state of step ``t`` of episode position ``e``, with the configured SNR noise."""
+        state = self._states[int(self.offsets[e]) + t].copy()
         if self.state_noise_snr is not None:
             state += (
                 rng.normal(0.0, 1.0, state.shape).astype(np.float32)
                 * self._state_std[e]
                 / np.sqrt(10.0 ** (self.state_noise_snr / 10.0))
             )
-        state = self._unified(state)[None]  # (1,128)
-        if masked():
-            state = self.state_mean[None].copy()
-        state_mask = self.mask.copy() if not masked() else np.zeros_like(self.mask)
-        steps = np.minimum(np.arange(t, t + self.chunk_size), length - 1)  # repeat the last action
-        actions = self._unified(self._actions[start + steps])  # (64,128)
-        ctrl_freq = 0 if masked() else self.ctrl_freq
+        return self._unified(state)[None]
 
-        # frames[h * slots + j] = (step, frame) of history h (0 = t-1, 1 = t) of camera slot j, None = invalid
+    def _action_chunk(self, e: int, t: int) -> np.ndarray:
+        """(chunk,128) unified actions from step ``t`` on; past the episode's end the last action repeats."""
+        start, length = int(self.offsets[e]), int(self.lengths[e])
+        steps = np.minimum(np.arange(t, t + self.chunk_size), length - 1)
+        return self._unified(self._actions[start + steps])
+
+    def _history_frames(self, e: int, t: int) -> list[tuple[int, np.ndarray | None] | None]:
+        """frames[h * slots + j] = (step, frame) of history h (0 = t-1, 1 = t) of camera slot j, None = invalid
+        (an absent slot, or t-1 at step 0); the frame itself is None when ``frame_ids`` (ids, not pixels)."""
         frames: list[tuple[int, np.ndarray | None] | None] = [None] * (IMG_HISTORY * len(self.slots))
         lo = max(t - 1, 0)
         for j, slot in enumerate(self.slots):
@@ -231,6 +226,24 @@ class LiberoDataset(Dataset):
             read = None if self.frame_ids else self._read_frames(e, slot, lo, t + 1)  # (1 or 2, H, W, 3)
             for k, step in enumerate(range(t, lo - 1, -1)):  # t, then t-1
                 frames[(IMG_HISTORY - 1 - k) * len(self.slots) + j] = (step, None if read is None else read[step - lo])
+        return frames
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        e, t = self.locate(int(index))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))  # follows torch's worker seeding
+
+        def masked() -> bool:  # one independent condition-masking draw
+            return self.cond_mask_prob > 0 and rng.random() < self.cond_mask_prob
+
+        # the random draws come in this order (state noise, masks, per-frame mask or augmentation, instruction)
+        state = self._noisy_state(e, t, rng)  # (1,128)
+        if masked():
+            state = self.state_mean[None].copy()
+        state_mask = self.mask.copy() if not masked() else np.zeros_like(self.mask)
+        actions = self._action_chunk(e, t)  # (64,128)
+        ctrl_freq = 0 if masked() else self.ctrl_freq
+
+        frames = self._history_frames(e, t)
         for i in range(len(frames)):
             if frames[i] is not None and masked():
                 frames[i] = None
