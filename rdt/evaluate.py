@@ -400,6 +400,93 @@ def evaluate(
         handler.close()
 
 
+def _episode_record(res: EpisodeResult, settings: Settings, info: dict, key: str) -> dict:
+    """One line of episodes.jsonl: the episode's outcome, its settings and its outcome key."""
+    return {
+        "task": res.job.task.name,
+        "suite": settings.suite,
+        "init_state": res.job.init_state,
+        "horizon": settings.horizon,
+        "step": info.get("step"),
+        "success": bool(res.success),
+        "steps": res.steps,
+        "seconds": round(res.seconds, 3),
+        "error": res.error,
+        "key": key,
+    }
+
+
+def _write_episode_video(out: Path, record: dict, res: EpisodeResult) -> None:
+    """The episode's MP4 in ``out/videos``, named by task, init state and outcome."""
+    from rdt.video import video_name, write_video
+
+    write_video(
+        out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
+        res.video,
+        fps=suites.CONTROL_FREQUENCY_HZ,
+    )
+
+
+def _log_start(settings: Settings, total: int, finished: int, episodes_path: Path, to_run: int) -> None:
+    log.info(
+        "evaluate %s horizon %d: %d episodes requested, %d already in %s, %d to run on %d simulator(s)",
+        settings.suite,
+        settings.horizon,
+        total,
+        finished,
+        episodes_path,
+        to_run,
+        settings.envs,
+    )
+
+
+def _log_episode(record: dict, res: EpisodeResult) -> None:
+    status = "ERROR" if res.error else ("success" if res.success else "failure")
+    log.info(
+        "episode %s init %d: %s after %d steps (%.1f s)%s",
+        record["task"],
+        record["init_state"],
+        status,
+        res.steps,
+        res.seconds,
+        f"\n{res.error}" if res.error else "",
+    )
+
+
+def _summary(
+    settings: Settings,
+    info: dict,
+    tasks: list,
+    final: list[dict],
+    counts: dict[str, int],
+    seconds: float,
+    timing: dict[str, float],
+    state_check: StateRangeCheck | None,
+) -> dict:
+    """summary.json of one run: success overall and per task over ``final`` (the requested episodes' records),
+    ``counts`` (episodes_this_run, episodes_from_earlier_runs, worker_restarts), costs, settings and provenance."""
+    return {
+        "checkpoint": info.get("checkpoint"),
+        "step": info.get("step"),
+        "suite": settings.suite,
+        "horizon": settings.horizon,
+        "overall": success_counts(final),
+        "tasks": {t.name: success_counts([r for r in final if r["task"] == t.name]) for t in tasks},
+        "episodes_this_run": counts["episodes_this_run"],
+        "episodes_from_earlier_runs": counts["episodes_from_earlier_runs"],
+        "wall_time_s": round(seconds, 2),
+        "episode_seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in final), 2),
+        "policy_calls": timing["policy_calls"],
+        "policy_seconds": round(timing["policy_s"], 3),
+        "worker_restarts": counts["worker_restarts"],
+        "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
+        "state_range": state_check.summary() if state_check is not None else None,
+        "versions": package_versions(),
+        "device": info.get("device"),
+        "info": {k: v for k, v in info.items() if k not in ("checkpoint", "step", "device")},
+    }
+
+
 def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None, sim_factory) -> dict:
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
@@ -410,16 +497,7 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
     jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
     total = len(tasks) * settings.episodes
-    log.info(
-        "evaluate %s horizon %d: %d episodes requested, %d already in %s, %d to run on %d simulator(s)",
-        settings.suite,
-        settings.horizon,
-        total,
-        len(finished),
-        episodes_path,
-        len(jobs),
-        settings.envs,
-    )
+    _log_start(settings, total, len(finished), episodes_path, len(jobs))
     state_check = StateRangeCheck(stats) if stats is not None else None
     timing = {"policy_s": 0.0, "policy_calls": 0}
     done_ok = sum(1 for r in records if (r["task"], int(r["init_state"])) in wanted and r.get("success"))
@@ -427,41 +505,15 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
 
     def on_result(res: EpisodeResult) -> None:
         nonlocal done_ok
-        record = {
-            "task": res.job.task.name,
-            "suite": settings.suite,
-            "init_state": res.job.init_state,
-            "horizon": settings.horizon,
-            "step": info.get("step"),
-            "success": bool(res.success),
-            "steps": res.steps,
-            "seconds": round(res.seconds, 3),
-            "error": res.error,
-            "key": keys[res.job.task.name],
-        }
+        record = _episode_record(res, settings, info, keys[res.job.task.name])
         if res.job.record_video and res.video:
             # before the record: a video that cannot be written (full disk) stops the run with the episode still
             # missing, so the rerun plays it again and writes its video (write_video checks the file first)
-            from rdt.video import video_name, write_video
-
-            write_video(
-                out / VIDEO_DIR / video_name(record["task"], record["init_state"], res.success),
-                res.video,
-                fps=suites.CONTROL_FREQUENCY_HZ,
-            )
+            _write_episode_video(out, record, res)
         append_episode(episodes_path, record)
         records.append(record)
         done_ok += int(res.success)
-        status = "ERROR" if res.error else ("success" if res.success else "failure")
-        log.info(
-            "episode %s init %d: %s after %d steps (%.1f s)%s",
-            record["task"],
-            record["init_state"],
-            status,
-            res.steps,
-            res.seconds,
-            f"\n{res.error}" if res.error else "",
-        )
+        _log_episode(record, res)
         progress.update(1, success=f"{done_ok}/{progress.n + 1}")
 
     if jobs:
@@ -480,26 +532,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
         restarts = 0
     progress.close()
     final = [r for r in records if (r["task"], int(r["init_state"])) in wanted]
-    summary = {
-        "checkpoint": info.get("checkpoint"),
-        "step": info.get("step"),
-        "suite": settings.suite,
-        "horizon": settings.horizon,
-        "overall": success_counts(final),
-        "tasks": {t.name: success_counts([r for r in final if r["task"] == t.name]) for t in tasks},
-        "episodes_this_run": len(jobs),
-        "episodes_from_earlier_runs": len(finished),
-        "wall_time_s": round(time.monotonic() - t_start, 2),
-        "episode_seconds_total": round(sum(float(r.get("seconds") or 0.0) for r in final), 2),
-        "policy_calls": timing["policy_calls"],
-        "policy_seconds": round(timing["policy_s"], 3),
-        "worker_restarts": restarts,
-        "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
-        "state_range": state_check.summary() if state_check is not None else None,
-        "versions": package_versions(),
-        "device": info.get("device"),
-        "info": {k: v for k, v in info.items() if k not in ("checkpoint", "step", "device")},
-    }
+    counts = {"episodes_this_run": len(jobs), "episodes_from_earlier_runs": len(finished), "worker_restarts": restarts}
+    summary = _summary(settings, info, tasks, final, counts, time.monotonic() - t_start, timing, state_check)
     write_json(out / SUMMARY_FILE, summary)
     o = summary["overall"]
     log.info(
@@ -510,6 +544,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
 
 # ------------------------------------------------------------------------------------------------ command line
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    # over 60 lines on purpose: one flat list of the command's flags in --help order; splitting it would scatter
+    # the command line
     p.add_argument(
         "--checkpoint",
         required=True,
@@ -636,9 +672,8 @@ def _check_positive(value: int | None, flag: str) -> None:
         raise UserError(f"{flag} {value}: expected a positive integer")
 
 
-def main(args: argparse.Namespace) -> int:
-    setup_logging()  # time, level and logger name on each record
-    # everything that can be wrong with the request is checked before a model or simulator is loaded
+def _check_request(args: argparse.Namespace) -> list[int]:
+    """The distinct ``--horizon`` values, once every flag that can be checked without the model is checked."""
     horizons = list(dict.fromkeys(args.horizon))
     for h in horizons:
         check_horizon(h)
@@ -648,15 +683,11 @@ def main(args: argparse.Namespace) -> int:
     _check_positive(args.camera_size, "--camera-size")
     if args.videos_per_task < 0:
         raise UserError(f"--videos-per-task {args.videos_per_task}: expected 0 or more")
-    args.suite, args.tasks = trained_suite_and_tasks(args.checkpoint, args.suite, args.tasks)
-    tasks = suites.select_tasks(args.suite, args.tasks)
-    from rdt.lang import LanguageTable
+    return horizons
 
-    table = LanguageTable.load(args.lang) if args.lang else None
-    lang = {t.name: table.get(t.language) for t in tasks} if table is not None else None
 
-    from rdt.data.stats import load_entry
-    from rdt.encoders import check_text_fits
+def _load_policy(args: argparse.Namespace):
+    """The checkpoint's policy with the flags' overrides; its weights are checked finite."""
     from rdt.policy import Policy
 
     policy = Policy.from_checkpoint(
@@ -668,28 +699,29 @@ def main(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    pipeline = policy.pipeline
     from rdt.model.verify import check_finite
 
-    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({pipeline.get('weights')} weights)")
-    if table is None:  # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
-        args.lang = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
-        table = LanguageTable.load(args.lang)
-        lang = {t.name: table.get(t.language) for t in tasks}
-    table.check_encoder(policy.text_encoder)
-    cfg = policy.runner.config
-    check_text_fits(table.hidden_size, cfg, args.lang, f"checkpoint {args.checkpoint}")
-    for h in horizons:
-        check_horizon(h, cfg.pred_horizon)
-    # the statistics reach evaluation one way: from the export's pipeline.json (the entry it was trained with),
-    # or --stats for a checkpoint made elsewhere; never both
+    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({policy.pipeline.get('weights')} weights)")
+    return policy
+
+
+def _training_stats(args: argparse.Namespace, pipeline: dict) -> dict | None:
+    """The dataset statistics for the state-range check. They reach evaluation one way: from the export's
+    pipeline.json (the entry it was trained with), or --stats for a checkpoint made elsewhere; never both."""
+    from rdt.data.stats import load_entry
+
     if args.stats and pipeline.get("dataset_stat"):
         raise UserError(
             f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
             "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out"
         )
-    stats = load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
-    info = {
+    return load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
+
+
+def _run_info(args: argparse.Namespace, policy, stats: dict | None) -> dict:
+    """The checkpoint, device and input facts recorded with every episode and in summary.json."""
+    pipeline = policy.pipeline
+    return {
         "checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
         "step": pipeline.get("step"),
         "device": str(policy.device),
@@ -702,20 +734,51 @@ def main(args: argparse.Namespace) -> int:
         "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
         "code": fingerprint("rdt.evaluate"),
     }
+
+
+def _horizon_settings(args: argparse.Namespace, tasks: list, horizon: int, pipeline: dict) -> Settings:
+    """The settings of one horizon's evaluation, the flags' defaults filled in."""
+    return Settings(
+        suite=args.suite,
+        tasks=tuple(t.name for t in tasks),
+        episodes=args.episodes,
+        horizon=horizon,
+        max_steps=args.max_steps or suites.MAX_STEPS[args.suite],
+        envs=args.envs,
+        seed=args.seed,
+        camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
+        videos_per_task=args.videos_per_task,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    setup_logging()  # time, level and logger name on each record
+    # everything that can be wrong with the request is checked before a model or simulator is loaded
+    horizons = _check_request(args)
+    args.suite, args.tasks = trained_suite_and_tasks(args.checkpoint, args.suite, args.tasks)
+    tasks = suites.select_tasks(args.suite, args.tasks)
+    from rdt.encoders import check_text_fits
+    from rdt.lang import LanguageTable
+
+    table = LanguageTable.load(args.lang) if args.lang else None
+    lang = {t.name: table.get(t.language) for t in tasks} if table is not None else None
+    policy = _load_policy(args)
+    if table is None:  # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
+        args.lang = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
+        table = LanguageTable.load(args.lang)
+        lang = {t.name: table.get(t.language) for t in tasks}
+    table.check_encoder(policy.text_encoder)
+    cfg = policy.runner.config
+    check_text_fits(table.hidden_size, cfg, args.lang, f"checkpoint {args.checkpoint}")
     for h in horizons:
-        settings = Settings(
-            suite=args.suite,
-            tasks=tuple(t.name for t in tasks),
-            episodes=args.episodes,
-            horizon=h,
-            max_steps=args.max_steps or suites.MAX_STEPS[args.suite],
-            envs=args.envs,
-            seed=args.seed,
-            camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
-            videos_per_task=args.videos_per_task,
-        )
+        check_horizon(h, cfg.pred_horizon)
+    stats = _training_stats(args, policy.pipeline)
+    info = _run_info(args, policy, stats)
+    for h in horizons:
         out = horizon_out(Path(args.out), h, horizons)
-        summary = evaluate(policy, settings, out, lang, info=info, stats=stats)
+        summary = evaluate(
+            policy, _horizon_settings(args, tasks, h, policy.pipeline), out, lang, info=info, stats=stats
+        )
         o = summary["overall"]
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
         print(
