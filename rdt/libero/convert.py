@@ -250,19 +250,9 @@ def _paired_actions(actions: np.ndarray, pairing: str) -> np.ndarray:
     return actions[1:] if pairing == mapping.OBS_AFTER_ACTION else actions
 
 
-def read_demo(
-    f: h5py.File,
-    key: str,
-    path: Path,
-    pairing: str = mapping.OBS_AFTER_ACTION,
-    drop_noops: bool = False,
-    image_size: int | None = None,
-) -> Episode:
-    """Read and map one demo; every shape and dtype is checked against the official layout.
-
-    ``pairing``: the file's convention (detect_pairing); ``drop_noops`` leaves out the steps whose action is a
-    no-op (mapping.noop_mask); ``image_size`` resizes the frames (None keeps them)."""
-    grp = f["data"][key]
+def _read_low_dim(grp: h5py.Group, path: Path) -> dict[str, np.ndarray]:
+    """The demo's low-dimensional arrays (actions, joint/gripper/eef observations) as float64, shapes checked and
+    all of one length."""
     arrays: dict[str, np.ndarray] = {}
     length = None
     for name, tail in _LOW_DIM.items():
@@ -278,6 +268,11 @@ def read_demo(
                 f"{path}: {grp.name}/{name} has {ds.shape[0]} steps, expected {length} (as {grp.name}/actions)"
             )
         arrays[name] = _read(ds, path).astype(np.float64)
+    return arrays
+
+
+def _read_cameras(grp: h5py.Group, path: Path, length: int) -> dict[str, np.ndarray]:
+    """RDT camera slot -> the demo's upright frames (length, S, S, 3) uint8; every camera of one size."""
     images: dict[str, np.ndarray] = {}
     for slot, cam in mapping.CAMERAS.items():
         if cam is None:
@@ -299,6 +294,24 @@ def read_demo(
     sizes = {im.shape[1] for im in images.values()}
     if len(sizes) != 1:
         raise UserError(f"{path}: {grp.name} cameras have different image sizes {sorted(sizes)}")
+    return images
+
+
+def read_demo(
+    f: h5py.File,
+    key: str,
+    path: Path,
+    pairing: str = mapping.OBS_AFTER_ACTION,
+    drop_noops: bool = False,
+    image_size: int | None = None,
+) -> Episode:
+    """Read and map one demo; every shape and dtype is checked against the official layout.
+
+    ``pairing``: the file's convention (detect_pairing); ``drop_noops`` leaves out the steps whose action is a
+    no-op (mapping.noop_mask); ``image_size`` resizes the frames (None keeps them)."""
+    grp = f["data"][key]
+    arrays = _read_low_dim(grp, path)
+    images = _read_cameras(grp, path, len(arrays["actions"]))
     state = mapping.state_from_demo_obs(
         arrays["obs/joint_states"], arrays["obs/gripper_states"], arrays["obs/ee_pos"], arrays["obs/ee_ori"]
     )
@@ -435,6 +448,53 @@ def _check_space(tmp: Path, out_path: str | Path, ep: Episode) -> None:
         )
 
 
+def _check_counts(demos_per_task: int | None, min_steps: int) -> None:
+    """``--demos-per-task`` (when given) and ``--min-steps`` are at least 1."""
+    if demos_per_task is not None and demos_per_task < 1:
+        raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
+    if min_steps < 1:
+        raise UserError(f"--min-steps must be >= 1, got {min_steps}")
+
+
+def _new_summary() -> dict:
+    """The conversion summary before any task is planned."""
+    return {"tasks": {}, "episodes": 0, "steps": 0, "noops": 0}
+
+
+def _task_entry(skipped: list[str], pairing: str) -> dict:
+    """A task's summary entry once its demos are chosen; :func:`_write` counts its episodes in."""
+    return {"episodes": 0, "steps": 0, "skipped": skipped, "noops": 0, "pairing": pairing}
+
+
+def _file_pairing(f: h5py.File, keys: list[str], path: Path, pairing: str | None) -> str:
+    """The file's observation/action pairing: ``pairing`` when given (--pairing), else detected; printed."""
+    if pairing is not None:
+        print(f"{path}: {pairing} (as given by --pairing, not detected)")
+        return pairing
+    detected, errors = detect_pairing(f, keys, path)
+    print(
+        f"{path}: {detected} (median joint error {errors[detected]:.2g} rad, other "
+        f"convention {max(errors.values()):.2g})"
+    )
+    return detected
+
+
+def _choose_demos(
+    f: h5py.File, keys: list[str], src: SourceTask, demos_per_task: int | None, min_steps: int, drop_noops: bool
+) -> tuple[list[str], list[str]]:
+    """``(chosen, skipped)``: the first ``demos_per_task`` demos of ``keys`` (all when None) giving at least
+    ``min_steps`` training steps, and the shorter ones met on the way (reported)."""
+    chosen, skipped = [], []
+    for k in keys:
+        if demos_per_task is not None and len(chosen) == demos_per_task:
+            break
+        n, _ = demo_steps(f, k, src.path, src.pairing, drop_noops)
+        (chosen if n >= min_steps else skipped).append(k)
+        if n < min_steps:
+            print(f"skipping {src.path}:data/{k}: {n} training steps < --min-steps {min_steps}")
+    return chosen, skipped
+
+
 def convert(
     inputs: list[str],
     out_path: str | Path,
@@ -450,10 +510,7 @@ def convert(
     ``{"tasks": {task: {"episodes", "steps", "skipped", "noops", "pairing"}}, "episodes", "steps", "noops"}``.
     ``drop_noops`` leaves out no-op steps (counted in ``noops``); ``image_size`` resizes every frame to that size
     (None keeps the files' size, which must then be the same everywhere)."""
-    if demos_per_task is not None and demos_per_task < 1:
-        raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
-    if min_steps < 1:
-        raise UserError(f"--min-steps must be >= 1, got {min_steps}")
+    _check_counts(demos_per_task, min_steps)
     if image_size is not None and image_size < 1:
         raise UserError(f"--image-size must be >= 1, got {image_size}")
     files = find_demo_files(inputs)
@@ -462,38 +519,17 @@ def convert(
     print(f"{suite_name}: {len(sources)} selected task(s) with a demo file ({len(files)} demo file(s) found)")
     # plan: which demos of which file (first N usable ones, numeric order); short ones are reported and skipped
     plan: list[tuple[SourceTask, list[str]]] = []
-    summary: dict = {"tasks": {}, "episodes": 0, "steps": 0, "noops": 0}
+    summary = _new_summary()
     for src in sources:
         with _open(src.path) as f:
             keys = demo_keys(f, src.path)
             src.source_instruction = read_instruction(f, src.path, src.task.language)
-            if pairing is None:
-                src.pairing, errors = detect_pairing(f, keys, src.path)
-                print(
-                    f"{src.path}: {src.pairing} (median joint error {errors[src.pairing]:.2g} rad, other "
-                    f"convention {max(errors.values()):.2g})"
-                )
-            else:
-                src.pairing = pairing
-                print(f"{src.path}: {pairing} (as given by --pairing, not detected)")
-            chosen, skipped = [], []
-            for k in keys:
-                if demos_per_task is not None and len(chosen) == demos_per_task:
-                    break
-                n, _ = demo_steps(f, k, src.path, src.pairing, drop_noops)
-                (chosen if n >= min_steps else skipped).append(k)
-                if n < min_steps:
-                    print(f"skipping {src.path}:data/{k}: {n} training steps < --min-steps {min_steps}")
+            src.pairing = _file_pairing(f, keys, src.path, pairing)
+            chosen, skipped = _choose_demos(f, keys, src, demos_per_task, min_steps, drop_noops)
         if demos_per_task is not None and len(chosen) < demos_per_task:
             print(f"warning: {src.path}: only {len(chosen)} usable demo(s), {demos_per_task} requested")
         plan.append((src, chosen))
-        summary["tasks"][src.task.name] = {
-            "episodes": 0,
-            "steps": 0,
-            "skipped": skipped,
-            "noops": 0,
-            "pairing": src.pairing,
-        }
+        summary["tasks"][src.task.name] = _task_entry(skipped, src.pairing)
     return _write(
         plan,
         sources,
@@ -507,6 +543,18 @@ def convert(
         lambda src, f, k: read_demo(f, k, src.path, src.pairing, drop_noops, image_size),
         _open,
     )
+
+
+def _count_episode(summary: dict, task_name: str, ep: Episode) -> None:
+    """Count a written episode into its task's and the overall totals of ``summary``."""
+    n = ep.state.shape[0]
+    task = summary["tasks"][task_name]
+    task["episodes"] += 1
+    task["steps"] += n
+    task["noops"] += ep.dropped_noops
+    summary["episodes"] += 1
+    summary["steps"] += n
+    summary["noops"] += ep.dropped_noops
 
 
 def _write(
@@ -558,14 +606,7 @@ def _write(
                     _check_space(tmp, out_path, ep)
                     _write_episode(out, index, ep, src, k, digest)
                     index += 1
-                    n = ep.state.shape[0]
-                    task = summary["tasks"][src.task.name]
-                    task["episodes"] += 1
-                    task["steps"] += n
-                    task["noops"] += ep.dropped_noops
-                    summary["episodes"] += 1
-                    summary["steps"] += n
-                    summary["noops"] += ep.dropped_noops
+                    _count_episode(summary, src.task.name, ep)
                     progress.update(1, task=src.task.name[:40])
         summary["dataset_id"] = digest.hexdigest()[:16]
         _write_provenance(out, sources, suite_name, source_kind, drop_noops, summary["noops"], summary["dataset_id"])
@@ -587,6 +628,8 @@ def print_summary(summary: dict, out_path: str | Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # over 60 lines on purpose: one flat list of the command's flags in --help order; splitting it would scatter
+    # the command line
     parser.add_argument(
         "--demos",
         nargs="+",
