@@ -35,7 +35,15 @@ import numpy as np
 
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
-from rdt.libero.convert import DEFAULT_MIN_STEPS, Episode, SourceTask, _write
+from rdt.libero.convert import (
+    DEFAULT_MIN_STEPS,
+    Episode,
+    SourceTask,
+    _check_counts,
+    _new_summary,
+    _task_entry,
+    _write,
+)
 from rdt.utils.files import read_json
 
 #: layout name -> column of the state, the action and each camera slot, and how the frames are stored
@@ -288,25 +296,11 @@ def read_episode(ds: LeRobotDataset, index: int, drop_noops: bool = False, image
     return Episode(unified_state, action, actions[keep], images, int(n - keep.sum()))
 
 
-def convert(
-    inputs: list[str],
-    out_path: str | Path,
-    suite: str | None = None,
-    selectors: list[str] | None = None,
-    demos_per_task: int | None = None,
-    min_steps: int = DEFAULT_MIN_STEPS,
-    drop_noops: bool = False,
-    image_size: int | None = None,
-    frames: str | None = None,
-) -> dict:
-    """Convert a LeRobot dataset folder (``inputs``: exactly one); same summary as rdt.libero.convert.convert."""
-    if len(inputs) != 1:
-        raise UserError(f"--source lerobot reads one dataset folder, got {len(inputs)}: {inputs}")
-    if demos_per_task is not None and demos_per_task < 1:
-        raise UserError(f"--demos-per-task must be >= 1, got {demos_per_task}")
-    if min_steps < 1:
-        raise UserError(f"--min-steps must be >= 1, got {min_steps}")
-    ds = open_dataset(inputs[0], frames)
+def _select_sources(
+    ds: LeRobotDataset, suite: str | None, selectors: list[str] | None
+) -> tuple[str, list[SourceTask], dict[str, list[dict]]]:
+    """``(suite, sources, episodes by normalised instruction)``: the selected tasks of the dataset's suite that have
+    episodes, matched by instruction; what is left out is printed."""
     by_instruction: dict[str, list[dict]] = {}
     for ep in ds.episodes:
         by_instruction.setdefault(normalise(_instruction(ds, ep)), []).append(ep)
@@ -328,35 +322,59 @@ def convert(
         f"frames {ds.frames}; {suite}: {len(sources)} selected task(s) with episodes, {left_out} episode(s) of "
         "other tasks left out"
     )
-    plan, summary = [], {"tasks": {}, "episodes": 0, "steps": 0, "noops": 0}
+    return suite, sources, by_instruction
+
+
+def _choose_episodes(
+    ds: LeRobotDataset, eps: list[dict], demos_per_task: int | None, min_steps: int, drop_noops: bool
+) -> tuple[list[str], list[str]]:
+    """``(chosen, skipped)`` episode names: the first ``demos_per_task`` of ``eps`` (all when None) giving at least
+    ``min_steps`` training steps, and the shorter ones met on the way (reported). The length comes from
+    meta/episodes.jsonl; the table is read only when it is not there or no-ops are dropped."""
+    keys, skipped = [], []
+    for ep in eps:
+        if demos_per_task is not None and len(keys) == demos_per_task:
+            break
+        name = f"episode_{int(ep['episode_index']):06d}"
+        n = int(ep.get("length") or 0)
+        if drop_noops or not n:
+            actions = _column(
+                read_table(ds, int(ep["episode_index"])),
+                ds.columns["action"],
+                7,
+                ds.data_file(int(ep["episode_index"])),
+            )
+            n = len(actions) - (int(mapping.noop_mask(actions).sum()) if drop_noops else 0)
+        (keys if n >= min_steps else skipped).append(name)
+        if n < min_steps:
+            print(f"skipping {ds.root}:{name}: {n} training steps < --min-steps {min_steps}")
+    return keys, skipped
+
+
+def convert(
+    inputs: list[str],
+    out_path: str | Path,
+    suite: str | None = None,
+    selectors: list[str] | None = None,
+    demos_per_task: int | None = None,
+    min_steps: int = DEFAULT_MIN_STEPS,
+    drop_noops: bool = False,
+    image_size: int | None = None,
+    frames: str | None = None,
+) -> dict:
+    """Convert a LeRobot dataset folder (``inputs``: exactly one); same summary as rdt.libero.convert.convert."""
+    if len(inputs) != 1:
+        raise UserError(f"--source lerobot reads one dataset folder, got {len(inputs)}: {inputs}")
+    _check_counts(demos_per_task, min_steps)
+    ds = open_dataset(inputs[0], frames)
+    suite, sources, by_instruction = _select_sources(ds, suite, selectors)
+    plan, summary = [], _new_summary()
     for src in sources:
         eps = by_instruction[normalise(src.task.language)]
         src.source_instruction = _instruction(ds, eps[0])
-        keys, skipped = [], []
-        for ep in eps:
-            if demos_per_task is not None and len(keys) == demos_per_task:
-                break
-            name = f"episode_{int(ep['episode_index']):06d}"
-            n = int(ep.get("length") or 0)
-            if drop_noops or not n:
-                actions = _column(
-                    read_table(ds, int(ep["episode_index"])),
-                    ds.columns["action"],
-                    7,
-                    ds.data_file(int(ep["episode_index"])),
-                )
-                n = len(actions) - (int(mapping.noop_mask(actions).sum()) if drop_noops else 0)
-            (keys if n >= min_steps else skipped).append(name)
-            if n < min_steps:
-                print(f"skipping {ds.root}:{name}: {n} training steps < --min-steps {min_steps}")
+        keys, skipped = _choose_episodes(ds, eps, demos_per_task, min_steps, drop_noops)
         plan.append((src, keys))
-        summary["tasks"][src.task.name] = {
-            "episodes": 0,
-            "steps": 0,
-            "skipped": skipped,
-            "noops": 0,
-            "pairing": src.pairing,
-        }
+        summary["tasks"][src.task.name] = _task_entry(skipped, src.pairing)
     return _write(
         plan,
         sources,
