@@ -212,74 +212,100 @@ class ScriptedExpert:
         return np.array([center[0], hi[1] - RIM_INSET_M, hi[2] - 0.02])
 
     def act(self) -> np.ndarray:
+        """The next OSC_POSE command (7,), from the current phase's controller."""
         self.phase_steps += 1
         ph = self.phase
         if ph == "wait":
-            if self.phase_steps >= DEMO_DROP_FIRST_STEPS:
-                self._next("above")
-            return np.asarray(NOOP_ACTION, dtype=np.float64)
+            return self._wait()
         if ph in ("above", "descend"):
-            grasp = self._grasp_point()
-            _, lo, hi = self.scene.obj()
-            if ph == "above":
-                target = grasp + np.array([0.0, 0.0, hi[2] - grasp[2] + HOVER_CLEARANCE_M])
-                pos = self._eef()[0]
-                if np.linalg.norm(pos[:2] - target[:2]) > 0.03:  # rise first, then travel level
-                    target[2] = max(target[2], pos[2])
-            else:
-                target = grasp
-            action, dist = self._goto(target, -1.0)
-            if dist < REACHED_M or self.phase_steps > 80:
-                self._next("descend" if ph == "above" else "grasp")
-            return action
+            return self._reach(ph)
         if ph == "grasp":
-            action, _ = self._goto(self._eef()[0], 1.0)
-            action[:3] = 0.0
-            if self.phase_steps >= GRIPPER_STEPS:
-                self._next("lift")
-            return action
+            return self._close_gripper()
         if ph in ("lift", "carry", "lower"):
-            body, lo, hi = self.scene.obj()
-            pos = self._eef()[0]
-            bottom_to_eef = pos[2] - lo[2]
-            if self.carry_bottom is None:
-                radius = 0.5 * float(np.max(hi[:2] - lo[:2])) + 0.02
-                self.carry_bottom = self.scene.obstacle_top(body[:2], radius) + CARRY_CLEARANCE_M
-            carry_bottom = self.carry_bottom
-            goal_xy = pos[:2] + (self.scene.target_xy() - body[:2])
-            if ph == "lift":
-                target = np.array([pos[0], pos[1], carry_bottom + bottom_to_eef])
-                nxt = "carry"
-            elif ph == "carry":
-                target = np.array([goal_xy[0], goal_xy[1], carry_bottom + bottom_to_eef])
-                nxt = "lower"
-            else:
-                target = np.array([goal_xy[0], goal_xy[1], self.scene.support_z() + PLACE_ABOVE_M + bottom_to_eef])
-                nxt = "release"
-            action, dist = self._goto(target, 1.0, max_speed=1.0 if ph != "lower" else 0.5)
-            self.recent_z.append(pos[2])
-            stalled = (
-                ph == "lower"
-                and len(self.recent_z) > STALL_STEPS
-                and abs(self.recent_z[-STALL_STEPS - 1] - pos[2]) < STALL_M
-            )  # resting on the support already
-            if dist < REACHED_M or stalled or self.phase_steps > 100:
-                self._next(nxt)
-            return action
+            return self._transport(ph)
         if ph == "release":
-            action, _ = self._goto(self._eef()[0], -1.0)
-            action[:3] = 0.0
-            if self.phase_steps >= GRIPPER_STEPS:
-                self.hold_z = self._eef()[0][2] + RETREAT_M
-                self._next("retreat")
-            return action
+            return self._open_gripper()
         if ph == "retreat":
-            pos = self._eef()[0]
-            action, dist = self._goto(np.array([pos[0], pos[1], self.hold_z]), -1.0)
-            if dist < REACHED_M or self.phase_steps > 40:
-                self._next("done")
-            return action
+            return self._retreat()
         return np.asarray(NOOP_ACTION, dtype=np.float64)
+
+    def _wait(self) -> np.ndarray:
+        """No-ops for the steps the demos drop, then on to ``above``."""
+        if self.phase_steps >= DEMO_DROP_FIRST_STEPS:
+            self._next("above")
+        return np.asarray(NOOP_ACTION, dtype=np.float64)
+
+    def _reach(self, ph: str) -> np.ndarray:
+        """``above``: hover over the grasp point (rising first, then level); ``descend``: down onto it."""
+        grasp = self._grasp_point()
+        _, lo, hi = self.scene.obj()
+        if ph == "above":
+            target = grasp + np.array([0.0, 0.0, hi[2] - grasp[2] + HOVER_CLEARANCE_M])
+            pos = self._eef()[0]
+            if np.linalg.norm(pos[:2] - target[:2]) > 0.03:  # rise first, then travel level
+                target[2] = max(target[2], pos[2])
+        else:
+            target = grasp
+        action, dist = self._goto(target, -1.0)
+        if dist < REACHED_M or self.phase_steps > 80:
+            self._next("descend" if ph == "above" else "grasp")
+        return action
+
+    def _close_gripper(self) -> np.ndarray:
+        """``grasp``: hold still and close for GRIPPER_STEPS, then ``lift``."""
+        action, _ = self._goto(self._eef()[0], 1.0)
+        action[:3] = 0.0
+        if self.phase_steps >= GRIPPER_STEPS:
+            self._next("lift")
+        return action
+
+    def _transport(self, ph: str) -> np.ndarray:
+        """``lift`` clear of the obstacles, ``carry`` level over the target, ``lower`` onto its support (until
+        there or stalled, i.e. resting on it already)."""
+        body, lo, hi = self.scene.obj()
+        pos = self._eef()[0]
+        bottom_to_eef = pos[2] - lo[2]
+        if self.carry_bottom is None:
+            radius = 0.5 * float(np.max(hi[:2] - lo[:2])) + 0.02
+            self.carry_bottom = self.scene.obstacle_top(body[:2], radius) + CARRY_CLEARANCE_M
+        carry_bottom = self.carry_bottom
+        goal_xy = pos[:2] + (self.scene.target_xy() - body[:2])
+        if ph == "lift":
+            target = np.array([pos[0], pos[1], carry_bottom + bottom_to_eef])
+            nxt = "carry"
+        elif ph == "carry":
+            target = np.array([goal_xy[0], goal_xy[1], carry_bottom + bottom_to_eef])
+            nxt = "lower"
+        else:
+            target = np.array([goal_xy[0], goal_xy[1], self.scene.support_z() + PLACE_ABOVE_M + bottom_to_eef])
+            nxt = "release"
+        action, dist = self._goto(target, 1.0, max_speed=1.0 if ph != "lower" else 0.5)
+        self.recent_z.append(pos[2])
+        stalled = (
+            ph == "lower"
+            and len(self.recent_z) > STALL_STEPS
+            and abs(self.recent_z[-STALL_STEPS - 1] - pos[2]) < STALL_M
+        )  # resting on the support already
+        if dist < REACHED_M or stalled or self.phase_steps > 100:
+            self._next(nxt)
+        return action
+
+    def _open_gripper(self) -> np.ndarray:
+        """``release``: hold still and open for GRIPPER_STEPS, then ``retreat``."""
+        action, _ = self._goto(self._eef()[0], -1.0)
+        action[:3] = 0.0
+        if self.phase_steps >= GRIPPER_STEPS:
+            self.hold_z = self._eef()[0][2] + RETREAT_M
+            self._next("retreat")
+        return action
+
+    def _retreat(self) -> np.ndarray:
+        """``retreat``: straight up to RETREAT_M above the release, then ``done``."""
+        pos = self._eef()[0]
+        action, dist = self._goto(np.array([pos[0], pos[1], self.hold_z]), -1.0)
+        if dist < REACHED_M or self.phase_steps > 40:
+            self._next("done")
+        return action
 
 
 @dataclass
@@ -344,6 +370,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _task_summary(task: Task, goal: Goal, path: Path, attempts: int, demos: list[dict], failures: list[dict]) -> dict:
+    """One task's entry of the summary file: its goal, demo file (None without a success), attempts and outcomes."""
+    return {
+        "suite": task.suite,
+        "task": task.name,
+        "goal": f"({goal.predicate} {goal.obj} {goal.target})",
+        "file": path.name if demos else None,
+        "attempts": attempts,
+        "successes": len(demos),
+        "success_rate": len(demos) / attempts if attempts else 0.0,
+        "demos": demos,
+        "failures": failures,
+    }
+
+
 def generate(
     task: Task,
     episodes: int,
@@ -397,17 +438,7 @@ def generate(
         physics.close()
         if camera_env is not None:
             camera_env.close()
-    return {
-        "suite": task.suite,
-        "task": task.name,
-        "goal": f"({goal.predicate} {goal.obj} {goal.target})",
-        "file": path.name if demos else None,
-        "attempts": attempts,
-        "successes": len(demos),
-        "success_rate": len(demos) / attempts if attempts else 0.0,
-        "demos": demos,
-        "failures": failures,
-    }
+    return _task_summary(task, goal, path, attempts, demos, failures)
 
 
 def main(args: argparse.Namespace) -> int:
