@@ -1,7 +1,8 @@
 """The learning check (config/learning_check.yaml): the whole chain - scripted demo, conversion, statistics,
 language, training from scratch, evaluation in the real simulator - learns one demo well enough to succeed on its
-init state at H = 8 and H = 16. The assertion can fail: an untrained or broken chain scores 0 (every earlier
-version of this pipeline did). Runs the workflow with the committed config, only the results folder changed."""
+init state: at least 2 of 4 rollouts (evaluation seeds) at H = 8 and 3 of the 8 at H = 8 and 16. The assertion can
+fail: an untrained or broken chain scores 0 (every earlier version of this pipeline did). Runs the workflow with the
+committed config, only the results folder changed."""
 
 from __future__ import annotations
 
@@ -24,10 +25,14 @@ def test_one_demo_is_learned_and_succeeds_in_the_simulator(tmp_path):
     results = work / cfg["results"]
     last = cfg["train"]["max_steps"]
     summaries = {
-        h: json.loads((results / "learning_check" / "eval" / f"step-{last}" / f"h{h}" / "summary.json").read_text())
+        (run, h): json.loads((results / run / "eval" / f"step-{last}" / f"h{h}" / "summary.json").read_text())
+        for run in cfg["runs"]
         for h in cfg["eval"]["exec_horizons"]
     }
-    assert {h: s["overall"]["successes"] for h, s in summaries.items()} == {8: 1, 16: 1}, summaries
+    successes = {key: s["overall"]["successes"] for key, s in summaries.items()}
+    # four rollouts per horizon (evaluation seeds 0-3, one training); measured with this config: H=8 3/4, H=16 1/4
+    at = {h: sum(n for (_, hh), n in successes.items() if hh == h) for h in (8, 16)}
+    assert at[8] >= 2 and at[8] + at[16] >= 3, successes
 
     # the sample error (action slots) keeps falling: from step 250 to the end by more than 4x (measured: 5.2x)
     metrics = sorted((results / "train").glob("*/metrics.csv")) or sorted(results.glob("**/metrics.csv"))
