@@ -190,6 +190,14 @@ def test_transition_oversampling(files):
     with pytest.raises(UserError):
         transition_weights(ds, factor=0.5)
 
+    # the trainer draws with these weights (PositionedSamples): transition steps come up in proportion to their weight
+    from rdt.training.sampling import PositionedSamples
+
+    samples = PositionedSamples(ds, 0, 1000, (64, 128), w)
+    drawn = np.array([samples.index_of(p) for p in range(4000)])
+    share = np.isin(drawn, np.flatnonzero(w > 1)).mean()
+    assert share == pytest.approx(w[w > 1].sum() / w.sum(), abs=0.03) and share > 1.5 * (w > 1).mean()
+
 
 def test_heldout_split(files):
     data, stats, _ = files

@@ -45,17 +45,6 @@ TINY_RUN = dict(
 )
 
 
-def module_data(tmp_path_factory, name: str):
-    """Body of a module fixture: the data of :func:`make_data` under a fresh tmp folder ``name``, made and used with
-    one torch thread (2-core CI: one compute thread per training process); the thread count is restored after."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield make_data(tmp_path_factory.mktemp(name))
-    torch.set_num_threads(threads)
-
-
 def make_data(root: Path) -> dict[str, str]:
     """Write demos, convert, compute statistics and encode the instructions under ``root``; returns the paths
     for RUN.yaml (data, lang, stats)."""

@@ -135,6 +135,7 @@ class Trainer:
         from rdt.data.stats import load_entry
         from rdt.encoders import load_vision_encoder
         from rdt.lang import LanguageTable
+        from rdt.model.config import RDTConfig
 
         cfg = self.cfg
         vision_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -145,7 +146,8 @@ class Trainer:
         train_eps, held_eps = split_episodes(cfg.data, cfg.heldout_episodes)
         self.sample_on = "held-out" if held_eps else "training"
         cached = cfg.cache_image_features
-        common = dict(image_transform=None if cached else self.vision.preprocessor, frame_ids=cached)
+        chunk = RDTConfig.preset(cfg.model).pred_horizon  # the model's chunk (init_from must be this preset)
+        common = dict(image_transform=None if cached else self.vision.preprocessor, frame_ids=cached, chunk_size=chunk)
         self.train_set = LiberoDataset(
             cfg.data,
             lang,
