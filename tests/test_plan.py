@@ -265,9 +265,13 @@ def test_the_shipped_configs_are_valid_plans():
 
     root = Path(plan.__file__).resolve().parents[1]
     tiny = Plan(yaml.safe_load((root / "config" / "config.yaml").read_text()))
-    assert list(tiny.runs) == ["default"]
+    assert list(tiny.runs) == ["default", "seed1", "seed2"]  # one training, three evaluation seeds
+    assert len({tiny.train_key(r) for r in tiny.runs}) == 1
+    assert [tiny.eval_steps(r) for r in tiny.runs] == [[750, 1500], [1500], [1500]]
     check = Plan(yaml.safe_load((root / "config" / "learning_check.yaml").read_text()))
-    assert list(check.runs) == ["learning_check"]
+    assert list(check.runs) == ["seed0", "seed1", "seed2", "seed3"]
+    assert len({check.train_key(r) for r in check.runs}) == 1
+    assert [check.runs[r]["eval"]["seed"] for r in check.runs] == [0, 1, 2, 3]
     study = Plan(yaml.safe_load((root / "config" / "study.yaml").read_text()))
     assert list(study.runs) == ["current", "improved", "one_demo"]
     # "same samples seen": the current recipe's steps x batch equal the improved one's
