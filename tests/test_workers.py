@@ -66,7 +66,7 @@ class ScriptedSim:
         pass
 
 
-def _run(sim_factory, jobs, horizon, max_steps, workers):
+def _run(sim_factory, jobs, horizon, max_steps, workers, warm=False):
     results, calls = [], []
 
     def plan(ready):
@@ -82,6 +82,9 @@ def _run(sim_factory, jobs, horizon, max_steps, workers):
         return out
 
     with WorkerPool(workers, sim_factory) as pool:
+        for i in range(workers if warm else 0):  # every worker process up before the clock matters
+            pool.send(i, "start", (Job(TASKS[1], 49), 0))
+            pool.recv(i)
         run_jobs(pool, jobs, plan, horizon, max_steps, seed=0, on_result=results.append)
         restarts = pool.restarts
     return results, calls, restarts
@@ -157,7 +160,7 @@ def test_a_slow_simulator_does_not_hold_the_others_back():
     next job as soon as an episode ends."""
     jobs = [Job(TASKS[0], i) for i in range(4)]
     sim = partial(ScriptedSim, never_succeed=True, slow={0: 0.3})
-    results, calls, _ = _run(sim, jobs, horizon=4, max_steps=12, workers=2)
+    results, calls, _ = _run(sim, jobs, horizon=4, max_steps=12, workers=2, warm=True)
     assert sorted(r.job.init_state for r in results) == [0, 1, 2, 3] and all(r.steps == 12 for r in results)
     slow_plans = [k for k, c in enumerate(calls) if 0 in c]
     assert len(slow_plans) == 3
