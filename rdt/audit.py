@@ -241,6 +241,15 @@ def _regularisation_rows(train: TrainConfig) -> list[Row]:
             "--state_noise_snr=40",
         ),
         Row(
+            "state normalisation",
+            "none",
+            train.state_norm,
+            "z-score: (state - state_mean) / state_std of the training data, applied again by the policy",
+            train.state_norm == "none",
+            CODE,
+            "none (physical units)",
+        ),
+        Row(
             "condition masking",
             "0.1",
             f"{train.cond_mask_prob:g}",
@@ -350,12 +359,32 @@ def _image_rows(model: RDTConfig, data: dict[str, Any] | None) -> list[Row]:
     return rows
 
 
+def _demo_rows(demos: dict[str, Any] | None) -> list[Row]:
+    """Scripted demos with noise injection: shown beside the recipe (whose demos are human teleoperation)."""
+    if not demos or demos.get("source") != "expert":
+        return []
+    noise = float(demos.get("action_noise") or 0.0)
+    return [
+        Row(
+            "demo noise injection",
+            "none",
+            f"{noise:g} std" if noise else "none",
+            "DART: executed arm commands perturbed, the expert's clean command recorded as the label",
+            noise == 0.0,
+            "rdt.libero.expert",
+            "- (human demos)",
+            comparison=True,
+        )
+    ]
+
+
 def audit(
     train: TrainConfig | dict[str, Any],
     gpus: int,
     exec_horizons: list[int],
     max_steps: int | None = None,
     data: dict[str, Any] | None = None,
+    demos: dict[str, Any] | None = None,
 ) -> list[Row]:
     """Audit rows of one run, grouped by topic. ``train`` is a TrainConfig or the mapping of RUN.yaml keys (data
     paths optional); ``max_steps``: the run's last step; ``data``: the workflow's data section (image_size)."""
@@ -372,6 +401,7 @@ def audit(
         *_length_rows(train, model, max_steps),
         *horizon_rows(exec_horizons, model.pred_horizon),
         *_image_rows(model, data),
+        *_demo_rows(demos),
         *_checkpoint_rows(train),
         *_sampler_rows(model),
     ]

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "encode": ("rdt.lang", "T5 embeddings of every unique instruction"),
     "train": ("rdt.train", "fine-tune RDT with accelerate up to a given step"),
     "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one or more execution horizons"),
+    "replay": ("rdt.replay", "open-loop replay of demonstrations from evaluation init states (the floor to beat)"),
     "report": ("rdt.report", "figures and tables from evaluation and training results"),
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
@@ -66,6 +67,12 @@ HELP: dict[str, tuple[str, str]] = {
         "python -m rdt evaluate --checkpoint work/train/export/step-20 --lang work/lang.safetensors "
         "--horizon 8 --episodes 1 --out work/run/eval/step-20/h8",
     ),
+    "replay": (
+        "Replay demonstrations open-loop (no policy) from the evaluation's init states: the floor an imitation "
+        "policy has to beat, in evaluate's result layout.",
+        "python -m rdt replay --demos work/demos --suite libero_object --tasks "
+        "pick_up_the_alphabet_soup_and_place_it_in_the_basket --episodes 1 --out work/run_replay",
+    ),
     "report": (
         "Build the figures and tables of the report from evaluation (and training) results.",
         "python -m rdt report --results work/run --out work/report",
@@ -87,7 +94,7 @@ HELP: dict[str, tuple[str, str]] = {
 }
 
 #: commands whose --out is a folder (for the others it is a file, and its folder is checked)
-OUT_IS_FOLDER = {"expert", "train", "evaluate", "report"}
+OUT_IS_FOLDER = {"expert", "train", "evaluate", "replay", "report"}
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -40,6 +40,7 @@ from rdt.libero.workers import (
     Job,
     LiberoSimulator,
     Observation,
+    Planner,
     Simulator,
     WorkerPool,
     run_jobs,
@@ -373,17 +374,21 @@ def evaluate(
     info: dict[str, Any] | None = None,
     stats: dict | None = None,
     sim_factory: Callable[[], Simulator] | None = None,
+    planner: Planner | None = None,
 ) -> dict:
     """Run the missing episodes of ``settings`` into ``out`` and write summary.json; returns the summary.
 
     ``lang``: task name -> instruction embedding (L, D); ``info``: checkpoint/step/device facts for the records and
     the summary; ``stats``: a dataset_stat entry for the state-range check; ``sim_factory``: a picklable callable
-    making the simulator inside each worker (default: LIBERO with cameras of ``settings.camera_size``)."""
-    check_horizon(settings.horizon)
+    making the simulator inside each worker (default: LIBERO with cameras of ``settings.camera_size``);
+    ``planner``: the scheduler's planning callback instead of the policy's (open-loop replay, rdt.replay: horizon 0
+    = each plan runs to the step limit; ``policy`` and ``lang`` are then unused)."""
     check_episodes(settings.episodes)
-    missing = [t.name for t in suites.select_tasks(settings.suite, list(settings.tasks)) if t.name not in lang]
-    if missing:
-        raise UserError(f"no instruction embedding for task(s) {missing}")
+    if planner is None:
+        check_horizon(settings.horizon)
+        missing = [t.name for t in suites.select_tasks(settings.suite, list(settings.tasks)) if t.name not in lang]
+        if missing:
+            raise UserError(f"no instruction embedding for task(s) {missing}")
     info = dict(info or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -393,7 +398,14 @@ def evaluate(
     log.setLevel(logging.INFO)  # the run log gets every episode, whatever the root logger's level
     try:
         return _evaluate(
-            policy, settings, out, lang, info, stats, sim_factory or partial(LiberoSimulator, settings.camera_size)
+            policy,
+            settings,
+            out,
+            lang,
+            info,
+            stats,
+            sim_factory or partial(LiberoSimulator, settings.camera_size),
+            planner,
         )
     finally:
         log.removeHandler(handler)
@@ -487,11 +499,13 @@ def _summary(
     }
 
 
-def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None, sim_factory) -> dict:
+def _evaluate(
+    policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None, sim_factory, planner
+) -> dict:
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
     episodes_path = out / EPISODES_FILE
-    keys = {t.name: outcome_key(settings, info, lang.get(t.name)) for t in tasks}
+    keys = {t.name: outcome_key(settings, info, (lang or {}).get(t.name)) for t in tasks}
     records = previous_records(out, keys)
     wanted = {(t.name, i) for t in tasks for i in range(settings.episodes)}
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
@@ -521,8 +535,8 @@ def _evaluate(policy, settings: Settings, out: Path, lang: dict, info: dict, sta
             run_jobs(
                 pool,
                 jobs,
-                make_planner(policy, lang, state_check, timing, settings.seed),
-                settings.horizon,
+                planner or make_planner(policy, lang, state_check, timing, settings.seed),
+                settings.horizon or settings.max_steps,
                 settings.max_steps,
                 settings.seed,
                 on_result,

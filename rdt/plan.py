@@ -49,7 +49,12 @@ STAGE_MODULES = {
     "train": "rdt.train",
     "evaluate": "rdt.evaluate",
     "report": "rdt.report",
+    "replay": "rdt.replay",
 }
+#: runs.<name>.kind of a replay run; its one evaluation is step 0 at horizon 0 (open loop)
+REPLAY = "replay"
+REPLAY_STEP = 0
+REPLAY_HORIZON = 0
 EVAL_KEYS = ("suite", "tasks", "episodes_per_task", "max_steps", "weights", "seed", "videos_per_task")
 SETTINGS_FORMAT = "rdt-settings/1"
 SETTINGS_FILE = "settings.json"
@@ -240,14 +245,19 @@ class Plan:
         self.base_dir = Path(base_dir)
         self.results = self.config["results"]
         check_target_names(list(self.config["runs"]), [c["name"] for c in self.config["evaluate_checkpoints"]])
-        self.runs = {name: self._run_settings(name, override) for name, override in self.config["runs"].items()}
+        entries = self.config["runs"].items()
+        #: trained runs, and replay runs (kind: replay): open-loop replay of the run's demos, no training (rdt.replay)
+        self.runs = {n: self._run_settings(n, o) for n, o in entries if o.get("kind", "train") == "train"}
+        self.replays = {n: self._run_settings(n, o) for n, o in entries if o.get("kind") == REPLAY}
         self.base = self._run_settings(None, {})
         self.checkpoints = {c["name"]: c for c in self.config["evaluate_checkpoints"]}
         for run in self.runs:
             check_run_numbers(f"runs.{run}", self.runs[run], self.resolved_train(run))  # valid, and they fit
+        for name in self.replays:
+            check_eval_numbers(f"runs.{name}", self.replays[name]["eval"])
         if self.checkpoints:
             check_eval_numbers("config", self.base["eval"])
-        if not self.runs and not self.checkpoints:
+        if not self.runs and not self.replays and not self.checkpoints:
             raise UserError(
                 "config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to "
                 "train, evaluate or report; add a run (e.g. runs: {default: {}}) or a checkpoint to "
@@ -267,8 +277,8 @@ class Plan:
         return merged
 
     def settings(self, target: str) -> dict:
-        """Sections of a run, or the base sections for an evaluation-only checkpoint."""
-        return self.runs[target] if target in self.runs else self.base
+        """Sections of a run or replay run, or the base sections for an evaluation-only checkpoint."""
+        return self.runs.get(target) or self.replays.get(target) or self.base
 
     def _path(self, p: str) -> Path:
         path = Path(os.path.expanduser(p))
@@ -280,7 +290,7 @@ class Plan:
 
     def check_files(self) -> None:
         """Files and folders named in the config exist (checked at parse time, whatever is in results/)."""
-        for run, s in self.runs.items():
+        for run, s in {**self.runs, **self.replays}.items():
             d = s["demos"]
             if d["source"] in ("folder", "lerobot"):
                 if not d["folder"]:
@@ -293,6 +303,13 @@ class Plan:
                         f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
                         f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})"
                     )
+            if run in self.replays:
+                if d["source"] == "lerobot":
+                    raise UserError(
+                        f"runs.{run}: kind replay replays LIBERO demo files (their simulator states and actions); "
+                        "demos.source lerobot has no simulator states: use source expert or folder"
+                    )
+                continue
             init = self.resolved_train(run)["init_from"]
             if init and not self._exists(init):
                 raise UserError(
@@ -322,9 +339,10 @@ class Plan:
 
     # ------------------------------------------------------------------------------------------------ shared stages
     def demo_settings(self, run: str) -> dict:
-        d = self.runs[run]["demos"]
+        d = self.settings(run)["demos"]
         if d["source"] in ("folder", "lerobot"):
             return {"source": d["source"], "folder": str(self._path(d["folder"]).resolve())}
+        noise = {"action_noise": d["action_noise"]} if d.get("action_noise") else {}  # in the key only when set
         return {
             "source": "expert",
             "suite": d["suite"],
@@ -333,6 +351,7 @@ class Plan:
             "max_attempts": d["max_attempts"],
             "seed": d["seed"],
             "first_init_state": d["first_init_state"],
+            **noise,
         }
 
     def data_settings(self, run: str) -> dict:
@@ -371,7 +390,7 @@ class Plan:
     def demos(self) -> dict[str, dict]:
         return {
             key_of(self.demo_settings(r)): self.demo_settings(r)
-            for r in self.runs
+            for r in [*self.runs, *self.replays]
             if self.demo_settings(r)["source"] == "expert"
         }
 
@@ -467,7 +486,20 @@ class Plan:
     # ------------------------------------------------------------------------------------------------ evaluation
     @property
     def targets(self) -> list[str]:
-        return list(self.runs) + list(self.checkpoints)
+        return list(self.runs) + list(self.replays) + list(self.checkpoints)
+
+    def kind(self, target: str) -> str:
+        """run (trained here), replay (open-loop replay of a run's demos) or checkpoint (evaluation only)."""
+        return "run" if target in self.runs else REPLAY if target in self.replays else "checkpoint"
+
+    def replay_settings(self, target: str) -> dict:
+        """What the replay rule passes on: the demos (their folder), which of them, and the evaluation pairs."""
+        s = self.replays[target]
+        return {
+            "demos": self.demos_input(self.demo_settings(target)),
+            "demos_per_task": s["data"]["demos_per_task"],
+            **self.eval_settings(target),
+        }
 
     def eval_settings(self, target: str, step: int | None = None) -> dict:
         """The evaluation settings the evaluate rule passes on; with ``step``, its episodes per task are that
@@ -479,11 +511,13 @@ class Plan:
         return out
 
     def eval_gpus(self, target: str) -> int:
-        return self.settings(target)["eval"]["gpus"]
+        return 0 if target in self.replays else self.settings(target)["eval"]["gpus"]
 
     def horizons(self, target: str, step: int | None = None) -> list[int]:
         """Execution horizons of a target; with ``step``, those evaluated at that checkpoint (the budget's
         intermediate horizons at every evaluated step but the final one)."""
+        if target in self.replays:
+            return [REPLAY_HORIZON]
         e = self.settings(target)["eval"]
         if step is not None and step != self.eval_steps(target)[-1] and e.get("intermediate_horizons"):
             return list(e["intermediate_horizons"])
@@ -492,6 +526,8 @@ class Plan:
     def eval_steps(self, target: str) -> list[int]:
         """The evaluated checkpoints (the evaluation budget, eval.checkpoints): the final segment end always, every
         k-th segment end, the last N and the listed steps; an evaluation-only checkpoint: its step."""
+        if target in self.replays:
+            return [REPLAY_STEP]
         if target not in self.runs:
             return [self.checkpoints[target]["step"]]
         ends = self.segment_steps(target)
@@ -554,7 +590,8 @@ class Plan:
 
     @cached_property
     def task_language(self) -> dict[str, dict]:
-        return {key_of(self.task_language_settings(t)): self.task_language_settings(t) for t in self.targets}
+        evaluated = [t for t in self.targets if t not in self.replays]  # a replay conditions on no instruction
+        return {key_of(self.task_language_settings(t)): self.task_language_settings(t) for t in evaluated}
 
     def checkpoint_input(self, target: str, step: int) -> str:
         """The checkpoint folder evaluated: a run's exported step, or an evaluation-only checkpoint."""
@@ -581,10 +618,20 @@ class Plan:
             "code": {"evaluate": code_fingerprint("evaluate")},
             "eval_plan": json.loads(json.dumps(self.eval_cost(target))),
         }
-        if target in self.runs:
+        if target in self.replays:
+            doc.update(
+                kind=REPLAY,
+                code={"replay": code_fingerprint("replay")},
+                demos=self.demo_settings(target),
+                demos_per_task=self.replays[target]["data"]["demos_per_task"],
+                workflow=self.replays[target],
+            )
+        elif target in self.runs:
             identity = self.train_identity(target)
             doc.update(
                 kind="run",
+                demos=self.demo_settings(target),
+                demos_per_task=self.runs[target]["data"]["demos_per_task"],
                 gpus=self.runs[target]["train"]["gpus"],
                 train=self.train_settings(target),
                 train_folder=os.path.relpath(self.train_dir(target), f"{self.results}/{target}"),
@@ -618,7 +665,7 @@ class Plan:
                 c["jobs"] += 1
                 c["episodes"] += episodes
                 c["sim_steps_max"] += episodes * (max_steps + suites.SETTLE_STEPS)
-                c["policy_calls_max"] += episodes * -(-max_steps // h)
+                c["policy_calls_max"] += episodes * (-(-max_steps // h) if h else 0)  # replay: no policy
         for c in per_h.values():
             sim = c["episodes"] * rates.get("episode_overhead_s", 0.0) + c["sim_steps_max"] * rates["sim_step_s"]
             policy = c["policy_calls_max"] * rates["policy_call_s"] if rates.get("policy_call_s") is not None else None
@@ -732,7 +779,7 @@ def cost_lines(plan: Plan, target: str, cost: dict | None = None) -> list[str]:
     eps = {int(k): v for k, v in c["episodes_per_task"].items()}
     final = steps[-1]
     inter = sorted({v for s, v in eps.items() if s != final})
-    kind = "run" if target in plan.runs else "checkpoint"
+    kind = plan.kind(target)
     head = f"{kind} {target}: {len(steps)} checkpoint(s) evaluated"
     if target in plan.runs:
         head += f" of {len(plan.segment_steps(target))} segment ends"

@@ -150,6 +150,15 @@ class Policy:
         elif tuple(noise.shape) != shape:
             raise UserError(f"noise has shape {tuple(noise.shape)}; expected {shape}")
 
+        norm = self.pipeline.get("state_norm") or "none"  # as the checkpoint was trained (pipeline.json)
+        if norm != "none":
+            from rdt.data.stats import normalize_states
+
+            if not self.pipeline.get("dataset_stat"):
+                raise UserError(
+                    f"the checkpoint was trained with state_norm {norm!r} but its pipeline.json has no dataset_stat"
+                )
+            states = normalize_states(states, self.pipeline["dataset_stat"], norm)
         lang, lang_mask = pad_language(lang_embeds, cfg.lang_token_dim)
         dev = self.device
         mask = torch.from_numpy(state_mask).to(dev).unsqueeze(1)  # (B,1,128)

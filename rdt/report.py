@@ -148,6 +148,30 @@ class Run:
         return self.selection().best
 
 
+def is_replay(run: Run) -> bool:
+    """A replay run (rdt.replay): open-loop replay of demos, the floor the trained runs are compared with."""
+    return (run.settings or {}).get("kind") == plan.REPLAY
+
+
+def replay_baselines(run: Run, runs: list[Run]) -> list[Run]:
+    """The replay runs ``run`` is compared with: the replay of its own demos (same demo settings and demos per
+    task in the settings documents), else every replay run."""
+    replays = [r for r in runs if is_replay(r) and r.results]
+    s = run.settings or {}
+    own = [
+        r
+        for r in replays
+        if s.get("demos") is not None
+        and (r.settings or {}).get("demos") == s.get("demos")
+        and (r.settings or {}).get("demos_per_task") == s.get("demos_per_task")
+    ]
+    return own or replays
+
+
+def horizon_label(horizon: int) -> str:
+    return "open loop (replay)" if horizon == plan.REPLAY_HORIZON else f"H={horizon}"
+
+
 # ---------------------------------------------------------------------------------------------------- reading
 def read_run(folder: Path) -> Run:
     folder = Path(folder)
@@ -197,11 +221,14 @@ def audit_rows(runs: list[Run]) -> list[dict[str, Any]]:
     from what its evaluation recorded."""
     rows = []
     for run in runs:
+        if is_replay(run):
+            continue
         s = run.settings or {}
         horizons = s.get("exec_horizons", run.horizons)
         if "train" in s:
+            workflow = s.get("workflow") or {}
             found = audit(
-                s["train"], s.get("gpus", 0), horizons, s.get("max_steps"), (s.get("workflow") or {}).get("data")
+                s["train"], s.get("gpus", 0), horizons, s.get("max_steps"), workflow.get("data"), s.get("demos")
             )
         elif run.results:
             found = checkpoint_audit(run.results[-1].summary.get("info") or {}, horizons)
@@ -274,9 +301,17 @@ def plot_success(runs: list[Run], path: Path) -> None:
     """Success rate vs step, one line per execution horizon with its 95% Wilson band, one panel per run. Equal
     lines stay visible: each horizon is drawn with its own marker, line style and a small vertical offset."""
     plt = _plt()
+    everything = runs
+    runs = [r for r in runs if not is_replay(r)] or runs
     fig, axes = plt.subplots(1, len(runs), figsize=(5.2 * len(runs), 3.8), squeeze=False, sharey=True)
     markers, styles = "osD^v<>p", ["-", "--", ":", "-."]
     for ax, run in zip(axes[0], runs):
+        for rp in [] if is_replay(run) else replay_baselines(run, everything):
+            rate = rp.results[-1].rate()
+            if rate is not None:
+                ax.axhline(
+                    rate, color="0.4", linestyle=(0, (1, 2)), linewidth=1.5, label=f"{rp.name} (open-loop replay)"
+                )
         n_h = len(run.horizons)
         for k, h in enumerate(run.horizons):
             res = [r for r in run.results if r.horizon == h and r.rate() is not None]
@@ -490,7 +525,22 @@ def comparisons(runs: list[Run]) -> dict[str, list[rs.Comparison]]:
     """The paired comparisons the page shows, Holm-adjusted together: each pair of horizons of a run at its last
     checkpoint; each pair of runs at every horizon both evaluated (last checkpoints); each pair of runs at their
     best horizons (chosen on even init states, compared on odd init states)."""
-    out: dict[str, list[rs.Comparison]] = {"horizons": [], "runs": [], "best": []}
+    out: dict[str, list[rs.Comparison]] = {"replay": [], "horizons": [], "runs": [], "best": []}
+    everything, runs = runs, [r for r in runs if not is_replay(r)]
+    for run in runs:
+        for rp in replay_baselines(run, everything):
+            floor = rp.results[-1]
+            for h in run.horizons:
+                r = run.result(run.last_step, h)
+                if r is not None:
+                    out["replay"].append(
+                        rs.Comparison(
+                            f"step {run.last_step}, same init states",
+                            f"{run.name} H={h}",
+                            f"{rp.name} (open-loop replay)",
+                            rs.paired(r.outcomes, floor.outcomes),
+                        )
+                    )
     last = {
         run.name: {h: run.result(run.last_step, h) for h in run.horizons if run.result(run.last_step, h)}
         for run in runs
@@ -534,6 +584,12 @@ def comparisons(runs: list[Run]) -> dict[str, list[rs.Comparison]]:
             )
     rs.adjust([c for group in out.values() for c in group])
     return out
+
+
+def beats(c: rs.Comparison, alpha: float = rs.ALPHA) -> bool:
+    """Whether ``c.a`` is significantly better than ``c.b`` (Holm-adjusted p when set)."""
+    p = c.p_adjusted if c.p_adjusted is not None else c.stats.p_value
+    return c.stats.n > 0 and c.stats.diff > 0 and p < alpha
 
 
 def _esc(x: Any) -> str:
@@ -714,7 +770,7 @@ def _headline_section(runs: list[Run]) -> list[str]:
     rows = [
         [
             h["run"],
-            f"H={h['horizon']}",
+            horizon_label(h["horizon"]),
             f"{_pct(h['rate'])}",
             _ci(h["ci95"]),
             f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
@@ -746,11 +802,22 @@ def _comparisons_section(runs: list[Run]) -> list[str]:
     comp = comparisons(runs)
     parts = ["<h2>Paired comparisons</h2>"]
     labels = {
+        "replay": "Each run against open-loop replay of its demos (the floor an imitation policy has to beat)",
         "horizons": "Execution horizons within each run (last checkpoint)",
         "runs": "Runs at equal horizons (last checkpoints)",
         "best": "Runs at their best horizons",
     }
     total = sum(len(v) for v in comp.values())
+    below = [c for c in comp["replay"] if not beats(c)]
+    if below:
+        parts.append(
+            '<p class="warn"><b>Not better than replaying the demos open-loop:</b> '
+            + "; ".join(
+                _esc(f"{c.a} ({_pct(c.stats.rate_a)} vs {_pct(c.stats.rate_b)} on {c.stats.n} pairs)") for c in below
+            )
+            + ". A policy that does not beat a tape recorder of its own demos on the same init states has not shown "
+            "that it imitates from what it sees.</p>"
+        )
     for key, group in comp.items():
         if not group:
             continue

@@ -142,6 +142,7 @@ def export_checkpoint(
         "dataset": created.get("dataset"),
         "state_slots": state_slots,
         "dataset_stat": load_entry(cfg.stats),
+        "state_norm": cfg.state_norm,
     }
     return save_checkpoint(
         export_dir(out, step), runner, runner.config, ema_state_dict=ema.state_dict(), pipeline=pipeline

@@ -60,6 +60,10 @@ class TrainConfig:
     """Probability of masking each condition (instruction, each image, state, control frequency) (§6.4)."""
     state_noise_snr: float | None = 40.0
     """Gaussian state noise at this SNR in dB (sigma = per-episode std / sqrt(10^(snr/10))); ``null`` = none."""
+    state_norm: str = "none"
+    """``none`` (RDT-1B: the unified state in physical units) or ``zscore``: each state slot standardised with the
+    training data's ``state_mean``/``state_std`` (std floored at 0.01). Recorded in the export's pipeline.json, so
+    the policy applies the same at evaluation; the audit flags it as a deviation from the RDT-1B recipe."""
     image_aug: bool = True
     """Colour jitter / corruption with probability 0.5 on valid images (§6.3)."""
     dataloader_num_workers: int = 8
@@ -234,7 +238,14 @@ REPORT_TO = ("none", "tensorboard", "wandb")
 #: the allowed values and bounds of the settings. The workflow schema (workflow/schemas/config.schema.yaml, train
 #: section) repeats them so that Snakemake-side validation names the key; tests/test_train_config.py checks that both
 #: accept and refuse the same values.
-CHOICES = {"model": MODEL_PRESETS, "mixed_precision": MIXED_PRECISION, "deepspeed": DEEPSPEED, "report_to": REPORT_TO}
+STATE_NORMS = ("none", "zscore")  # rdt.data.stats.STATE_NORMS (a test checks they agree; importing it here is heavy)
+CHOICES = {
+    "model": MODEL_PRESETS,
+    "mixed_precision": MIXED_PRECISION,
+    "deepspeed": DEEPSPEED,
+    "report_to": REPORT_TO,
+    "state_norm": STATE_NORMS,
+}
 _POSITIVE = (
     "effective_batch_size",
     "per_device_batch_size",

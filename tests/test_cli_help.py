@@ -22,6 +22,7 @@ ORDER = [
     "encode",
     "train",
     "evaluate",
+    "replay",
     "report",
     "verify-checkpoint",
     "fingerprint",

@@ -265,3 +265,24 @@ def test_blur_sizes_scale_with_the_frame_width():
 
     assert widest_spread(128) <= 8
     assert widest_spread(640) >= 25
+
+
+def test_state_normalisation_uses_the_dataset_statistics(files):
+    """train.state_norm zscore: every sample's state is (x - state_mean) / max(state_std, 0.01) on the used slots and
+    0 elsewhere; the policy applies the same function (tests/test_policy.py)."""
+    from rdt.data.stats import STATE_STD_FLOOR, normalize_states
+
+    data, stats, _ = files
+    raw = LiberoDataset(data, None, stats, **PLAIN)
+    norm = LiberoDataset(data, None, stats, **PLAIN, state_norm="zscore")
+    used = mapping.MASK > 0
+    states = np.stack([norm[i]["state"][0].numpy() for i in range(len(norm))])
+    plain = np.stack([raw[i]["state"][0].numpy() for i in range(len(raw))])
+    std = np.maximum(np.asarray(stats["state_std"]), STATE_STD_FLOOR)
+    np.testing.assert_allclose(states[:, used], ((plain - np.asarray(stats["state_mean"])) / std)[:, used], atol=1e-5)
+    assert (states[:, ~used] == 0).all()
+    varying = used & (np.asarray(stats["state_std"]) > STATE_STD_FLOOR)
+    np.testing.assert_allclose(states[:, varying].mean(0), 0.0, atol=1e-4)  # z-scored over the whole dataset
+    np.testing.assert_array_equal(normalize_states(plain, stats, "none"), plain)
+    with pytest.raises(UserError, match="state_norm"):
+        LiberoDataset(data, None, None, **PLAIN, state_norm="zscore")

@@ -192,3 +192,32 @@ def test_expert_rejects_bad_arguments():
         timeout=120,
     )
     assert proc.returncode == 2 and "--max-attempts" in proc.stderr
+
+
+def test_noise_injection_records_the_clean_labels_and_workers_do_not_change_the_demos(tmp_path):
+    """DART: the env steps perturbed commands, the file stores the expert's clean ones. A demo written by a worker
+    process (--workers 2) equals the same attempt run here: same executed noise (seeded by seed and init state),
+    same labels; the labels differ from what was executed."""
+    from rdt.libero.expert import run_expert
+
+    out = tmp_path / "noisy"
+    done = run_rdt(
+        "expert", "--suite", EXPERT_TASK.suite, "--tasks", EXPERT_TASK.name, "--episodes", "1",
+        "--action-noise", "0.2", "--workers", "2", "--camera-size", "32", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = expert_summary(out)
+    assert summary["action_noise"] == 0.2
+    demo = summary["tasks"][0]["demos"][0]
+    env = libero_env.make_env(EXPERT_TASK, 32, cameras=False)
+    try:
+        init = libero_env.init_states(EXPERT_TASK)[demo["init_state"]]
+        attempt = run_expert(env, task_goal(EXPERT_TASK), init, demo["init_state"], 0, EXPERT_TASK.max_steps, 0.2)
+    finally:
+        env.close()
+    assert attempt.success and attempt.executed is not None
+    with h5py.File(expert_demo_file(out), "r") as f:
+        labels = f["data"][demo["demo"]]["actions"][()]
+    np.testing.assert_array_equal(labels, attempt.actions[5:])  # the dropped no-ops are not in the file
+    moved = np.abs(attempt.executed - attempt.actions)[5:, :6]
+    assert moved.mean() > 0.05 and (np.abs(attempt.executed - attempt.actions)[:, 6] == 0).all()  # gripper untouched

@@ -283,3 +283,52 @@ def test_the_shipped_configs_are_valid_plans():
     with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
         Plan(paper)
     assert Plan(paper, check_files=False).segment_steps("rdt1b")[:2] == [2000, 4000]
+
+
+# ---------------------------------------------------------------------------------------------------- replay runs
+def test_replay_runs_evaluate_the_demos_of_their_settings_without_training():
+    def change(c):
+        c["data"] = {"demos_per_task": None}
+        c["runs"].update(
+            one_demo={"data": {"demos_per_task": 1}},
+            replay={"kind": "replay"},
+            replay_one={"kind": "replay", "data": {"demos_per_task": 1}},
+        )
+
+    p = make(change)
+    assert list(p.runs) == ["default", "one_demo"] and list(p.replays) == ["replay", "replay_one"]
+    assert p.targets == ["default", "one_demo", "replay", "replay_one"]
+    assert p.kind("replay") == "replay" and p.kind("default") == "run"
+    # one evaluation: step 0, horizon 0 (open loop); the demos are the runs' (one expert job for all four)
+    assert p.summaries("replay") == ["results/replay/eval/step-0/h0/summary.json"]
+    assert len(p.demos) == 1 and p.replay_settings("replay")["demos"] == p.demos_input(p.demo_settings("default"))
+    assert (
+        p.replay_settings("replay_one")["demos_per_task"] == 1 and p.replay_settings("replay")["demos_per_task"] is None
+    )
+    assert p.replay_settings("replay")["episodes_per_task"] == 1 and p.replay_settings("replay")["max_steps"] == 12
+    # no training, no instruction embeddings, no policy calls in the plan's cost
+    assert len(p.trainings) == 2 and len(p.task_language) == 1  # default and one_demo train; replays do not
+    assert p.eval_cost("replay")["total"]["policy_calls_max"] == 0
+    doc = p.settings_document("replay")
+    assert doc["kind"] == "replay" and doc["demos"] == p.settings_document("default")["demos"]
+    assert doc["demos_per_task"] is None and p.settings_document("one_demo")["demos_per_task"] == 1
+    assert "train" not in doc
+
+
+def test_replay_of_a_lerobot_dataset_is_refused(tmp_path):
+    (tmp_path / "ds").mkdir()
+
+    def change(c):
+        c["demos"] = {"source": "lerobot", "folder": str(tmp_path / "ds")}
+        c["runs"] = {"replay": {"kind": "replay"}}
+
+    with pytest.raises(UserError, match="lerobot has no simulator states"):
+        make(change)
+
+
+def test_noise_injection_enters_the_demo_key_only_when_set():
+    plain = make()
+    noisy = make(lambda c: c["demos"].update(action_noise=0.1))
+    assert "action_noise" not in plain.demo_settings("default")
+    assert noisy.demo_settings("default")["action_noise"] == 0.1
+    assert set(plain.demos) != set(noisy.demos) and plain.train_key("default") != noisy.train_key("default")

@@ -143,3 +143,25 @@ def test_errors_name_the_missing_setting_and_bad_input(tmp_path, checkpoint, pol
         policy.act(lang, images.astype(np.float32), valid, states, mask)
     with pytest.raises(UserError, match="language embedding 0 has shape \\(4, 8\\)"):
         policy.act([torch.zeros(4, 8)] * 3, images, valid, states, mask)
+
+
+def test_state_normalisation_from_pipeline_json(checkpoint, inputs):
+    """A checkpoint trained with train.state_norm zscore (pipeline.json) sees z-scored states at evaluation: its
+    actions equal those of the same weights given the normalised states by hand."""
+    from rdt.data.stats import normalize_states
+
+    lang, images, valid, states, mask = inputs
+    rng = np.random.default_rng(1)
+    stats = {"state_mean": rng.normal(size=128).tolist(), "state_std": rng.uniform(0.001, 2.0, 128).tolist()}
+    plain = Policy.from_checkpoint(checkpoint, device="cpu")
+    zscored = Policy.from_checkpoint(checkpoint, device="cpu")
+    zscored.pipeline.update(state_norm="zscore", dataset_stat=stats)
+    seeds = [1, 2, 3]
+    by_hand = plain.act(lang, images, valid, normalize_states(states, stats, "zscore"), mask, noise_seeds=seeds)
+    np.testing.assert_allclose(zscored.act(lang, images, valid, states, mask, noise_seeds=seeds), by_hand, atol=1e-6)
+    assert (
+        np.abs(plain.act(lang, images, valid, states, mask, noise_seeds=seeds) - by_hand).max() > 1e-5
+    )  # states matter
+    zscored.pipeline.pop("dataset_stat")
+    with pytest.raises(UserError, match="dataset_stat"):
+        zscored.act(lang, images, valid, states, mask, noise_seeds=seeds)

@@ -239,3 +239,48 @@ def test_checkpoint_made_elsewhere_is_audited_from_its_evaluation(tmp_path):
     rows = {r["setting"]: r for r in audit_rows([read_run(run)])}
     assert rows["text encoder"]["flag"] == "ok" and rows["vision encoder"]["flag"] == "ok"
     assert rows["exec horizon h64"]["flag"] == "comparison"
+
+
+def write_replay(root, name, wins, demos=None):
+    """A replay run folder: step 0, horizon 0, ``wins`` successes of 4 episodes per task (init states 0..)."""
+    out = root / name / "eval" / "step-0" / "h0"
+    out.mkdir(parents=True)
+    records = [
+        {"task": t, "suite": "libero_object", "init_state": i, "horizon": 0, "step": 0, "success": i < wins[k],
+         "steps": 10, "seconds": 0.1, "error": None}
+        for k, t in enumerate(TASKS)
+        for i in range(4)
+    ]  # fmt: skip
+    (out / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = {
+        "step": 0,
+        "horizon": 0,
+        "overall": success_counts(records),
+        "tasks": {t: success_counts([r for r in records if r["task"] == t]) for t in TASKS},
+        "settings": {"episodes": 4},
+    }
+    (out / "summary.json").write_text(json.dumps(summary))
+    doc = {"format": "rdt-settings/1", "kind": "replay", "exec_horizons": [0], "demos": demos, "demos_per_task": None}
+    (root / name / "settings.json").write_text(json.dumps(doc))
+    return root / name
+
+
+def test_runs_are_compared_with_open_loop_replay_of_their_demos(tmp_path, results):
+    from rdt.report import beats, comparisons, read_run
+
+    # replay solves 4 + 4 of 8: every run's H=8 (4/8) and H=64 (1/8) is below it; no verdict says "better"
+    replay = write_replay(tmp_path, "replay", (4, 4))
+    out = tmp_path / "report"
+    assert cli(["report", "--results", *map(str, results), str(replay), "--out", str(out)]) == 0
+    page = (out / "summary.html").read_text()
+    assert "Not better than replaying the demos open-loop" in page
+    assert "current H=8 (50.0% vs 100.0% on 8 pairs)" in page and "improved H=64" in page
+    assert "<td>replay</td><td>open loop (replay)</td><td>100.0%</td>" in page
+    runs = [read_run(r) for r in [*results, replay]]
+    rows = comparisons(runs)["replay"]
+    assert len(rows) == 4 and not any(beats(c) for c in rows)  # 2 runs x 2 horizons, none beats the floor
+    assert all(c.b == "replay (open-loop replay)" for c in rows)
+    # a floor that fails everywhere is beaten only where the difference is significant (8 pairs: 4 vs 0 is not)
+    weak = write_replay(tmp_path / "weak", "replay", (0, 0))
+    rows = comparisons([read_run(r) for r in [*results, weak]])["replay"]
+    assert [round(c.stats.diff, 3) for c in rows[:2]] == [0.5, 0.125] and not any(beats(c) for c in rows)

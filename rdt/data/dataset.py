@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 
 from rdt import statevec
 from rdt.data import augment, episode_names, open_training_file
+from rdt.data.stats import normalize_states
 from rdt.errors import UserError
 from rdt.lang import pad_language
 from rdt.model.config import IMG_HISTORY, PRED_HORIZON
@@ -80,6 +81,7 @@ class LiberoDataset(Dataset):
         image_transform: Callable[[list[np.ndarray | None]], torch.Tensor] | None = None,
         chunk_size: int = PRED_HORIZON,
         frame_ids: bool = False,
+        state_norm: str = "none",
     ) -> None:
         self.path = Path(path)
         self.lang, self.image_transform = lang, image_transform
@@ -95,6 +97,9 @@ class LiberoDataset(Dataset):
             raise UserError(f"cond_mask_prob = {cond_mask_prob}; expected a probability in [0, 1]")
         if cond_mask_prob > 0 and stats is None:
             raise UserError("condition masking (cond_mask_prob > 0) needs the dataset statistics (state_mean)")
+        if state_norm != "none" and stats is None:
+            raise UserError(f"state_norm {state_norm!r} needs the dataset statistics (state_mean, state_std)")
+        self.stats, self.state_norm = stats, state_norm
         self.state_mean = None if stats is None else np.asarray(stats["state_mean"], dtype=np.float32)
         with open_training_file(self.path) as f:
             self._read_metadata(f, episodes)
@@ -239,6 +244,8 @@ class LiberoDataset(Dataset):
         state = self._noisy_state(e, t, rng)  # (1,128)
         if masked():
             state = self.state_mean[None].copy()
+        if self.state_norm != "none":  # the masked state becomes 0, the normalised mean
+            state = normalize_states(state, self.stats, self.state_norm) * self.mask
         state_mask = self.mask.copy() if not masked() else np.zeros_like(self.mask)
         actions = self._action_chunk(e, t)  # (64,128)
         ctrl_freq = 0 if masked() else self.ctrl_freq

@@ -24,6 +24,24 @@ from rdt.utils.progress import Progress
 
 EPS = 1e-8
 DEFAULT_NAME = "libero"
+#: train.state_norm: the model sees the unified state as it is (RDT-1B: physical units), or z-scored per slot with the
+#: training data's state_mean/state_std (std floored at STATE_STD_FLOOR so that a slot constant in training does not
+#: blow up at evaluation)
+STATE_NORMS = ("none", "zscore")
+STATE_STD_FLOOR = 1e-2
+
+
+def normalize_states(states: np.ndarray, stats: dict, norm: str) -> np.ndarray:
+    """(..., 128) unified states as the model sees them under ``norm`` (:data:`STATE_NORMS`): unchanged for
+    ``none``; for ``zscore`` (x - state_mean) / max(state_std, STATE_STD_FLOOR). The one place training (the
+    dataset) and evaluation (the policy) normalise, so both see the same numbers; callers mask unused slots."""
+    if norm == "none":
+        return states
+    if norm != "zscore":
+        raise ValueError(f"state normalisation {norm!r}; expected one of {STATE_NORMS}")
+    mean = np.asarray(stats["state_mean"], dtype=np.float32)
+    std = np.maximum(np.asarray(stats["state_std"], dtype=np.float32), STATE_STD_FLOOR)
+    return ((np.asarray(states, dtype=np.float32) - mean) / std).astype(np.float32)
 
 
 class _StateAccumulator:

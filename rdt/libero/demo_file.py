@@ -61,6 +61,37 @@ def replay_start(env, init_state: np.ndarray, seed: int = 0) -> dict:
     return libero_env.start_episode(env, init_state, seed=seed, settle_steps=SETTLE_STEPS + DEMO_DROP_FIRST_STEPS)
 
 
+def record_episode(env, init_state: np.ndarray, seed: int, actions: np.ndarray) -> dict | None:
+    """Replay ``actions`` (T0, 7; the first DEMO_DROP_FIRST_STEPS must be no-ops) in the camera env ``env`` from the
+    standard episode start and return what a demo file stores per step (``{"steps": {...}, "model_xml": str}``;
+    states BEFORE each action, observations AFTER it), or None when the env does not report success after the last
+    action. Picklable, so a worker process can record and the writing process write."""
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim != 2 or actions.shape[1] != 7 or len(actions) <= DEMO_DROP_FIRST_STEPS:
+        raise ValueError(f"expected actions (T, 7) with T > {DEMO_DROP_FIRST_STEPS}, got {actions.shape}")
+    if not np.array_equal(actions[:DEMO_DROP_FIRST_STEPS], np.tile(NOOP_ACTION, (DEMO_DROP_FIRST_STEPS, 1))):
+        raise ValueError(
+            f"the first {DEMO_DROP_FIRST_STEPS} actions (the dropped steps) must be no-ops "
+            f"{NOOP_ACTION}, so that demos replay from replay_start()"
+        )
+    libero_env.start_episode(env, init_state, seed=seed)
+    model_xml = env.env.sim.model.get_xml()
+    steps: dict[str, list] = {k: [] for k in ("states", "gripper", "joints", "eef_pos", "eef_quat", *IMAGE_KEYS)}
+    done = False
+    for a in actions:
+        steps["states"].append(env.get_sim_state().copy())  # state BEFORE the action
+        obs, _, done, _ = env.step(a)  # observation AFTER it
+        steps["gripper"].append(obs["robot0_gripper_qpos"])
+        steps["joints"].append(obs["robot0_joint_pos"])
+        steps["eef_pos"].append(obs["robot0_eef_pos"])
+        steps["eef_quat"].append(obs["robot0_eef_quat"])
+        for key, obs_key in IMAGE_KEYS.items():
+            steps[key].append(obs[obs_key])
+    if not (done and env.check_success()):
+        return None
+    return {"steps": steps, "model_xml": model_xml}
+
+
 class DemoWriter:
     """``with DemoWriter(path, task, 128) as w: w.record(env, init_state, seed, actions)`` -> ``demo_0`` ...
 
@@ -101,37 +132,24 @@ class DemoWriter:
         """Do not create the file (e.g. no episode succeeded)."""
         self._discard = True
 
-    def record(self, env, init_state: np.ndarray, seed: int, actions: np.ndarray) -> str | None:
+    def record(
+        self, env, init_state: np.ndarray, seed: int, actions: np.ndarray, labels: np.ndarray | None = None
+    ) -> str | None:
         """Replay ``actions`` (T0, 7; the first DEMO_DROP_FIRST_STEPS must be no-ops) in the camera env ``env``
         from the standard episode start (seed, init state, settle steps) and append the episode as ``demo_<i>`` if
-        the env reports success after the last action.
+        the env reports success after the last action. ``labels`` (T0, 7): the actions written to the file when
+        they differ from the executed ones (noise injection: the expert's clean command for a perturbed step).
 
         Returns the demo's name, or None (nothing written) when the replay does not end in success."""
+        recorded = record_episode(env, init_state, seed, actions)
+        return None if recorded is None else self.write(recorded, actions if labels is None else labels)
+
+    def write(self, recorded: dict, actions: np.ndarray) -> str:
+        """Append an episode of :func:`record_episode` with ``actions`` (T0, 7, the dropped steps included) as
+        ``demo_<i>``; returns its name."""
         actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != 7 or len(actions) <= DEMO_DROP_FIRST_STEPS:
-            raise ValueError(f"expected actions (T, 7) with T > {DEMO_DROP_FIRST_STEPS}, got {actions.shape}")
-        if not np.array_equal(actions[:DEMO_DROP_FIRST_STEPS], np.tile(NOOP_ACTION, (DEMO_DROP_FIRST_STEPS, 1))):
-            raise ValueError(
-                f"the first {DEMO_DROP_FIRST_STEPS} actions (the dropped steps) must be no-ops "
-                f"{NOOP_ACTION}, so that demos replay from replay_start()"
-            )
-        libero_env.start_episode(env, init_state, seed=seed)
-        model_xml = env.env.sim.model.get_xml()
-        steps: dict[str, list] = {k: [] for k in ("states", "gripper", "joints", "eef_pos", "eef_quat", *IMAGE_KEYS)}
-        done = False
-        for a in actions:
-            steps["states"].append(env.get_sim_state().copy())  # state BEFORE the action
-            obs, _, done, _ = env.step(a)  # observation AFTER it
-            steps["gripper"].append(obs["robot0_gripper_qpos"])
-            steps["joints"].append(obs["robot0_joint_pos"])
-            steps["eef_pos"].append(obs["robot0_eef_pos"])
-            steps["eef_quat"].append(obs["robot0_eef_quat"])
-            for key, obs_key in IMAGE_KEYS.items():
-                steps[key].append(obs[obs_key])
-        if not (done and env.check_success()):
-            return None
-        cut = {k: np.asarray(v[DEMO_DROP_FIRST_STEPS:]) for k, v in steps.items()}
-        self._write(cut, actions[DEMO_DROP_FIRST_STEPS:], model_xml)
+        cut = {k: np.asarray(v[DEMO_DROP_FIRST_STEPS:]) for k, v in recorded["steps"].items()}
+        self._write(cut, actions[DEMO_DROP_FIRST_STEPS:], recorded["model_xml"])
         return f"demo_{self.num_demos - 1}"
 
     def _write(self, s: dict[str, np.ndarray], actions: np.ndarray, model_xml: str) -> None:

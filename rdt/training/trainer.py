@@ -156,6 +156,7 @@ class Trainer:
             cond_mask_prob=cfg.cond_mask_prob,
             state_noise_snr=cfg.state_noise_snr,
             image_aug=cfg.image_aug,
+            state_norm=cfg.state_norm,
             **common,
         )
         self.sample_set = LiberoDataset(
@@ -166,6 +167,7 @@ class Trainer:
             cond_mask_prob=0.0,
             state_noise_snr=None,
             image_aug=False,
+            state_norm=cfg.state_norm,
             **common,
         )
         self.train_features = self.sample_features = None

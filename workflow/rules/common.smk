@@ -23,9 +23,11 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get(
 RESULTS = PLAN.results
 RUNS = PLAN.runs
 TARGETS = PLAN.targets
+REPLAYS = list(PLAN.replays)
+EVALUATED = [t for t in TARGETS if t not in PLAN.replays]  # targets with a model
 # Code fingerprints of the modules each stage runs (comments and docstrings excluded): a code change reruns the
 # stage, a comment edit does not. Snakemake's own `code` trigger sees only the rule's text, not imported modules.
-CODE = {stage: code_fingerprint(stage) for stage in ("expert", "convert", "stats", "encode", "evaluate", "report")}
+CODE = {stage: code_fingerprint(stage) for stage in ("expert", "convert", "stats", "encode", "evaluate", "replay", "report")}
 
 
 def train_run(wildcards):

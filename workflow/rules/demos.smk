@@ -14,17 +14,19 @@ rule expert_demos:
         ),
         seed=lambda w: PLAN.demos[w.key]["seed"],
         first=lambda w: PLAN.demos[w.key]["first_init_state"],
+        noise=lambda w: PLAN.demos[w.key].get("action_noise", 0.0),
         code=CODE["expert"],
     log:
         f"{RESULTS}/logs/expert_demos/{{key}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/expert_demos/{{key}}.tsv"
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=4000,
+        mem_mb=8000,
         runtime=120,
     conda:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt expert --suite {params.suite} --tasks {params.tasks:q} --episodes {params.episodes}"
-        " {params.attempts} --seed {params.seed} --first-init-state {params.first} --out {output} > {log} 2>&1"
+        " {params.attempts} --seed {params.seed} --first-init-state {params.first} --action-noise {params.noise}"
+        " --workers {threads} --out {output} > {log} 2>&1"

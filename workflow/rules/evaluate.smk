@@ -1,3 +1,8 @@
+import re
+
+from rdt.plan import REPLAY_HORIZON, REPLAY_STEP
+
+
 # One job per (checkpoint, execution horizon): LIBERO rollouts with receding-horizon control.
 # episodes.jsonl (next to summary.json) is deliberately not a declared output: Snakemake deletes the outputs of a
 # job before running it again, and the evaluator resumes a killed job from the episodes already recorded there.
@@ -14,6 +19,8 @@ rule evaluate:
         stats=lambda w: PLAN.eval_stats(w.target),
     output:
         summary=layout.summary_path(f"{RESULTS}/{{target}}", "{step}", "{horizon}"),
+    wildcard_constraints:
+        target="|".join(map(re.escape, EVALUATED)) or "(?!)",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
         settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
@@ -42,4 +49,45 @@ rule evaluate:
         " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
         " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
         " --weights {params.settings[weights]}"
+        " --out {params.out} > {log} 2>&1"
+
+
+# Replay runs (runs.<name>.kind: replay): the run's demos replayed open-loop on the evaluation's (task, init state,
+# seed) pairs and step limit; no model, step 0, horizon 0 (open loop). The floor every policy is compared with.
+rule replay:
+    input:
+        demos=lambda w: PLAN.replay_settings(w.target)["demos"],
+    output:
+        summary=layout.summary_path(f"{RESULTS}/{{target}}", REPLAY_STEP, REPLAY_HORIZON),
+    wildcard_constraints:
+        target="|".join(map(re.escape, REPLAYS)) or "(?!)",
+    params:
+        out=lambda w, output: str(Path(output.summary).parent),
+        settings=lambda w: PLAN.replay_settings(w.target),
+        tasks=lambda w: PLAN.replay_settings(w.target)["tasks"],
+        demos_per_task=lambda w: (
+            f"--demos-per-task {PLAN.replay_settings(w.target)['demos_per_task']}"
+            if PLAN.replay_settings(w.target)["demos_per_task"]
+            else ""
+        ),
+        max_steps=lambda w: (
+            f"--max-steps {PLAN.replay_settings(w.target)['max_steps']}"
+            if PLAN.replay_settings(w.target)["max_steps"]
+            else ""
+        ),
+        code=CODE["replay"],
+    log:
+        f"{RESULTS}/logs/replay/{{target}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/replay/{{target}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    conda:
+        "../envs/rdt.yaml"
+    shell:
+        "python -m rdt replay --demos {input.demos} {params.demos_per_task} --suite {params.settings[suite]}"
+        " --tasks {params.tasks:q} --episodes {params.settings[episodes_per_task]} {params.max_steps}"
+        " --envs {threads} --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
         " --out {params.out} > {log} 2>&1"

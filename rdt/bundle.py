@@ -1,0 +1,263 @@
+"""Results bundles: the evidence behind every number README and docs quote, small enough to commit.
+
+A bundle (``docs/results/<name>/``) is a copy of what a workflow run produced, minus checkpoints and videos, in the
+results layout (rdt.layout), so ``rdt report`` and :func:`tables` read it as they read ``results/``:
+
+    bundle.json                                  the command, its duration, the commit, the config and the targets
+    config.yaml                                  the workflow configuration the run used
+    <target>/settings.json                       each run's settings document (rdt.plan)
+    <target>/eval/step-<S>/h<H>/summary.json     + episodes.jsonl (and replay_plan.json of a replay run)
+    train/<key>/metrics.csv                      + export/step-<S>/pipeline.json of the evaluated exports
+    cache/demos/<key>/expert_summary.json        which init states the demos came from
+    benchmarks/<rule>/...tsv                     Snakemake's per-job wall time and memory
+
+:func:`tables` turns a bundle into the markdown that README and docs show between ``<!-- results:NAME -->`` and
+``<!-- /results:NAME -->`` markers (``scripts/results_tables.py`` rewrites them; a test checks they are current).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from rdt import layout
+from rdt.errors import UserError
+from rdt.utils.atomic import atomic_dir
+from rdt.utils.files import read_json
+
+BUNDLE_FILE = "bundle.json"
+EVAL_FILES = ("summary.json", "episodes.jsonl", "replay_plan.json")
+MARKER = re.compile(
+    r"(<!-- results:(?P<name>[\w.-]+)(?::(?P<part>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)", re.S
+)
+
+
+def _git_commit(repo: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, Any], config: Path | None = None) -> Path:
+    """Copy the evidence of ``targets`` under ``results`` into the bundle folder ``out`` (replaced atomically)."""
+    from rdt.plan import read_settings, train_folder
+
+    results, out = Path(results), Path(out)
+    missing = [t for t in targets if not (results / t / "settings.json").is_file()]
+    if missing:
+        raise UserError(f"{results}: no settings.json for target(s) {missing}; run the workflow first")
+    with atomic_dir(out) as tmp:
+        for t in targets:
+            src = results / t
+            (tmp / t).mkdir(parents=True)
+            shutil.copy2(src / "settings.json", tmp / t / "settings.json")
+            for step, horizon, folder in layout.evaluations(src):
+                dest = layout.eval_dir(tmp / t, step, horizon)
+                dest.mkdir(parents=True)
+                for name in EVAL_FILES:
+                    if (folder / name).is_file():
+                        shutil.copy2(folder / name, dest / name)
+            doc = read_settings(src)
+            if doc and doc.get("train_folder"):
+                train = train_folder(src, doc)
+                rel = Path(doc["train_folder"]).resolve().relative_to(results.resolve())
+                dest = tmp / rel
+                dest.mkdir(parents=True, exist_ok=True)
+                if (train / "metrics.csv").is_file():
+                    shutil.copy2(train / "metrics.csv", dest / "metrics.csv")
+                for step, _, _ in layout.evaluations(src):
+                    pipeline = layout.export_dir(train, step) / "pipeline.json"
+                    if pipeline.is_file():
+                        target = layout.export_dir(dest, step)
+                        target.mkdir(parents=True, exist_ok=True)
+                        shutil.copy2(pipeline, target / "pipeline.json")
+        for summary in (results / "cache" / "demos").glob("*/expert_summary.json"):
+            dest = tmp / summary.relative_to(results)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(summary, dest)
+        if (results / "benchmarks").is_dir():
+            shutil.copytree(results / "benchmarks", tmp / "benchmarks")
+        if config is not None:
+            shutil.copy2(config, tmp / "config.yaml")
+        repo = Path(__file__).resolve().parents[1]
+        doc = {"targets": targets, "commit": _git_commit(repo), **meta}
+        (tmp / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+    return out
+
+
+def read_bundle(folder: Path) -> tuple[dict, list]:
+    """(bundle.json, the report's runs of its targets in order)."""
+    from rdt.report import read_run
+
+    folder = Path(folder)
+    meta = read_json(folder / BUNDLE_FILE, "not found (expected a results bundle: scripts/make_bundle.py)")
+    return meta, [read_run(folder / t) for t in meta["targets"]]
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _cell(result) -> str:
+    if result is None:
+        return "-"
+    o = result.overall
+    valid = o["episodes"] - o["errors"]
+    lo, hi = o.get("ci95") or (None, None)
+    rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.0f}%"
+    ci = "" if lo is None else f" [{100 * lo:.0f}, {100 * hi:.0f}]"
+    return f"{o['successes']}/{valid} = {rate}{ci}"
+
+
+def success_table(runs: list) -> str:
+    """Success per run (rows) and execution horizon (columns) at each run's last checkpoint, 95 % Wilson
+    intervals; a replay run fills the open-loop column."""
+    from rdt.report import horizon_label
+
+    horizons = sorted({h for r in runs for h in r.horizons}, key=lambda h: (h == 0, h))  # open loop last
+    head = "| run | " + " | ".join(horizon_label(h) for h in horizons) + " |"
+    lines = [head, "|---|" + "---|" * len(horizons)]
+    for run in runs:
+        cells = [_cell(run.result(run.last_step, h)) for h in horizons]
+        lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_lines(runs: list) -> str:
+    """The report's paired comparisons (Holm-adjusted together), one bullet each, grouped as on the page."""
+    from rdt.report import beats, comparisons
+
+    comp = comparisons(runs)
+    titles = {
+        "replay": "Against open-loop replay of the demos",
+        "horizons": "Execution horizons within a run",
+        "runs": "Runs at equal horizons",
+        "best": "Runs at their best horizons",
+    }
+    out = []
+    for key, group in comp.items():
+        if not group:
+            continue
+        out += ["", f"{titles[key]}:", ""]
+        for c in group:
+            mark = ""
+            if key == "replay" and not beats(c):
+                mark = " **(does not beat replay)**"
+            out.append(f"- {c.scope}: {c.verdict()}{mark}")
+    return "\n".join(out).lstrip("\n")
+
+
+def cost_lines(meta: dict, folder: Path) -> str:
+    """What the run cost: the command, its wall time, and per rule the summed job seconds (benchmarks)."""
+    lines = [f"Command: `{meta.get('command', '?')}`"]
+    if meta.get("seconds") is not None:
+        m, s = divmod(int(meta["seconds"]), 60)
+        h, m = divmod(m, 60)
+        lines.append(
+            f"Wall time: {h} h {m:02d} min {s:02d} s on {meta.get('machine', 'an unnamed machine')}"
+            f" (commit {str(meta.get('commit'))[:10]})."
+        )
+    bench = Path(folder) / "benchmarks"
+    if bench.is_dir():
+        per_rule = {}
+        for tsv in sorted(bench.rglob("*.tsv")):
+            rule = tsv.relative_to(bench).parts[0]
+            rows = tsv.read_text().splitlines()
+            if len(rows) >= 2:
+                per_rule.setdefault(rule, []).append(float(rows[1].split("\t")[0]))
+        if per_rule:
+            cells = [f"{rule} {len(v)} job(s) {sum(v) / 60:.1f} min" for rule, v in sorted(per_rule.items())]
+            lines.append("Job time by rule (Snakemake benchmarks, summed): " + "; ".join(cells) + ".")
+    return "\n\n".join(lines)
+
+
+def candidates_table(folder: Path) -> str:
+    """The replay measurement of candidate study tasks (scripts/replay_candidates.py): per task the expert's demos,
+    open-loop replay success on the held-out init states with its 95 % interval, and how much the init states vary."""
+    from rdt.report_stats import wilson
+
+    head = ["suite", "task", "expert demos (successes/attempts)", "replay success on init states 0..",
+            "varying init-state dims", "largest std"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---|---|"]
+    for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
+        expert = read_json(sub / "expert_summary.json")["tasks"][0]
+        demos = f"{expert['successes']}/{expert['attempts']}"
+        if not (sub / "summary.json").is_file():
+            lines.append(f"| {expert['suite']} | {expert['task']} | {demos} | no demo to replay | - | - |")
+            continue
+        o = read_json(sub / "summary.json")["overall"]
+        facts = read_json(sub / "candidate.json")
+        n = o["episodes"] - o["errors"]
+        lo, hi = wilson(o["successes"], n) or (0.0, 0.0)
+        rate = f"{o['successes']}/{n} = {100 * o['successes'] / n:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
+        variation = f"{facts['varying_dims']} of {facts['dims']} | {facts['max_std']:.3f}"
+        lines.append(f"| {expert['suite']} | {expert['task']} | {demos} | {rate} | {variation} |")
+    return "\n".join(lines)
+
+
+def tables(folder: Path) -> dict[str, str]:
+    """The generated parts of a bundle: ``table`` (success per run and horizon), ``comparisons``, ``cost``; for the
+    candidate-task measurement (no bundle.json) its ``table``."""
+    if not (Path(folder) / BUNDLE_FILE).is_file() and any(Path(folder).glob("*/candidate.json")):
+        return {"table": candidates_table(folder)}
+    meta, runs = read_bundle(folder)
+    return {"table": success_table(runs), "comparisons": comparison_lines(runs), "cost": cost_lines(meta, folder)}
+
+
+def render(text: str, bundles: Path) -> str:
+    """``text`` with every ``<!-- results:NAME[:PART] -->`` ... ``<!-- /results -->`` block filled from the bundle
+    ``bundles/NAME`` (PART: table, comparisons or cost; default table)."""
+    cache: dict[str, dict[str, str]] = {}
+
+    def fill(m: re.Match) -> str:
+        name, part = m.group("name"), m.group("part") or "table"
+        if name not in cache:
+            cache[name] = tables(Path(bundles) / name)
+        if part not in cache[name]:
+            raise UserError(f"results marker {name}:{part}: no such part (expected {', '.join(cache[name])})")
+        return f"{m.group(1)}{cache[name][part]}\n{m.group(5)}"
+
+    return MARKER.sub(fill, text)
+
+
+def plot_bundle(folder: Path, path: Path) -> None:
+    """Bar chart of success per run and horizon (last checkpoints) with 95 % intervals; replay as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rdt.report import is_replay
+
+    _, runs = read_bundle(folder)
+    trained = [r for r in runs if not is_replay(r)]
+    horizons = sorted({h for r in trained for h in r.horizons})
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(trained) * max(len(horizons), 1) ** 0.5, 3.6))
+    width = 0.8 / max(len(horizons), 1)
+    for k, h in enumerate(horizons):
+        xs, ys, err = [], [], [[], []]
+        for i, run in enumerate(trained):
+            r = run.result(run.last_step, h)
+            if r is None or r.rate() is None:
+                continue
+            lo, hi = r.overall["ci95"]
+            xs.append(i + (k - (len(horizons) - 1) / 2) * width)
+            ys.append(r.rate())
+            err[0].append(r.rate() - lo)
+            err[1].append(hi - r.rate())
+        ax.bar(xs, ys, width, yerr=err, capsize=2, label=f"H={h}")
+    for run in runs:
+        if is_replay(run) and run.results:
+            ax.axhline(
+                run.results[-1].rate(), color="0.3", linestyle="--", linewidth=1.2, label=f"{run.name} (open loop)"
+            )
+    ax.set_xticks(range(len(trained)), [r.name for r in trained], rotation=20, ha="right")
+    ax.set(ylim=(0, 1.05), ylabel="success (95% Wilson)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

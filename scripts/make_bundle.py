@@ -1,0 +1,45 @@
+"""Copy a finished workflow run's evidence into a results bundle under docs/results/ (rdt/bundle.py).
+
+    python scripts/make_bundle.py --configfile config/study.yaml --out docs/results/study \
+        --command "snakemake --cores 2 --configfile config/study.yaml" --seconds 5400
+
+The bundle holds the plan's targets (runs, replay runs, checkpoints) of the config: settings, per-episode records,
+summaries, training metrics, the evaluated exports' pipeline.json, the expert's summaries and Snakemake's job
+benchmarks; no checkpoints or videos. `python scripts/results_tables.py` then regenerates every table that quotes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rdt.bundle import make_bundle  # noqa: E402
+from rdt.plan import Plan  # noqa: E402
+from rdt.utils.files import read_yaml  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configfile", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--command", required=True, help="the command that produced the results, as a user reruns it")
+    p.add_argument("--seconds", type=float, help="its wall time")
+    p.add_argument("--machine", default=f"{platform.machine()}, 2 CPU cores, no GPU")
+    p.add_argument("--note", default="", help="anything a reader must know (e.g. the machine was shared)")
+    args = p.parse_args()
+    plan = Plan(read_yaml(args.configfile), check_files=False)
+    meta = {"command": args.command, "seconds": args.seconds, "machine": args.machine, "note": args.note}
+    meta["config"] = str(args.configfile)
+    out = make_bundle(Path(plan.results), plan.targets, args.out, meta, config=args.configfile)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out}: {len(plan.targets)} target(s), {size / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
