@@ -3,7 +3,7 @@
 A run is described by its training settings (the keys of ``RUN.yaml``, rdt/train_config.py), the number of
 training processes (GPUs; 0 = one CPU process), its evaluation execution horizons and, when known, its last training
 step and data settings. Every row states the recipe value, where that value comes from, the original code's value
-(the official ``finetune.sh`` of thu-ml/RoboticsDiffusionTransformer, reference/RDT_FACTS.md §5.2) when it says
+(the official ``finetune.sh`` of thu-ml/RoboticsDiffusionTransformer; docs/recipe.md) when it says
 something else, the run's value (with the formula of derived values, e.g. ``4 x 8 x 8 = 256``) and a flag:
 
 - ``ok``: within the recipe;
@@ -12,8 +12,8 @@ something else, the run's value (with the formula of derived values, e.g. ``4 x 
   to show the difference; it is a deviation only when no recipe horizon is evaluated.
 
 Sources (``source`` column): ``seed analysis`` = the seed's comparison of the paper recipe with its current and
-improved training (reference/seed_config_comparison.md); ``finetune.sh`` = the official fine-tune script;
-``RDT code`` = the original model/config (reference/RDT_FACTS.md §1-§7). Where the two disagree (warmup: the
+improved training; ``finetune.sh`` = the official fine-tune script; ``RDT code`` = the original model/config;
+all three described in docs/recipe.md. Where the two disagree (warmup: the
 original's constant scheduler ignores warmup; checkpoint period 1000; batch 32 per GPU), the recipe column follows the
 seed analysis and the ``original`` column shows the script's value, so the user sees both.
 """

@@ -865,9 +865,9 @@ def _audit_section(runs: list[Run], audits: list[dict[str, Any]]) -> list[str]:
         "<h2>Configuration audit against the RDT-1B recipe</h2>",
         table,
         '<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
-        "comparison next to a recipe horizon; sources: the seed's analysis "
-        "(reference/seed_config_comparison.md), the official finetune.sh and the RDT code "
-        "(reference/RDT_FACTS.md).</p>",
+        "comparison next to a recipe horizon; sources (docs/recipe.md in the repository): the seed analysis "
+        "(the first user's comparison of the paper's recipe with their failing run), the official finetune.sh "
+        "and the RDT code.</p>",
     ]
 
 

@@ -31,7 +31,7 @@ DEEPSPEED = ("off", "zero2")
 
 @dataclass
 class TrainConfig:
-    """One training run. Defaults reproduce RDT-1B's fine-tuning recipe (RDT_FACTS.md §5.1-§5.4); the only paths
+    """One training run. Defaults reproduce RDT-1B's fine-tuning recipe (docs/recipe.md); the only paths
     without a default are the data files."""
 
     # ---- model and encoders
