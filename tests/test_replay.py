@@ -118,7 +118,7 @@ def test_replay_writes_evaluation_records_with_horizon_zero_and_resumes(tmp_path
 @pytest.mark.sim
 def test_replay_of_expert_demos_from_their_own_init_states_succeeds(expert_demo_dir, tmp_path):
     """On the real simulator: each demo replayed from the init state it was made from succeeds at the step the expert
-    succeeded (the nearest demo is its own: distance ~0), through `python -m rdt replay`."""
+    succeeded (the nearest demo is its own), through `python -m rdt replay`."""
     from libero_helpers import EXPERT_SUITE, EXPERT_TASK_NAME, expert_summary, run_rdt
 
     made = expert_summary(expert_demo_dir)["tasks"][0]["demos"]
