@@ -118,6 +118,7 @@ def command_parser(name: str, module) -> argparse.ArgumentParser:
         description=f"{sentence}\n\nexample:\n  {example}",
         epilog=f"details:\n{notes}" if notes else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # `--config x=1` must not silently become --configfile
     )
     module.add_arguments(parser)
     return parser

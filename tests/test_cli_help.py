@@ -102,3 +102,13 @@ def test_readme_walk_through_shows_the_same_commands():
     for name in ORDER:
         assert cli.HELP[name][1] in readme, f"README does not show the {name} example"
     assert re.search(r"^## Command line", readme, re.M)
+
+
+def test_abbreviated_options_are_refused_not_guessed(capsys):
+    """`rdt plan --config x=1` was taken as --configfile (argparse prefix matching) and failed with "x=1: not
+    found"; now it is an unknown option."""
+    with pytest.raises(SystemExit) as info:
+        cli.main(["plan", "--config", "x=1"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --config" in err or "required: --configfile" in err
