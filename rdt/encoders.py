@@ -329,7 +329,7 @@ def load_text_encoder(
     source = _local_source(name, "text")
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-        model = T5EncoderModel.from_pretrained(source, local_files_only=True, dtype=dtype)
+        model = _load_part(T5EncoderModel, source, dtype, name)
     except (OSError, ValueError) as e:
         raise _missing_model(name, "text", e) from None
     return TextEncoder(name, tokenizer, model.to(device), T5_MAX_LENGTH)
@@ -352,11 +352,31 @@ def load_vision_encoder(
 
     source = _local_source(name, "vision")
     try:
-        model = SiglipVisionModel.from_pretrained(source, local_files_only=True, dtype=dtype)
+        model = _load_part(SiglipVisionModel, source, dtype, name)
     except (OSError, ValueError) as e:
         raise _missing_model(name, "vision", e) from None
     mean, std = _processor_mean_std(source)
     return VisionEncoder(name, model.to(device), ImagePreprocessor(model.config.image_size, mean, std))
+
+
+def _load_part(cls, source: str, dtype: torch.dtype, name: str):
+    """One tower of a released checkpoint (T5's encoder of the encoder-decoder, SigLIP's vision tower of the dual
+    model). The other tower's weights are expected leftovers, so transformers' load report (a 25-line UNEXPECTED list
+    in every log) is silenced; a weight the tower needs and the file lacks is an error naming it."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = cls.from_pretrained(source, local_files_only=True, dtype=dtype, output_loading_info=True)
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise UserError(
+            f"{name} ({source}): the checkpoint lacks {len(missing)} weight(s) of {cls.__name__}, e.g. {missing[:3]}"
+        )
+    return model
 
 
 def _seed_weights(model: torch.nn.Module, seed: int) -> None:

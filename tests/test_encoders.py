@@ -178,3 +178,29 @@ def test_missing_real_model_is_one_clear_error_without_network(loader, name, tmp
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="could not be loaded"):
         loader(str(tmp_path / "empty"))
+
+
+def test_released_dual_tower_checkpoints_load_quietly_and_a_missing_weight_is_an_error(tmp_path, capfd):
+    """A full SiglipModel (text and vision towers, as google/siglip-so400m-patch14-384 ships) loads as the vision
+    tower without transformers' UNEXPECTED load report in the log; a vision weight missing from the file is an error
+    naming it (issue 21: the report listed the text tower in every train and evaluate log)."""
+    from safetensors.torch import load_file, save_file
+    from transformers import SiglipConfig, SiglipModel
+
+    cfg = SiglipConfig(
+        text_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64),
+        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                           intermediate_size=64),
+    )  # fmt: skip
+    SiglipModel(cfg).save_pretrained(tmp_path / "full")
+    capfd.readouterr()
+    loaded = load_vision_encoder(str(tmp_path / "full"))
+    assert loaded.image_size == 64
+    out = capfd.readouterr()
+    assert "UNEXPECTED" not in out.out + out.err and "text_model" not in out.out + out.err
+    weights = tmp_path / "full" / "model.safetensors"
+    tensors = load_file(weights)
+    dropped = next(k for k in tensors if "vision_model" in k and "layernorm" in k)
+    save_file({k: v for k, v in tensors.items() if k != dropped}, str(weights), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="lacks 1 weight"):
+        load_vision_encoder(str(tmp_path / "full"))
