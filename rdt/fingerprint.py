@@ -77,6 +77,8 @@ def closure(entry: str) -> list[str]:
             continue
         seen[name] = path
         todo.extend(_parsed(path)[1])
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # the package __init__s run on import too
     return sorted(seen)
 
 

@@ -125,3 +125,24 @@ def test_checkpoint_identity_is_the_training_identity_or_a_hash_of_the_weights(t
     save_checkpoint(folder, build_runner(config, seed=1), config)  # other weights, same folder
     assert checkpoint_identity(folder, {}, "model") != first
     assert checkpoint_identity(folder, {"identity": "abc"}, "model") == "training:abc"
+
+
+def test_code_fingerprints_cover_the_package_inits_python_runs_on_import(tmp_path, monkeypatch):
+    """Importing rdt.model.runner runs rdt/__init__.py and rdt/model/__init__.py first: an edit there changes the
+    fingerprint of every stage that imports the package (issue 20: it did not)."""
+    import shutil
+
+    from rdt import fingerprint
+
+    assert {"rdt", "rdt.model", "rdt.model.runner"} <= set(fingerprint.closure("rdt.model.runner"))
+    # on a copy of the package: edit rdt/model/__init__.py and the evaluation's fingerprint changes
+    copy = tmp_path / "rdt"
+    shutil.copytree(fingerprint.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", copy)
+    fingerprint._parsed.cache_clear()
+    before = fingerprint.fingerprint("rdt.evaluate")
+    init = copy / "model" / "__init__.py"
+    init.write_text(init.read_text() + "\nDEFAULT_SOMETHING = 1\n")
+    fingerprint._parsed.cache_clear()
+    assert fingerprint.fingerprint("rdt.evaluate") != before
+    fingerprint._parsed.cache_clear()
