@@ -257,6 +257,7 @@ class Plan:
             check_eval_numbers(f"runs.{name}", self.replays[name]["eval"])
         if self.checkpoints:
             check_eval_numbers("config", self.base["eval"])
+        self._check_tasks()
         if not self.runs and not self.replays and not self.checkpoints:
             raise UserError(
                 "config: runs is empty and evaluate_checkpoints has no entry, so there is nothing to "
@@ -265,6 +266,24 @@ class Plan:
             )
         if check_files:
             self.check_files()
+
+    def _check_tasks(self) -> None:
+        """Every task selection names tasks of its suite, checked here, at parse time: found later inside a rule's
+        input function it would reach the user wrapped in Snakemake's InputFunctionException and a traceback."""
+        from rdt.libero import suites
+
+        for target in self.targets:
+            s = self.settings(target)
+            where = f"runs.{target}" if target in self.runs or target in self.replays else "eval"
+            sections = [("eval", s["eval"])]
+            if target in self.runs or target in self.replays:
+                if s["demos"]["source"] == "expert":
+                    sections.insert(0, ("demos", s["demos"]))
+            for section, values in sections:
+                try:
+                    suites.select_tasks(values["suite"], [str(t) for t in values["tasks"]])
+                except UserError as e:
+                    raise UserError(f"{where}.{section}.tasks: {e}") from None
 
     # ------------------------------------------------------------------------------------------------ settings
     def _run_settings(self, name: str | None, override: dict) -> dict:

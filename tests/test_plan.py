@@ -340,3 +340,12 @@ def test_noise_injection_enters_the_demo_key_only_when_set():
     assert "action_noise" not in plain.demo_settings("default")
     assert noisy.demo_settings("default")["action_noise"] == 0.1
     assert set(plain.demos) != set(noisy.demos) and plain.train_key("default") != noisy.train_key("default")
+
+
+def test_a_task_not_in_the_suite_is_one_line_at_parse_time():
+    """Found while planning inside a rule's input function, it reached the user as Snakemake's
+    InputFunctionException with a traceback (issue 20); now the plan refuses it, naming the key."""
+    with pytest.raises(UserError, match=r"^runs\.default\.eval\.tasks: no task of suite 'libero_object' matches"):
+        make(lambda c: c["eval"].update(tasks=["put_the_bowl_on_the_plate_nowhere"]))
+    with pytest.raises(UserError, match=r"^runs\.default\.demos\.tasks: "):
+        make(lambda c: c["demos"].update(tasks=["nope"]))
