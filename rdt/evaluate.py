@@ -48,7 +48,7 @@ from rdt.libero.workers import (
 from rdt.model.config import IMG_HISTORY, PRED_HORIZON
 from rdt.report_stats import wilson as wilson_interval  # the one Wilson interval (also the report's)
 from rdt.utils.atomic import write_json, write_text
-from rdt.utils.files import read_json
+from rdt.utils.files import folder_lock, read_json
 from rdt.utils.hashing import bytes_key, settings_key
 from rdt.utils.hashing import file_sha256 as file_digest
 from rdt.utils.logs import setup_logging
@@ -58,6 +58,7 @@ from rdt.utils.versions import package_versions
 EPISODES_FILE = "episodes.jsonl"
 SUMMARY_FILE = "summary.json"
 LOG_FILE = "evaluate.log"
+LOCK_FILE = ".evaluate.lock"  # one evaluation at a time writes into a folder
 VIDEO_DIR = "videos"
 DEFAULT_CAMERA_SIZE = suites.DEMO_CAMERA_SIZE  # without pipeline.json image_size: the official demos' size
 DEFAULT_EPISODES = 50  # per task: the published LIBERO evaluations
@@ -392,6 +393,12 @@ def evaluate(
     info = dict(info or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out, LOCK_FILE, "evaluating into this folder"):
+        return _logged(policy, settings, out, lang, info, stats, sim_factory, planner)
+
+
+def _logged(policy, settings: Settings, out: Path, lang, info: dict, stats, sim_factory, planner) -> dict:
+    """The evaluation with its log file (``out/evaluate.log``) attached to this module's logger."""
     handler = logging.FileHandler(out / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)

@@ -403,7 +403,7 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(data, tmp_path, caps
     out = tmp_path / "run"
     with train.run_lock(out):
         line = _cli_error(["train", "--config", str(run), "--until-step", "1", "--out", str(out)], capsys)
-    assert f"{out}: another trainer is training into this run folder (pid {os.getpid()} on" in line
+    assert f"{out}: another process is training into this run folder (pid {os.getpid()} on" in line
     assert not (out / train.CHECKPOINTS).exists()
     with train.run_lock(out):  # released when the holder ends
         pass

@@ -138,3 +138,20 @@ def test_replay_of_expert_demos_from_their_own_init_states_succeeds(expert_demo_
             assert chosen[i]["demo"] == d["demo"], chosen[i]  # its own demo is the nearest (settling moves ~0.1)
             assert records[i]["success"], records[i]
             assert records[i]["steps"] == suites.DEMO_DROP_FIRST_STEPS + len(f["data"][d["demo"]]["actions"])
+
+
+def test_two_evaluations_cannot_write_into_one_folder(tmp_path, monkeypatch):
+    """The evaluator holds out/.evaluate.lock: a second evaluation (or replay) of the same folder, e.g. a stray
+    second controller, is refused naming the holder instead of interleaving records (issue 20)."""
+    from rdt.evaluate import LOCK_FILE
+    from rdt.libero import env as libero_env
+    from rdt.utils.files import folder_lock
+
+    monkeypatch.setattr(libero_env, "init_states", lambda task: np.zeros((4, 4)))
+    demos = {TASK.name: [demo("demo_0", [0.75, 0, 0, 0], n=3)]}
+    settings = Settings(TASK.suite, (TASK.name,), 2, 0, 10, 1, 0, 8, 0)
+    with folder_lock(tmp_path, LOCK_FILE, "evaluating into this folder"):
+        with pytest.raises(UserError, match=r"another process is evaluating into this folder \(pid"):
+            replay(demos, settings, tmp_path, sim_factory=partial(CountingSim, 6.0))
+    assert not (tmp_path / EPISODES_FILE).exists()
+    assert replay(demos, settings, tmp_path, sim_factory=partial(CountingSim, 6.0))["overall"]["successes"] == 2

@@ -24,7 +24,7 @@ from typing import Any
 from rdt.errors import UserError
 from rdt.libero.mapping import ACTION_SLOTS
 from rdt.utils.atomic import write_text
-from rdt.utils.files import read_json
+from rdt.utils.files import folder_lock, read_json
 
 CHECKPOINTS, METRICS = "checkpoints", "metrics.csv"
 METRICS_HISTORY = "metrics.history.csv"
@@ -109,34 +109,13 @@ def prune_checkpoints(out: str | Path, fingerprint: str, limit: int, written: in
 # ================================================================================================ lock
 @contextlib.contextmanager
 def run_lock(out: str | Path) -> Iterator[None]:
-    """Hold DIR/.train.lock (an exclusive flock, released by the kernel however the process ends) while training
-    into run folder ``out``; a second trainer on the same folder gets a UserError naming the holder. Only the main
-    process of a launch (RANK 0) takes it."""
+    """Hold DIR/.train.lock while training into run folder ``out`` (rdt.utils.files.folder_lock); a second trainer on
+    the same folder gets a UserError naming the holder. Only the main process of a launch (RANK 0) takes it."""
     if int(os.environ.get("RANK", "0")) != 0:
         yield
         return
-    import fcntl
-    import socket
-
-    path = Path(out) / LOCK_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
-            raise UserError(
-                f"{out}: another trainer is training into this run folder ({holder}; lock {path}); "
-                "wait for it to finish, stop it, or use another --out"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(
-            fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0
-        )
+    with folder_lock(out, LOCK_FILE, "training into this run folder"):
         yield
-    finally:
-        os.close(fd)
 
 
 # ================================================================================================ metrics

@@ -4,9 +4,10 @@ without a file catch its UserError)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,31 @@ def read_yaml(path: str | os.PathLike, missing: str = "not found") -> Any:
         raise UserError(f"{path}{where}: not valid YAML ({what})") from None
     except yaml.YAMLError as e:
         raise UserError(f"{path}: not valid YAML ({e})") from None
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, name: str, doing: str) -> Iterator[None]:
+    """Hold ``folder/name`` (an exclusive flock, released by the kernel however the process ends) while ``doing``
+    (e.g. "training into this run folder"); a second holder gets a UserError naming the first (pid, host, since)."""
+    import fcntl
+    import socket
+    import time
+
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            raise UserError(
+                f"{folder}: another process is {doing} ({holder}; lock {path}); wait for it to finish, stop it, "
+                "or use another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {stamp}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
