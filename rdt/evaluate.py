@@ -188,40 +188,49 @@ def checkpoint_identity(checkpoint: str | os.PathLike, pipeline: dict, weights: 
     return f"sha256:{file_digest(_weights_file(path, weights) if path.is_dir() else path)}"
 
 
-def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
-    """Records of an earlier (killed) run into the same folder that can be kept: made under the same outcome key
-    (:func:`outcome_key`; ``key`` is one key, or one per task), no simulator error, one per (task, init state).
+def select_records(records: Sequence[dict], key: str | dict[str, str]) -> list[dict]:
+    """The records made under ``key`` (one outcome key, or one per task), one per (task, init state) in first-seen
+    order: the last one without a simulator error, else the last one. The ledger (episodes.jsonl) keeps records of
+    every key; this is the view of one request."""
 
-    Stale records (other settings or checkpoint, e.g. after a changed setting reran the job) and records with a
-    simulator error are dropped, so their episodes run (again); the file is rewritten when anything was dropped."""
+    def current(r: dict) -> bool:
+        return r.get("key") == (key.get(r.get("task")) if isinstance(key, dict) else key)
+
+    chosen: dict[tuple[str, int], dict] = {}
+    for r in records:
+        if not current(r):
+            continue
+        k = (r["task"], int(r["init_state"]))
+        if k not in chosen or not r.get("error") or chosen[k].get("error"):
+            chosen[k] = r
+    return list(chosen.values())
+
+
+def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
+    """The finished episodes of an earlier run into the same folder that this request can keep: made under the same
+    outcome key (:func:`outcome_key`; ``key`` is one key, or one per task), without a simulator error (those run
+    again), one per (task, init state).
+
+    Records of other keys (other settings, checkpoint or code, tasks or init states not asked for now) stay in the
+    ledger and are reused when asked for again under their key: a narrower request never deletes finished work. A
+    line cut by a kill is removed (the file is rewritten with the complete records), so the next append starts on
+    a line of its own."""
     path = out / EPISODES_FILE
     if not path.is_file():
         return []
     raw_lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     records = read_episodes(path)
-
-    def current(r: dict) -> bool:
-        return r.get("key") == (key.get(r.get("task")) if isinstance(key, dict) else key)
-
-    stale = [r for r in records if not current(r)]
-    if stale:
-        log.warning(
-            "%s: %d record(s) were made with other settings, another checkpoint or other code; their "
-            "episodes run again",
+    if len(records) != len(raw_lines) or not path.read_text().endswith("\n"):
+        rewrite_episodes(path, records)
+    other = [r for r in records if r not in select_records(records, key)]
+    if other:
+        log.info(
+            "%s: %d record(s) of other settings, checkpoints, code, tasks or init states are kept in the ledger, "
+            "not used by this request",
             path,
-            len(stale),
+            len(other),
         )
-    keep = [r for r in records if current(r) and not r.get("error")]
-    seen: set[tuple[str, int]] = set()
-    unique = []
-    for r in keep:
-        k = (r["task"], int(r["init_state"]))
-        if k not in seen:
-            seen.add(k)
-            unique.append(r)
-    if len(unique) != len(raw_lines):
-        rewrite_episodes(path, unique)
-    return unique
+    return [r for r in select_records(records, key) if not r.get("error")]
 
 
 def plan_jobs(
@@ -419,6 +428,18 @@ def _logged(policy, settings: Settings, out: Path, lang, info: dict, stats, sim_
         handler.close()
 
 
+def _missing_videos(out: Path, tasks: Sequence[suites.Task], per_task: int) -> set[tuple[str, int]]:
+    """(task, init state) of the episodes that should have a video in ``out/videos`` and have none."""
+    from rdt.video import video_name
+
+    return {
+        (t.name, i)
+        for t in tasks
+        for i in range(per_task)
+        if not any((out / VIDEO_DIR / video_name(t.name, i, ok)).is_file() for ok in (True, False))
+    }
+
+
 def _episode_record(res: EpisodeResult, settings: Settings, info: dict, key: str) -> dict:
     """One line of episodes.jsonl: the episode's outcome, its settings and its outcome key."""
     return {
@@ -475,6 +496,7 @@ def _log_episode(record: dict, res: EpisodeResult) -> None:
 def _summary(
     settings: Settings,
     info: dict,
+    keys: dict[str, str],
     tasks: list,
     final: list[dict],
     counts: dict[str, int],
@@ -499,6 +521,7 @@ def _summary(
         "policy_seconds": round(timing["policy_s"], 3),
         "worker_restarts": counts["worker_restarts"],
         "settings": asdict(settings) | {"tasks": [t.name for t in tasks], "settle_steps": suites.SETTLE_STEPS},
+        "keys": keys,
         "state_range": state_check.summary() if state_check is not None else None,
         "versions": package_versions(),
         "device": info.get("device"),
@@ -516,6 +539,10 @@ def _evaluate(
     records = previous_records(out, keys)
     wanted = {(t.name, i) for t in tasks for i in range(settings.episodes)}
     finished = {(r["task"], int(r["init_state"])) for r in records} & wanted
+    missing_videos = _missing_videos(out, tasks, min(settings.videos_per_task, settings.episodes)) & finished
+    if missing_videos:  # e.g. videos_per_task raised after the episodes ran: play them again to record them
+        log.info("%d finished episode(s) run again to record the videos now asked for", len(missing_videos))
+        finished -= missing_videos
     jobs = plan_jobs(tasks, settings.episodes, settings.videos_per_task, finished)
     total = len(tasks) * settings.episodes
     _log_start(settings, total, len(finished), episodes_path, len(jobs))
@@ -552,9 +579,9 @@ def _evaluate(
     else:
         restarts = 0
     progress.close()
-    final = [r for r in records if (r["task"], int(r["init_state"])) in wanted]
+    final = [r for r in select_records(records, keys) if (r["task"], int(r["init_state"])) in wanted]
     counts = {"episodes_this_run": len(jobs), "episodes_from_earlier_runs": len(finished), "worker_restarts": restarts}
-    summary = _summary(settings, info, tasks, final, counts, time.monotonic() - t_start, timing, state_check)
+    summary = _summary(settings, info, keys, tasks, final, counts, time.monotonic() - t_start, timing, state_check)
     write_json(out / SUMMARY_FILE, summary)
     o = summary["overall"]
     log.info(

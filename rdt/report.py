@@ -27,6 +27,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import math
 import platform
 import re
@@ -46,6 +47,8 @@ from rdt.utils.atomic import atomic_dir
 from rdt.utils.files import read_json
 from rdt.utils.progress import track
 from rdt.utils.versions import package_versions
+
+log = logging.getLogger("rdt.report")
 
 RESULT_COLUMNS = (
     "run",
@@ -74,27 +77,53 @@ class Result:
 
     @property
     def overall(self) -> dict[str, Any]:
-        return self.summary["overall"]
+        """Counts over the records (episodes.jsonl), so every table of the page counts the same episodes; the
+        summary's own counts when the folder has no records."""
+        return self.counts()
+
+    def counts(self, task: str | None = None) -> dict[str, Any] | None:
+        from rdt.evaluate import success_counts
+
+        if not (self.folder / "episodes.jsonl").is_file():
+            return self.summary["overall"] if task is None else self.summary["tasks"].get(task)
+        if task is not None and task not in self.summary["tasks"]:
+            return None
+        return success_counts([r for r in self.records if task is None or r["task"] == task])
 
     def rate(self, task: str | None = None) -> float | None:
-        counts = self.overall if task is None else self.summary["tasks"].get(task)
+        counts = self.counts(task)
         return None if counts is None else counts["success_rate"]
 
     @property
     def records(self) -> list[dict[str, Any]]:
-        """The episode records of this evaluation (episodes.jsonl), limited to its tasks and episodes."""
+        """The episode records of this evaluation (episodes.jsonl): those of the summary's outcome keys (the ledger
+        also keeps records of other settings or checkpoints), limited to its tasks and episodes, one per (task,
+        init state). A record cut by a kill is left out with a warning (rdt.evaluate.read_episodes), and when the
+        records and summary.json disagree on the count the records are used and the difference is logged."""
         if "_records" not in self.__dict__:
-            from rdt.evaluate import EPISODES_FILE, read_episodes
+            from rdt.evaluate import EPISODES_FILE, read_episodes, select_records
 
             settings = self.summary.get("settings") or {}
             tasks = set(settings.get("tasks") or self.summary["tasks"])
             episodes = settings.get("episodes")
+            raw = read_episodes(self.folder / EPISODES_FILE)
+            if self.summary.get("keys"):
+                raw = select_records(raw, self.summary["keys"])
             keep, seen = [], set()
-            for r in read_episodes(self.folder / EPISODES_FILE):
+            for r in raw:
                 key = (r.get("task"), int(r.get("init_state", -1)))
                 if key[0] in tasks and (episodes is None or key[1] < episodes) and key not in seen:
                     seen.add(key)
                     keep.append(r)
+            told = self.summary["overall"]["episodes"]
+            if raw and len(keep) != told:
+                log.warning(
+                    "%s: episodes.jsonl holds %d episode(s) of this evaluation, summary.json counts %d; the report "
+                    "uses the records",
+                    self.folder,
+                    len(keep),
+                    told,
+                )
             self.__dict__["_records"] = sorted(keep, key=lambda r: (natural_key(r["task"]), int(r["init_state"])))
         return self.__dict__["_records"]
 
@@ -195,7 +224,7 @@ def result_rows(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
     for run in runs:
         for r in run.results:
-            scopes = [("overall", r.overall)] + sorted(r.summary["tasks"].items())
+            scopes = [("overall", r.overall)] + [(t, r.counts(t)) for t in sorted(r.summary["tasks"])]
             for task, c in scopes:
                 ci = c.get("ci95") or [None, None]
                 rows.append(
@@ -944,7 +973,7 @@ def _per_task_section(runs: list[Run]) -> list[str]:
     for t in tasks:
         row = [t]
         for run, h in cols:
-            c = run.result(run.last_step, h).summary["tasks"].get(t)
+            c = run.result(run.last_step, h).counts(t)
             row.append(
                 "" if c is None else f"{_pct(c['success_rate'])} ({c['successes']}/{c['episodes'] - c['errors']})"
             )

@@ -383,7 +383,7 @@ def test_replaying_expert_demos_through_the_evaluator_succeeds(expert_demo_dir, 
         assert (tmp_path / "replay" / "videos" / f"{EXPERT_TASK_NAME}__init0__success.mp4").is_file()
 
 
-def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_records(tmp_path):
+def test_previous_records_keep_finished_episodes_retry_errors_and_keep_other_keys_in_the_ledger(tmp_path):
     from rdt.evaluate import outcome_key, plan_jobs, previous_records
 
     settings = Settings(
@@ -404,11 +404,13 @@ def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_reco
     crashed = {**base, "init_state": 1, "success": False, "error": "simulator worker 0 died (exit code -9)"}
     (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n" + json.dumps(crashed) + "\n" + '{"task": "pick')
     kept = previous_records(tmp_path, key)
-    assert kept == [ok] and read_episodes(tmp_path / EPISODES_FILE) == [ok]
-    assert (tmp_path / EPISODES_FILE).read_text() == json.dumps(ok) + "\n"  # file rewritten: appends stay valid
+    assert kept == [ok] and read_episodes(tmp_path / EPISODES_FILE) == [ok, crashed]  # the error runs again
+    # the cut line is removed (the file rewritten with the complete records), so appends start on a line of their own
+    assert (tmp_path / EPISODES_FILE).read_text() == json.dumps(ok) + "\n" + json.dumps(crashed) + "\n"
     jobs = plan_jobs(suites.select_tasks(SUITE, [TASKS[0]]), 3, 2, {(TASKS[0], 0)})
     assert [(j.init_state, j.record_video) for j in jobs] == [(1, True), (2, False)]
-    # another checkpoint step, max_steps or seed makes a different key: the old records are stale and dropped
+    # another checkpoint step, max_steps or seed makes a different key: the old records are not used, but they stay
+    # in the ledger (a narrower or other request never deletes finished work) and count again under their own key
     for changed_settings, changed_info in (
         (settings, {**info, "step": 6}),
         (Settings(**{**asdict(settings), "max_steps": 20}), info),
@@ -418,6 +420,6 @@ def test_previous_records_keep_finished_episodes_and_retry_errors_and_stale_reco
         assert other != key
         (tmp_path / EPISODES_FILE).write_text(json.dumps(ok) + "\n")
         assert previous_records(tmp_path, other) == []
-        assert read_episodes(tmp_path / EPISODES_FILE) == []
+        assert read_episodes(tmp_path / EPISODES_FILE) == [ok] and previous_records(tmp_path, key) == [ok]
     # settings that do not decide outcomes (parallel simulators, videos) keep the key
     assert outcome_key(Settings(**{**asdict(settings), "envs": 4, "videos_per_task": 0}), info) == key

@@ -155,3 +155,28 @@ def test_two_evaluations_cannot_write_into_one_folder(tmp_path, monkeypatch):
             replay(demos, settings, tmp_path, sim_factory=partial(CountingSim, 6.0))
     assert not (tmp_path / EPISODES_FILE).exists()
     assert replay(demos, settings, tmp_path, sim_factory=partial(CountingSim, 6.0))["overall"]["successes"] == 2
+
+
+def test_a_narrower_request_keeps_finished_episodes_and_more_videos_replay_only_those(tmp_path, monkeypatch):
+    """Issue 20: evaluating tasks A and B, then only A, kept A's records and threw B's away (B ran again when asked
+    for again). Now the ledger keeps B and reuses it; raising videos_per_task plays just the episodes that need one."""
+    from rdt.libero import env as libero_env
+
+    monkeypatch.setattr(libero_env, "init_states", lambda task: np.zeros((4, 4)))
+    a, b = suites.tasks("libero_goal")[:2]
+    demos = {t.name: [demo("demo_0", [0.75, 0, 0, 0], n=3)] for t in (a, b)}
+    sim = partial(CountingSim, 6.0)
+    both = Settings(a.suite, (a.name, b.name), 3, 0, 10, 2, 0, 8, 0)
+    assert replay(demos, both, tmp_path, sim_factory=sim)["episodes_this_run"] == 6
+    only_a = Settings(a.suite, (a.name,), 3, 0, 10, 2, 0, 8, 0)
+    narrow = replay(demos, only_a, tmp_path, sim_factory=sim)
+    assert narrow["episodes_this_run"] == 0 and narrow["overall"]["episodes"] == 3
+    assert len(read_episodes(tmp_path / EPISODES_FILE)) == 6  # B's records are still there
+    again = replay(demos, both, tmp_path, sim_factory=sim)
+    assert again["episodes_this_run"] == 0 and again["overall"]["successes"] == 6
+    # videos: none were asked for; asking for 2 per task plays init states 0 and 1 of each task again, only those
+    more = replay(demos, Settings(a.suite, (a.name, b.name), 3, 0, 10, 2, 0, 8, 2), tmp_path, sim_factory=sim)
+    assert more["episodes_this_run"] == 4 and more["overall"] == again["overall"]
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == 4
+    final = replay(demos, Settings(a.suite, (a.name, b.name), 3, 0, 10, 2, 0, 8, 2), tmp_path, sim_factory=sim)
+    assert final["episodes_this_run"] == 0

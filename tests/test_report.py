@@ -284,3 +284,24 @@ def test_runs_are_compared_with_open_loop_replay_of_their_demos(tmp_path, result
     weak = write_replay(tmp_path / "weak", "replay", (0, 0))
     rows = comparisons([read_run(r) for r in [*results, weak]])["replay"]
     assert [round(c.stats.diff, 3) for c in rows[:2]] == [0.5, 0.125] and not any(beats(c) for c in rows)
+
+
+def test_a_cut_last_row_of_metrics_or_episodes_is_left_out_with_a_warning_and_counts_agree(tmp_path, results, caplog):
+    """Issue 20: a metrics.csv row cut mid-number was read as data; a cut episodes.jsonl line was warned about but
+    results.csv counted it (from summary.json) while the per-episode tables did not."""
+    from rdt.report import read_run, result_rows
+    from rdt.training.run_folder import read_metrics
+
+    metrics = results[0] / "train" / "metrics.csv"
+    metrics.write_text(metrics.read_text() + "7,0.1")  # cut: no newline, columns missing
+    with caplog.at_level("WARNING"):
+        rows = read_metrics(metrics)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6] and "incomplete" in caplog.text
+    episodes = results[0] / "eval" / "step-6" / "h8" / "episodes.jsonl"
+    lines = episodes.read_text().splitlines()
+    episodes.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # the last record cut by a kill
+    run = read_run(results[0])
+    r = run.result(6, 8)
+    assert r.overall["episodes"] == len(r.records) == 7  # summary.json says 8
+    row = next(x for x in result_rows([run]) if x["step"] == 6 and x["horizon"] == 8 and x["task"] == "overall")
+    assert row["episodes"] == 7

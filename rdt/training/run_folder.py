@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import os
 import shutil
 import time
@@ -220,9 +221,15 @@ def read_metrics(path: str | Path) -> list[dict[str, float]]:
         path = path / METRICS
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {missing}; expected columns {', '.join(METRIC_COLUMNS)}")
-        return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in reader]
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if len(lines) > 1 and not text.endswith("\n"):  # a row cut by a kill mid-write: not data
+        logging.getLogger("rdt.metrics").warning(
+            "%s: the last row is incomplete (%r, a write cut off); it is left out", path, lines[-1][:60]
+        )
+        lines = lines[:-1]
+    reader = csv.DictReader(lines)
+    missing = [c for c in REQUIRED_METRIC_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {missing}; expected columns {', '.join(METRIC_COLUMNS)}")
+    return [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in reader]
