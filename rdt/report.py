@@ -775,6 +775,20 @@ def _page_head(runs: list[Run]) -> list[str]:
         + ". Every number below is from the <b>last "
         "checkpoint</b> unless it says otherwise. Horizons and runs are evaluated on the same (task, init "
         "state) pairs, so they are compared paired.</p>",
+        *_all_zero_note(runs),
+    ]
+
+
+def _all_zero_note(runs: list[Run]) -> list[str]:
+    """One line at the top when no episode of any evaluated model succeeded: nothing below can rank settings."""
+    results = [r for run in runs if not is_replay(run) for r in run.results]
+    if not results or any(r.overall["successes"] for r in results):
+        return []
+    episodes = sum(r.overall["episodes"] for r in results)
+    return [
+        f'<p class="warn"><b>No episode succeeded</b> in any evaluation ({len(results)} evaluations, {episodes} '
+        "episodes): every rate is 0, so no horizon, checkpoint or run is better than another here. Check the "
+        "training curves and the audit below before reading any comparison.</p>"
     ]
 
 
@@ -847,7 +861,11 @@ def _comparisons_section(runs: list[Run]) -> list[str]:
             + ". A policy that does not beat a tape recorder of its own demos on the same init states has not shown "
             "that it imitates from what it sees.</p>"
         )
+    empty = 0
     for key, group in comp.items():
+        if key != "replay":  # both sides without a success say nothing; one line counts them instead
+            empty += sum(1 for c in group if c.stats.n and not (c.stats.both or c.stats.only_a or c.stats.only_b))
+            group = [c for c in group if not c.stats.n or c.stats.both or c.stats.only_a or c.stats.only_b]
         if not group:
             continue
         parts.append(f"<h3>{labels[key]}</h3>")
@@ -855,6 +873,8 @@ def _comparisons_section(runs: list[Run]) -> list[str]:
             v = c.verdict()
             cls = "better" if " is better than " in v.split(":")[0] else ""
             parts.append(f'<p class="verdict"><span class="{cls}">{_esc(c.scope)}: {_esc(v)}</span></p>')
+    if empty:
+        parts.append(f'<p class="note">{empty} comparison(s) where neither side solved an episode are left out.</p>')
     if total:
         parts.append(
             f'<p class="note">Difference in success rate with a 95% Newcombe interval for paired data and '

@@ -238,7 +238,7 @@ def select_best(by_step: Mapping[int, Outcomes]) -> Selection:
 
 def best_horizon(by_horizon: Mapping[int, Outcomes]) -> int | None:
     """The horizon with the highest success on the selection half (ties: the smaller horizon); None without
-    selection episodes."""
+    selection episodes or without a success among them."""
     rates = {}
     for h, o in by_horizon.items():
         sel = half(o, True)
@@ -247,6 +247,8 @@ def best_horizon(by_horizon: Mapping[int, Outcomes]) -> int | None:
     if not rates:
         return None
     top = max(rates.values())
+    if top == 0:  # nothing succeeded: no horizon is best, whatever the tie order
+        return None
     return min(h for h, r in rates.items() if r == top)
 
 

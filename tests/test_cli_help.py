@@ -1,7 +1,7 @@
 """`python -m rdt COMMAND --help` starts with one sentence for the user and a complete example (issue 15). The
-examples form one walk-through in a scratch folder work/ (README, "Command line"): every path an example reads is a
+examples form one walk-through in a scratch folder work/ (docs/cli.md, "Command line"): every path an example reads is a
 file of the repository or something an earlier example wrote; each example parses with its command's options; the
-README shows the same lines."""
+docs/cli.md shows the same lines."""
 
 from __future__ import annotations
 
@@ -98,9 +98,9 @@ def test_encode_and_expert_help_no_longer_read_like_notes(capsys):
 
 
 def test_readme_walk_through_shows_the_same_commands():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "cli.md").read_text()  # the command-line page README links to
     for name in ORDER:
-        assert cli.HELP[name][1] in readme, f"README does not show the {name} example"
+        assert cli.HELP[name][1] in readme, f"docs/cli.md does not show the {name} example"
     assert re.search(r"^## Command line", readme, re.M)
 
 

@@ -1,4 +1,4 @@
-"""README's SLURM walk-through as printed (issue 15): the commands are read from README's "On a SLURM cluster" code
+"""The SLURM walk-through as printed (docs/cluster.md, linked from README; issue 15): the commands are read from its "On a SLURM cluster" code
 block, so the test fails when README drifts, and the smoke run among them (``--profile slurm --profile slurm/small``
 with ``config/cluster_smoke.yaml``, after README's ``source .venv/bin/activate && export SLURM_PARTITION=...
 SLURM_ACCOUNT=...`` line) runs on the local single-node Slurm (tests/slurm_cluster.py, which has a partition of the
@@ -19,7 +19,7 @@ import yaml
 
 from workflow_helpers import REPO, copy_repo
 
-README = REPO / "README.md"
+README = REPO / "docs" / "cluster.md"  # the cluster guide README links to
 SECTION = "## On a SLURM cluster"
 SMOKE_CONFIG = "config/cluster_smoke.yaml"
 PAPER_CONFIG = "config/rdt1b_libero90.yaml"

@@ -305,3 +305,19 @@ def test_a_cut_last_row_of_metrics_or_episodes_is_left_out_with_a_warning_and_co
     assert r.overall["episodes"] == len(r.records) == 7  # summary.json says 8
     row = next(x for x in result_rows([run]) if x["step"] == 6 and x["horizon"] == 8 and x["task"] == "overall")
     assert row["episodes"] == 7
+
+
+def test_all_zero_results_are_called_out_and_name_no_best_horizon(tmp_path):
+    """Issue 23: with every rate 0 the page printed "no significant difference" lines and named a best horizon by tie
+    order. Now one line says nothing succeeded, the empty comparisons are counted instead of listed, and there is no
+    best horizon."""
+    from rdt.report import comparisons, read_run
+
+    zero = {2: {8: (0, 0), 64: (0, 0)}, 4: {8: (0, 0), 64: (0, 0)}, 6: {8: (0, 0), 64: (0, 0)}}
+    runs = [write_run(tmp_path, "a", 8, 32, zero), write_run(tmp_path, "b", 8, 256, zero)]
+    out = tmp_path / "report"
+    assert cli(["report", "--results", *map(str, runs), "--out", str(out)]) == 0
+    page = (out / "summary.html").read_text()
+    assert "No episode succeeded</b> in any evaluation (12 evaluations, 96 episodes)" in page
+    assert "no significant difference" not in page and "comparison(s) where neither side solved" in page
+    assert comparisons([read_run(r) for r in runs])["best"] == []
