@@ -1,4 +1,5 @@
-"""The SLURM walk-through as printed (docs/cluster.md, linked from README; issue 15): the commands are read from its "On a SLURM cluster" code
+"""The SLURM walk-through as printed (docs/cluster.md, linked from README; issue 15): the commands are read from its
+"On a SLURM cluster" code
 block, so the test fails when README drifts, and the smoke run among them (``--profile slurm --profile slurm/small``
 with ``config/cluster_smoke.yaml``, after README's ``source .venv/bin/activate && export SLURM_PARTITION=...
 SLURM_ACCOUNT=...`` line) runs on the local single-node Slurm (tests/slurm_cluster.py, which has a partition of the
