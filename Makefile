@@ -1,5 +1,6 @@
 # Two commands on a fresh machine:
-#   make run    set up .venv (if missing) and run the embedded default workflow (tiny model, CPU) -> results/report.html
+#   make run    set up .venv (if missing) and run the embedded default workflow (tiny model, CPU)
+#               -> results/report/summary.html (the verdict first; also the first entry of results/report.html)
 #   make test   set up .venv (if missing) and run the whole test suite (simulator and Slurm tests included)
 # `make run` needs software rendering only; a local Slurm (slurm-wlm, munge) is needed by `make test` alone.
 # SYSDEPS=skip skips the system-package check; PYTEST_ARGS passes options to pytest, e.g.
@@ -39,6 +40,7 @@ sysdeps-test sysdeps:
 run: sysdeps-run venv
 	$(VENV)/bin/snakemake --cores $(CORES) --configfile config/config.yaml
 	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
+	@echo "open results/report/summary.html (success per run and horizon first; results/report.html has every figure)"
 
 report: venv
 	$(VENV)/bin/snakemake --cores 1 --configfile config/config.yaml --report results/report.html
