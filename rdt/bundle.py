@@ -30,7 +30,7 @@ from rdt.utils.atomic import atomic_dir
 from rdt.utils.files import read_json
 
 BUNDLE_FILE = "bundle.json"
-EVAL_FILES = ("summary.json", "episodes.jsonl", "replay_plan.json")
+EVAL_FILES = ("episodes.jsonl", "replay_plan.json")  # beside the summary file
 MARKER = re.compile(
     r"(<!-- results:(?P<name>[\w.-]+)(?::(?P<part>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)", re.S
 )
@@ -47,6 +47,7 @@ def _git_commit(repo: Path) -> str | None:
 def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, Any], config: Path | None = None) -> Path:
     """Copy the evidence of ``targets`` under ``results`` into the bundle folder ``out`` (replaced atomically)."""
     from rdt.plan import read_settings, train_folder
+    from rdt.report import _listed_evaluations
 
     results, out = Path(results), Path(out)
     missing = [t for t in targets if not (results / t / "settings.json").is_file()]
@@ -57,12 +58,13 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
             src = results / t
             (tmp / t).mkdir(parents=True)
             shutil.copy2(src / "settings.json", tmp / t / "settings.json")
-            for step, horizon, folder in layout.evaluations(src):
+            for step, horizon, summary in _listed_evaluations(src, read_settings(src)):
                 dest = layout.eval_dir(tmp / t, step, horizon)
                 dest.mkdir(parents=True)
+                shutil.copy2(summary, dest / summary.name)
                 for name in EVAL_FILES:
-                    if (folder / name).is_file():
-                        shutil.copy2(folder / name, dest / name)
+                    if (summary.parent / name).is_file():
+                        shutil.copy2(summary.parent / name, dest / name)
             doc = read_settings(src)
             if doc and doc.get("train_folder"):
                 train = train_folder(src, doc)
@@ -71,7 +73,7 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
                 dest.mkdir(parents=True, exist_ok=True)
                 if (train / "metrics.csv").is_file():
                     shutil.copy2(train / "metrics.csv", dest / "metrics.csv")
-                for step, _, _ in layout.evaluations(src):
+                for step, _, _ in _listed_evaluations(src, doc):
                     pipeline = layout.export_dir(train, step) / "pipeline.json"
                     if pipeline.is_file():
                         target = layout.export_dir(dest, step)

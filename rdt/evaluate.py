@@ -56,7 +56,7 @@ from rdt.utils.progress import Progress
 from rdt.utils.versions import package_versions
 
 EPISODES_FILE = "episodes.jsonl"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = layout.SUMMARY  # without --summary-name
 LOG_FILE = "evaluate.log"
 LOCK_FILE = ".evaluate.lock"  # one evaluation at a time writes into a folder
 VIDEO_DIR = "videos"
@@ -385,6 +385,7 @@ def evaluate(
     stats: dict | None = None,
     sim_factory: Callable[[], Simulator] | None = None,
     planner: Planner | None = None,
+    summary_name: str = SUMMARY_FILE,
 ) -> dict:
     """Run the missing episodes of ``settings`` into ``out`` and write summary.json; returns the summary.
 
@@ -403,10 +404,10 @@ def evaluate(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with folder_lock(out, LOCK_FILE, "evaluating into this folder"):
-        return _logged(policy, settings, out, lang, info, stats, sim_factory, planner)
+        return _logged(policy, settings, out, lang, info, stats, sim_factory, planner, summary_name)
 
 
-def _logged(policy, settings: Settings, out: Path, lang, info: dict, stats, sim_factory, planner) -> dict:
+def _logged(policy, settings: Settings, out: Path, lang, info: dict, stats, sim_factory, planner, summary_name) -> dict:
     """The evaluation with its log file (``out/evaluate.log``) attached to this module's logger."""
     handler = logging.FileHandler(out / LOG_FILE)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -422,6 +423,7 @@ def _logged(policy, settings: Settings, out: Path, lang, info: dict, stats, sim_
             stats,
             sim_factory or partial(LiberoSimulator, settings.camera_size),
             planner,
+            summary_name,
         )
     finally:
         log.removeHandler(handler)
@@ -530,7 +532,15 @@ def _summary(
 
 
 def _evaluate(
-    policy, settings: Settings, out: Path, lang: dict, info: dict, stats: dict | None, sim_factory, planner
+    policy,
+    settings: Settings,
+    out: Path,
+    lang: dict,
+    info: dict,
+    stats: dict | None,
+    sim_factory,
+    planner,
+    summary_name,
 ) -> dict:
     tasks = suites.select_tasks(settings.suite, list(settings.tasks))
     t_start = time.monotonic()
@@ -582,7 +592,7 @@ def _evaluate(
     final = [r for r in select_records(records, keys) if (r["task"], int(r["init_state"])) in wanted]
     counts = {"episodes_this_run": len(jobs), "episodes_from_earlier_runs": len(finished), "worker_restarts": restarts}
     summary = _summary(settings, info, keys, tasks, final, counts, time.monotonic() - t_start, timing, state_check)
-    write_json(out / SUMMARY_FILE, summary)
+    write_json(out / summary_name, summary)
     o = summary["overall"]
     log.info(
         "done: %d/%d successes, %d errors, %.1f s", o["successes"], o["episodes"], o["errors"], summary["wall_time_s"]
@@ -694,6 +704,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", help="torch device for the policy (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one per checkpoint x horizon)")
+    add_summary_name(p)
+
+
+def add_summary_name(p: argparse.ArgumentParser) -> None:
+    """--summary-name, shared with rdt replay: the workflow names each request's summary by its identity."""
+    p.add_argument(
+        "--summary-name",
+        default=SUMMARY_FILE,
+        metavar="NAME",
+        help=f"file name of the summary in --out (default {SUMMARY_FILE}; the workflow writes summary-<key>.json, "
+        "the key being the request's identity: settings, checkpoint, code)",
+    )
 
 
 def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str] | None) -> tuple[str, list[str]]:
@@ -825,13 +847,19 @@ def main(args: argparse.Namespace) -> int:
     for h in horizons:
         out = horizon_out(Path(args.out), h, horizons)
         summary = evaluate(
-            policy, _horizon_settings(args, tasks, h, policy.pipeline), out, lang, info=info, stats=stats
+            policy,
+            _horizon_settings(args, tasks, h, policy.pipeline),
+            out,
+            lang,
+            info=info,
+            stats=stats,
+            summary_name=args.summary_name,
         )
         o = summary["overall"]
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
         print(
             f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
-            f"{o['errors']} errors -> {out / SUMMARY_FILE}"
+            f"{o['errors']} errors -> {out / args.summary_name}"
         )
     return 0
 

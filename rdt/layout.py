@@ -1,7 +1,9 @@
 """The results layout, in one place: where a training folder keeps its exports and a run folder its evaluations.
 
     <training folder>/export/step-<S>/                  an evaluation checkpoint (rdt train)
-    <run folder>/eval/step-<S>/h<H>/summary.json        one evaluation (rdt evaluate), read by rdt report
+    <run folder>/eval/step-<S>/h<H>/summary-<key>.json  one evaluation request (rdt evaluate), read by rdt report;
+                                                        <key> is the request's identity (rdt.plan.Plan.eval_key)
+    <run folder>/eval/step-<S>/h<H>/episodes.jsonl      the ledger of every episode run there, under any identity
 
 The plan (rdt/plan.py) and the workflow's rules build their paths here, the trainer writes and the evaluator and the
 report read by the same names. The path functions take ``str`` (also Snakemake wildcard patterns such as
@@ -17,7 +19,8 @@ from typing import TypeVar
 
 EXPORT = "export"
 EVAL = "eval"
-SUMMARY = "summary.json"
+SUMMARY = "summary.json"  # the name without a request key (rdt evaluate run by hand)
+SUMMARY_GLOB = "summary*.json"
 STEP_DIR = re.compile(r"^step-(\d+)$")
 HORIZON_DIR = re.compile(r"^h(\d+)$")
 
@@ -48,13 +51,20 @@ def eval_dir(run_folder: P, step: int | str, horizon: int | str) -> P:
     return _join(run_folder, EVAL, step_name(step), horizon_name(horizon))
 
 
-def summary_path(run_folder: P, step: int | str, horizon: int | str) -> P:
-    """``<run_folder>/eval/step-<step>/h<horizon>/summary.json``."""
-    return _join(eval_dir(run_folder, step, horizon), SUMMARY)
+def summary_name(key: str | None = None) -> str:
+    """``summary-<key>.json`` (the workflow: the name changes with the request's identity, so a changed setting,
+    checkpoint or code is a missing file, whatever Snakemake remembers), or ``summary.json``."""
+    return SUMMARY if key is None else f"summary-{key}.json"
+
+
+def summary_path(run_folder: P, step: int | str, horizon: int | str, key: str | None = None) -> P:
+    """``<run_folder>/eval/step-<step>/h<horizon>/summary[-<key>].json``."""
+    return _join(eval_dir(run_folder, step, horizon), summary_name(key))
 
 
 def evaluations(run_folder: Path) -> list[tuple[int, int, Path]]:
-    """The evaluation folders of a run folder that hold a summary, as (step, horizon, folder), in order."""
+    """The evaluation summaries found in a run folder, as (step, horizon, summary file), in order; where a folder
+    holds several (requests of other identities), the newest."""
     found = []
     for step_dir in Path(run_folder, EVAL).glob("step-*"):
         m = STEP_DIR.match(step_dir.name)
@@ -62,6 +72,7 @@ def evaluations(run_folder: Path) -> list[tuple[int, int, Path]]:
             continue
         for h_dir in step_dir.glob("h*"):
             mh = HORIZON_DIR.match(h_dir.name)
-            if mh and (h_dir / SUMMARY).is_file():
-                found.append((int(m.group(1)), int(mh.group(1)), h_dir))
+            summaries = sorted(h_dir.glob(SUMMARY_GLOB), key=lambda f: f.stat().st_mtime) if mh else []
+            if summaries:
+                found.append((int(m.group(1)), int(mh.group(1)), summaries[-1]))
     return sorted(found)

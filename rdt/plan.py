@@ -70,6 +70,11 @@ def code_fingerprint(stage: str) -> str:
     return fingerprint.fingerprint(STAGE_MODULES[stage])
 
 
+def stage_code(*stages: str) -> str:
+    """One fingerprint of the code of several stages (e.g. convert and stats, whose outputs share a folder)."""
+    return fingerprint.fingerprint(*(STAGE_MODULES[s] for s in stages))
+
+
 # ============================================================================================ config + schema
 @lru_cache(maxsize=1)
 def load_schema(path: str = str(SCHEMA_PATH)) -> dict:
@@ -363,6 +368,7 @@ class Plan:
             return {"source": d["source"], "folder": str(self._path(d["folder"]).resolve())}
         noise = {"action_noise": d["action_noise"]} if d.get("action_noise") else {}  # in the key only when set
         return {
+            "code": code_fingerprint("expert"),
             "source": "expert",
             "suite": d["suite"],
             "tasks": [str(t) for t in d["tasks"]],
@@ -376,6 +382,7 @@ class Plan:
     def data_settings(self, run: str) -> dict:
         d, s = self.runs[run]["demos"], self.runs[run]["data"]
         return {
+            "code": stage_code("convert", "stats"),
             "demos": self.demo_settings(run),
             "suite": d["suite"],
             "tasks": [str(t) for t in d["tasks"]],
@@ -388,7 +395,11 @@ class Plan:
 
     def language_settings(self, run: str) -> dict:
         """Training language: the instructions of the training data, and the text encoder; nothing else."""
-        return {"data": key_of(self.data_settings(run)), "text_encoder": self.resolved_train(run)["text_encoder"]}
+        return {
+            "code": code_fingerprint("encode"),
+            "data": key_of(self.data_settings(run)),
+            "text_encoder": self.resolved_train(run)["text_encoder"],
+        }
 
     def demos_input(self, settings: dict) -> str:
         """What `convert` reads: the expert's output folder, or the configured folder of demo files."""
@@ -440,8 +451,14 @@ class Plan:
         language (no evaluation setting, no run name), so runs that differ only in evaluation or bookkeeping share
         one training folder and its checkpoints."""
         weights = {k: v for k, v in self.resolved_train(run).items() if k not in train_config.NOT_IN_FINGERPRINT}
+        code = weights["code_fingerprint"] or train_config.code_fingerprint()  # the pin, else the training code
         return key_of(
-            {"train": weights, "data": key_of(self.data_settings(run)), "lang": key_of(self.language_settings(run))}
+            {
+                "train": weights,
+                "code": code,
+                "data": key_of(self.data_settings(run)),
+                "lang": key_of(self.language_settings(run)),
+            }
         )
 
     def train_dir(self, run: str) -> str:
@@ -573,8 +590,41 @@ class Plan:
             return min(e["intermediate_episodes_per_task"], e["episodes_per_task"])
         return e["episodes_per_task"]
 
+    def eval_identity(self, target: str, step: int, horizon: int) -> dict:
+        """What decides an evaluation's results: its settings at that step and horizon, the evaluated weights
+        (a run's training key, which covers its settings, data and code; the files of a checkpoint made elsewhere;
+        a replay's demos) and the evaluation code."""
+        if target in self.replays:
+            r = self.replay_settings(target)
+            weights = {"demos": self.demo_settings(target), "demos_per_task": r["demos_per_task"]}
+            return {"eval": self.eval_settings(target), "replay": weights, "code": code_fingerprint("replay")}
+        if target in self.runs:
+            weights = {"training": self.train_key(target), "step": step}
+        else:
+            weights = {"checkpoint": self.checkpoints[target], "files": self._checkpoint_files(target)}
+        return {
+            "eval": self.eval_settings(target, step),
+            "horizon": horizon,
+            "weights": weights,
+            "code": code_fingerprint("evaluate"),
+        }
+
+    def _checkpoint_files(self, target: str) -> dict[str, str | None]:
+        """Identities of an evaluation-only checkpoint's files (size and first/last MiB of the weights), so a
+        checkpoint replaced in place is evaluated again; a hub id stands for itself."""
+        from rdt.utils.hashing import file_identity
+
+        folder = self._path(self.checkpoints[target]["path"])
+        names = ("config.json", "pipeline.json", "model.safetensors", "pytorch_model.bin", "ema/model.safetensors")
+        return {n: file_identity(folder / n) for n in names if (folder / n).is_file()}
+
+    def eval_key(self, target: str, step: int, horizon: int) -> str:
+        return key_of(self.eval_identity(target, step, horizon))
+
     def summary_path(self, target: str, step: int, horizon: int) -> str:
-        return layout.summary_path(f"{self.results}/{target}", step, horizon)
+        """The evaluation's summary, named by its identity (summary-<key>.json): a changed setting, checkpoint or
+        code is a missing file, so it runs again whether or not Snakemake's .snakemake/ survived."""
+        return layout.summary_path(f"{self.results}/{target}", step, horizon, self.eval_key(target, step, horizon))
 
     def summaries(self, target: str) -> list[str]:
         return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target, s)]
@@ -602,7 +652,12 @@ class Plan:
     def task_language_settings(self, target: str) -> dict:
         """The language table of an evaluation: (suite, tasks, text encoder)."""
         e = self.eval_settings(target)
-        return {"suite": e["suite"], "tasks": e["tasks"], "text_encoder": self.text_encoder(target)}
+        return {
+            "code": code_fingerprint("encode"),
+            "suite": e["suite"],
+            "tasks": e["tasks"],
+            "text_encoder": self.text_encoder(target),
+        }
 
     def task_language_path(self, target: str) -> str:
         return f"{self.results}/cache/language/{key_of(self.task_language_settings(target))}/tasks.safetensors"
@@ -636,6 +691,16 @@ class Plan:
             "eval": self.eval_settings(target),
             "code": {"evaluate": code_fingerprint("evaluate")},
             "eval_plan": json.loads(json.dumps(self.eval_cost(target))),
+            # exactly the evaluations of the current plan, each by its identity-named summary: the report reads these
+            "evaluations": [
+                {
+                    "step": s,
+                    "horizon": h,
+                    "summary": os.path.relpath(self.summary_path(target, s, h), f"{self.results}/{target}"),
+                }
+                for s in self.eval_steps(target)
+                for h in self.horizons(target, s)
+            ],
         }
         if target in self.replays:
             doc.update(

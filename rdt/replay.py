@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rdt.errors import UserError
-from rdt.evaluate import Settings, evaluate
+from rdt.evaluate import Settings, add_summary_name, evaluate
 from rdt.fingerprint import fingerprint
 from rdt.libero import suites
 from rdt.libero.workers import Job, Observation, Planner
@@ -116,6 +116,7 @@ def replay(
     out: str | Path,
     info: dict | None = None,
     sim_factory=None,
+    summary_name: str | None = None,
 ) -> dict:
     """Replay into ``out`` (episodes.jsonl, summary.json, videos/, replay_plan.json); returns the summary."""
     from rdt.libero import env as libero_env
@@ -150,7 +151,8 @@ def replay(
         {"rule": "nearest demo start (Euclidean over the flattened sim state without the time)", "episodes": rows},
     )
     planner = make_replay_planner(chosen, settings.max_steps)
-    return evaluate(None, settings, out, {}, info=info, sim_factory=sim_factory, planner=planner)
+    names = {} if summary_name is None else {"summary_name": summary_name}
+    return evaluate(None, settings, out, {}, info=info, sim_factory=sim_factory, planner=planner, **names)
 
 
 # ------------------------------------------------------------------------------------------------ command line
@@ -179,6 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--camera-size", type=int, default=DEFAULT_CAMERA_SIZE, metavar="PX", help="video resolution (default 64)"
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    add_summary_name(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -205,7 +208,8 @@ def main(args: argparse.Namespace) -> int:
         camera_size=args.camera_size,
         videos_per_task=args.videos_per_task,
     )
-    summary = replay(demos, settings, args.out, info={"demos_per_task": args.demos_per_task})
+    info = {"demos_per_task": args.demos_per_task}
+    summary = replay(demos, settings, args.out, info=info, summary_name=args.summary_name)
     o = summary["overall"]
     print(f"{args.suite} open-loop replay: {o['successes']}/{o['episodes'] - o['errors']} successes -> {args.out}")
     return 0

@@ -208,8 +208,8 @@ def read_run(folder: Path) -> Run:
         raise UserError(f"--results {folder}: not a folder (expected a run folder with eval/step-<S>/h<H>/)")
     settings = plan.read_settings(folder)  # the settings document of rdt.plan (None when absent)
     run = Run(folder.name, folder, settings, read_metrics(plan.train_folder(folder, settings)))
-    for step, horizon, h_dir in layout.evaluations(folder):
-        summary_path = h_dir / layout.SUMMARY
+    for step, horizon, summary_path in _listed_evaluations(folder, settings):
+        h_dir = summary_path.parent
         summary = read_json(summary_path)
         for key in ("overall", "tasks"):
             if key not in summary:
@@ -217,6 +217,31 @@ def read_run(folder: Path) -> Run:
         run.results.append(Result(step, horizon, h_dir, summary))
     run.results.sort(key=lambda r: (r.step, r.horizon))
     return run
+
+
+def _listed_evaluations(folder: Path, settings: dict | None) -> list[tuple[int, int, Path]]:
+    """(step, horizon, summary file) of a run folder: exactly those its settings document lists (the plan's current
+    evaluations, each by its identity-named summary), with one line naming how many other summaries found there
+    are ignored (an earlier training's, other settings'); without a document, what the folder holds."""
+    found = layout.evaluations(folder)
+    if not settings or "evaluations" not in settings:
+        return found
+    listed = [(int(e["step"]), int(e["horizon"]), folder / e["summary"]) for e in settings["evaluations"]]
+    missing = [str(p) for _, _, p in listed if not p.is_file()]
+    if missing:
+        raise UserError(f"{folder}: the evaluation(s) {missing[:3]} of its settings.json are missing; run the workflow")
+    present = {p.resolve() for _, _, p in listed}
+    others = [
+        f for f in Path(folder, layout.EVAL).glob(f"step-*/h*/{layout.SUMMARY_GLOB}") if f.resolve() not in present
+    ]
+    if others:
+        log.warning(
+            "%s: %d summary file(s) not in the current plan (another training, settings or code) are ignored, e.g. %s",
+            folder,
+            len(others),
+            others[0].relative_to(folder),
+        )
+    return sorted(listed)
 
 
 # ---------------------------------------------------------------------------------------------------- tables

@@ -18,7 +18,7 @@ import time
 import pytest
 import yaml
 
-from workflow_helpers import REPO, copy_repo
+from workflow_helpers import REPO, copy_repo, current_summary
 
 README = REPO / "docs" / "cluster.md"  # the cluster guide README links to
 SECTION = "## On a SLURM cluster"
@@ -170,7 +170,7 @@ def test_readme_walkthrough_smoke_run_on_the_local_slurm(slurm_cluster, tmp_path
 
     results = work / "results" / "cluster_smoke"
     assert (results / "report.html").stat().st_size > 0
-    summary = json.loads((results / "default" / "eval" / "step-4" / "h8" / "summary.json").read_text())
+    summary = json.loads(current_summary(results / "default", 4, 8).read_text())
     assert summary["overall"]["episodes"] == 1, summary["overall"]
     [metrics] = list((results / "train").glob("*/metrics.csv"))
     assert [row.split(",")[0] for row in metrics.read_text().splitlines()[1:]] == ["1", "2", "3", "4"]

@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 
-from workflow_helpers import copy_repo, snakemake
+from workflow_helpers import copy_repo, current_summary, snakemake
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ def test_one_demo_is_learned_and_succeeds_in_the_simulator(tmp_path):
     results = work / cfg["results"]
     last = cfg["train"]["max_steps"]
     summaries = {
-        (run, h): json.loads((results / run / "eval" / f"step-{last}" / f"h{h}" / "summary.json").read_text())
+        (run, h): json.loads(current_summary(results / run, last, h).read_text())
         for run in cfg["runs"]
         for h in cfg["eval"]["exec_horizons"]
     }

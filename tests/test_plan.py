@@ -239,7 +239,9 @@ def test_evaluation_inputs_of_runs_and_checkpoints(tmp_path):
     assert p.checkpoint_input("released", 9) == str(ckpt)
     assert p.eval_stats("default") == []  # a run's statistics come with its export's pipeline.json
     assert p.task_language_settings("released")["text_encoder"] == "t5"
-    assert p.task_language_settings("default") == {"suite": "libero_object", "tasks": [TASK], "text_encoder": "tiny"}
+    language = p.task_language_settings("default")
+    assert language.pop("code") == plan.code_fingerprint("encode")  # a changed encoder code encodes again
+    assert language == {"suite": "libero_object", "tasks": [TASK], "text_encoder": "tiny"}
     assert len(p.task_language) == 2
     assert p.summaries("default") == [p.summary_path("default", s, h) for s in (2, 4) for h in (8, 16)]
 
@@ -308,7 +310,8 @@ def test_replay_runs_evaluate_the_demos_of_their_settings_without_training():
     assert p.targets == ["default", "one_demo", "replay", "replay_one"]
     assert p.kind("replay") == "replay" and p.kind("default") == "run"
     # one evaluation: step 0, horizon 0 (open loop); the demos are the runs' (one expert job for all four)
-    assert p.summaries("replay") == ["results/replay/eval/step-0/h0/summary.json"]
+    [summary] = p.summaries("replay")
+    assert summary == f"results/replay/eval/step-0/h0/summary-{p.eval_key('replay', 0, 0)}.json"
     assert len(p.demos) == 1 and p.replay_settings("replay")["demos"] == p.demos_input(p.demo_settings("default"))
     assert (
         p.replay_settings("replay_one")["demos_per_task"] == 1 and p.replay_settings("replay")["demos_per_task"] is None

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from slurm_cluster import PARTITION
-from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, env_for, variant, write_config
+from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, current_summary, env_for, variant, write_config
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -199,7 +199,7 @@ def test_tiny_workflow_runs_as_slurm_jobs_with_the_local_results(slurm_cluster, 
         )
     for step in (2, 4):
         for h in (8, 16, 64):
-            part = Path("default") / "eval" / f"step-{step}" / f"h{h}" / "summary.json"
+            part = current_summary(local / "default", step, h).relative_to(local)
             a, b = json.loads((local / part).read_text()), json.loads((remote_results / part).read_text())
             assert a["overall"] == b["overall"] and a["tasks"] == b["tasks"], part
     assert (remote_results / "report" / "success_vs_step.png").stat().st_size > 0

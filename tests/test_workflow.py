@@ -4,16 +4,29 @@ code edits can be made there)."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from workflow_helpers import REPO, SNAKEMAKE, TASK, copy_repo, env_for, planned_jobs, snakemake, variant
+from workflow_helpers import (
+    REPO,
+    SNAKEMAKE,
+    TASK,
+    copy_repo,
+    current_summary,
+    env_for,
+    plan_summary,
+    planned_jobs,
+    snakemake,
+    variant,
+)
 
 TASK2 = "pick_up_the_cream_cheese_and_place_it_in_the_basket"
 
@@ -108,11 +121,11 @@ def test_training_launches_accelerate_with_the_configured_gpus(workdir):
     def gpus(cfg):
         cfg["train"].update(gpus=4, effective_batch_size=8)
 
-    step4 = "results/default/eval/step-4/h8/summary.json"
-    proc = snakemake(workdir, "--configfile", variant(workdir, "gpus", gpus), "-n", "-p", step4)
+    config = variant(workdir, "gpus", gpus)
+    proc = snakemake(workdir, "--configfile", config, "-n", "-p", plan_summary(Path(config), "default", 4, 8))
     assert "accelerate launch --num_machines 1 --multi_gpu --num_processes 4 " in proc.stdout
     assert re.search(r"rule train:.*?resources: [^\n]*gpu=4", proc.stdout, flags=re.S)
-    proc = snakemake(workdir, "-n", "-p", step4)  # CPU: one process
+    proc = snakemake(workdir, "-n", "-p", plan_summary(None, "default", 4, 8))  # CPU: one process
     assert "accelerate launch --num_machines 1 --num_processes 1 " in proc.stdout
     # the segment of step 4 continues the export of step 2 of the same training: declared and passed
     key = re.search(r"results/train/([0-9a-f]{12})/export/step-4", proc.stdout).group(1)
@@ -133,7 +146,7 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert (export / "model.safetensors").is_file()
         assert json.loads((export / "pipeline.json").read_text())["identity"]
         for h in (8, 16, 64):
-            assert (results / "default" / "eval" / f"step-{step}" / f"h{h}" / "summary.json").is_file()
+            assert current_summary(results / "default", step, h).is_file()
     for name in ("success_vs_step.png", "heatmap_last.png", "training.png", "results.csv", "audit.csv"):
         assert (results / "report" / name).stat().st_size > 0
     assert planned_jobs(tiny_run) == {}
@@ -176,7 +189,15 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         # training code determines the weights: its identity changes, every segment and what follows reruns
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
-        assert planned_jobs(tiny_run) == {"train": 2, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+        # (the training key covers the code, so the retrain goes to a new folder and needs its run.yaml)
+        assert planned_jobs(tiny_run) == {
+            "run_config": 1,
+            "train": 2,
+            "evaluate": 6,
+            "target_settings": 1,
+            "report": 1,
+            "all": 1,
+        }
     finally:
         train_py.write_text(original_train)
         evaluate_py.write_text(original_eval)
@@ -190,10 +211,14 @@ def _exports(work):
     }
 
 
-def _summaries(work):
+def _summaries(work, results="results"):
+    """The current plan's H=8 summaries (settings.json lists them; the folders also keep earlier requests')."""
+    folder = Path(work) / results / "default"
     return {
-        str(p.relative_to(work)): json.loads(p.read_text())
-        for p in sorted((work / "results" / "default" / "eval").glob("step-*/h8/summary.json"))
+        str(current_summary(folder, step, 8).relative_to(work)): json.loads(
+            current_summary(folder, step, 8).read_text()
+        )
+        for step in (2, 4)
     }
 
 
@@ -254,3 +279,37 @@ def test_config_readme_documents_every_key():
     assert not missing, f"config/README.md does not document {missing}"
     run_keys = {f for f in TrainConfig.__dataclass_fields__ if f not in ("data", "lang", "stats", "run")}
     assert set(schema["properties"]["train"]["properties"]) == run_keys | {"gpus", "max_steps"}
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_shows_only_the_current_plan(
+    tiny_run, tmp_path
+):
+    """Issue 20: after moving the results folder, in a fresh clone, without .snakemake/, changing eval.seed said
+    "Nothing to be done" and the summaries kept seed 0; the report also read every evaluation folder it found. Now
+    an evaluation's summary is named by its identity, so the change is a missing file; the report reads the plan's."""
+    clone = copy_repo(tmp_path / "clone")  # a fresh clone: no .snakemake/
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_run / "results", moved, symlinks=True)  # the results moved elsewhere (mtimes kept)
+
+    def at_moved(c):
+        c["results"] = str(moved)
+
+    assert planned_jobs(clone, "--configfile", variant(clone, "moved", at_moved)) == {}
+
+    def seed1(c):
+        at_moved(c)
+        c["eval"].update(seed=1, exec_horizons=[8])
+
+    proc = snakemake(clone, "--configfile", variant(clone, "seed1", seed1))
+    text = proc.stdout + proc.stderr
+    assert "rule train:" not in text and text.count("rule evaluate:") == 2
+    for name, s in _summaries(moved, ".").items():
+        assert s["settings"]["seed"] == 1 and s["episodes_this_run"] == 1, name
+    # the earlier seed-0 summaries are still there, but the report shows exactly the plan's evaluations
+    assert len(list((moved / "default" / "eval").glob("step-*/h*/summary*.json"))) == 8
+    rows = list(csv.DictReader((moved / "report" / "results.csv").open()))
+    assert {(r["step"], r["horizon"]) for r in rows} == {("2", "8"), ("4", "8")}
+    provenance = json.loads((moved / "report" / "provenance.json").read_text())
+    assert {r["settings"]["seed"] for r in provenance["runs"]["default"]["results"]} == {1}

@@ -4,6 +4,7 @@ Snakemake there, and the session fixture ``tiny_run`` (registered in conftest.py
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import shutil
@@ -138,3 +139,21 @@ def workdir(tmp_path) -> Path:
     work = copy_repo(tmp_path / "repo")
     write_config(work / "config" / "config.yaml", TINY)
     return work
+
+
+def current_summary(run_folder: Path, step: int, horizon: int) -> Path:
+    """The summary of (step, horizon) that the run's settings.json lists (each evaluation request's summary is named
+    by its identity, summary-<key>.json; rdt.plan.Plan.summary_path)."""
+    doc = json.loads((Path(run_folder) / "settings.json").read_text())
+    [entry] = [e for e in doc["evaluations"] if (e["step"], e["horizon"]) == (step, horizon)]
+    return Path(run_folder) / entry["summary"]
+
+
+def plan_summary(configfile: dict | Path | None, target: str, step: int, horizon: int) -> str:
+    """The summary path (relative to the workflow folder) the plan asks for: a Snakemake target for one evaluation."""
+    from rdt.plan import Plan
+
+    cfg = TINY if configfile is None else configfile
+    if not isinstance(cfg, dict):
+        cfg = yaml.safe_load(Path(cfg).read_text())
+    return Plan(cfg, check_files=False).summary_path(target, step, horizon)

@@ -18,11 +18,12 @@ rule evaluate:
         lang=lambda w: PLAN.task_language_path(w.target),
         stats=lambda w: PLAN.eval_stats(w.target),
     output:
-        summary=layout.summary_path(f"{RESULTS}/{{target}}", "{step}", "{horizon}"),
+        summary=layout.summary_path(f"{RESULTS}/{{target}}", "{step}", "{horizon}", "{key}"),
     wildcard_constraints:
         target="|".join(map(re.escape, EVALUATED)) or "(?!)",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+        name=lambda w, output: Path(output.summary).name,
         settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
         stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
         tasks=lambda w: PLAN.eval_settings(w.target)["tasks"],
@@ -33,9 +34,9 @@ rule evaluate:
         ),
         code=CODE["evaluate"],
     log:
-        f"{RESULTS}/logs/evaluate/{{target}}/step-{{step}}-h{{horizon}}.log",
+        f"{RESULTS}/logs/evaluate/{{target}}/step-{{step}}-h{{horizon}}-{{key}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{target}}/step-{{step}}-h{{horizon}}.tsv"
+        f"{RESULTS}/benchmarks/evaluate/{{target}}/step-{{step}}-h{{horizon}}-{{key}}.tsv"
     threads: 1
     resources:
         mem_mb=8000,
@@ -49,7 +50,7 @@ rule evaluate:
         " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
         " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
         " --weights {params.settings[weights]}"
-        " --out {params.out} > {log} 2>&1"
+        " --out {params.out} --summary-name {params.name} > {log} 2>&1"
 
 
 # Replay runs (runs.<name>.kind: replay): the run's demos replayed open-loop on the evaluation's (task, init state,
@@ -58,11 +59,12 @@ rule replay:
     input:
         demos=lambda w: PLAN.replay_settings(w.target)["demos"],
     output:
-        summary=layout.summary_path(f"{RESULTS}/{{target}}", REPLAY_STEP, REPLAY_HORIZON),
+        summary=layout.summary_path(f"{RESULTS}/{{target}}", REPLAY_STEP, REPLAY_HORIZON, "{key}"),
     wildcard_constraints:
         target="|".join(map(re.escape, REPLAYS)) or "(?!)",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
+        name=lambda w, output: Path(output.summary).name,
         settings=lambda w: PLAN.replay_settings(w.target),
         tasks=lambda w: PLAN.replay_settings(w.target)["tasks"],
         demos_per_task=lambda w: (
@@ -77,9 +79,9 @@ rule replay:
         ),
         code=CODE["replay"],
     log:
-        f"{RESULTS}/logs/replay/{{target}}.log",
+        f"{RESULTS}/logs/replay/{{target}}-{{key}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/replay/{{target}}.tsv"
+        f"{RESULTS}/benchmarks/replay/{{target}}-{{key}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -90,4 +92,4 @@ rule replay:
         "python -m rdt replay --demos {input.demos} {params.demos_per_task} --suite {params.settings[suite]}"
         " --tasks {params.tasks:q} --episodes {params.settings[episodes_per_task]} {params.max_steps}"
         " --envs {threads} --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
-        " --out {params.out} > {log} 2>&1"
+        " --out {params.out} --summary-name {params.name} > {log} 2>&1"

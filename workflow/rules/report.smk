@@ -1,7 +1,12 @@
 # The report: figures and tables over every run and evaluation-only checkpoint, registered for `snakemake --report`.
 
 
+# settings.json lists the target's evaluations by their identity-named summaries; written after them, so a new
+# summary (a changed setting, checkpoint or code) is newer than it and it is written again, with or without
+# Snakemake's .snakemake/ metadata.
 rule target_settings:
+    input:
+        lambda w: PLAN.summaries(w.target),
     output:
         f"{RESULTS}/{{target}}/settings.json",
     params:
