@@ -44,7 +44,15 @@ def checkpoint_input(wildcards):
 
 
 def report_inputs():
-    return [f"{RESULTS}/report/results.csv"]
+    """What `all` asks for: the report, and every evaluation and settings document it reads. Naming the
+    evaluations here matters: Snakemake does not rerun a job whose output exists when one of its inputs is missing,
+    so a new identity-named summary (a changed setting or code) is requested directly, which then updates the
+    report (its input is newer), with or without .snakemake/ metadata."""
+    return (
+        [f"{RESULTS}/report/results.csv"]
+        + PLAN.all_summaries()
+        + [f"{RESULTS}/{t}/settings.json" for t in TARGETS]
+    )
 
 
 def launch_precision(wildcards, resources):
