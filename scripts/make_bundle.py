@@ -31,10 +31,13 @@ def main() -> int:
     p.add_argument("--seconds", type=float, help="its wall time")
     p.add_argument("--machine", default=f"{platform.machine()}, 2 CPU cores, no GPU")
     p.add_argument("--note", default="", help="anything a reader must know (e.g. the machine was shared)")
+    p.add_argument("--commit", help="the commit the results were made with (default: this checkout's HEAD)")
     args = p.parse_args()
     plan = Plan(read_yaml(args.configfile), check_files=False)
     meta = {"command": args.command, "seconds": args.seconds, "machine": args.machine, "note": args.note}
     meta["config"] = str(args.configfile)
+    if args.commit:
+        meta["commit"] = args.commit
     out = make_bundle(Path(plan.results), plan.targets, args.out, meta, config=args.configfile)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{out}: {len(plan.targets)} target(s), {size / 1e6:.2f} MB")
