@@ -275,8 +275,8 @@ def test_the_shipped_configs_are_valid_plans():
     assert len({check.train_key(r) for r in check.runs}) == 1
     assert [check.runs[r]["eval"]["seed"] for r in check.runs] == [0, 1, 2, 3]
     study = Plan(yaml.safe_load((root / "config" / "study.yaml").read_text()))
-    assert list(study.runs) == ["main", "main_seed1", "no_noise", "no_norm", "current", "one_demo"]
-    assert list(study.replays) == ["replay", "replay_one_demo"]
+    assert list(study.runs) == ["main", "main_seed1", "no_noise", "current", "one_demo"]
+    assert list(study.replays) == ["replay"]
     # sized to decide: at least 20 held-out init states per cell, disjoint from the demos' (25..)
     assert all(study.eval_episodes(t, study.eval_steps(t)[-1]) >= 20 for t in study.targets)
     assert study.settings("main")["demos"]["first_init_state"] >= 20
@@ -288,7 +288,7 @@ def test_the_shipped_configs_are_valid_plans():
     ] == [64000, 64000]
     # the ablations differ from main in one setting each; the floor replays the clean demos
     assert study.demo_settings("no_noise") == study.demo_settings("replay") != study.demo_settings("main")
-    assert study.resolved_train("no_norm")["state_norm"] == "none" != study.resolved_train("main")["state_norm"]
+    assert study.resolved_train("main")["state_norm"] == "zscore"
     paper = yaml.safe_load((root / "config" / "rdt1b_libero90.yaml").read_text())
     with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
         Plan(paper)
