@@ -806,8 +806,9 @@ def _run_info(args: argparse.Namespace, policy, stats: dict | None) -> dict:
     }
 
 
-def _horizon_settings(args: argparse.Namespace, tasks: list, horizon: int, pipeline: dict) -> Settings:
-    """The settings of one horizon's evaluation, the flags' defaults filled in."""
+def settings_from_args(args: argparse.Namespace, tasks: list, horizon: int, pipeline: dict) -> Settings:
+    """The settings of one horizon's evaluation (or of a replay: horizon 0, no pipeline.json), the flags' defaults
+    filled in."""
     return Settings(
         suite=args.suite,
         tasks=tuple(t.name for t in tasks),
@@ -848,7 +849,7 @@ def main(args: argparse.Namespace) -> int:
         out = horizon_out(Path(args.out), h, horizons)
         summary = evaluate(
             policy,
-            _horizon_settings(args, tasks, h, policy.pipeline),
+            settings_from_args(args, tasks, h, policy.pipeline),
             out,
             lang,
             info=info,

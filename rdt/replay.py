@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rdt.errors import UserError
-from rdt.evaluate import Settings, add_summary_name, evaluate
+from rdt.evaluate import Settings, add_summary_name, evaluate, settings_from_args
 from rdt.fingerprint import fingerprint
 from rdt.libero import suites
 from rdt.libero.workers import Job, Observation, Planner
@@ -197,17 +197,7 @@ def main(args: argparse.Namespace) -> int:
         raise UserError(f"--demos-per-task {args.demos_per_task}: expected a positive integer")
     tasks = suites.select_tasks(args.suite, args.tasks)
     demos = read_demos(args.demos, args.suite, [t.name for t in tasks], args.demos_per_task)
-    settings = Settings(
-        suite=args.suite,
-        tasks=tuple(t.name for t in tasks),
-        episodes=args.episodes,
-        horizon=OPEN_LOOP,
-        max_steps=args.max_steps or suites.MAX_STEPS[args.suite],
-        envs=args.envs,
-        seed=args.seed,
-        camera_size=args.camera_size,
-        videos_per_task=args.videos_per_task,
-    )
+    settings = settings_from_args(args, tasks, OPEN_LOOP, {})
     info = {"demos_per_task": args.demos_per_task}
     summary = replay(demos, settings, args.out, info=info, summary_name=args.summary_name)
     o = summary["overall"]

@@ -15,6 +15,7 @@ from rdt.errors import UserError
 from rdt.evaluate import EPISODES_FILE, SUMMARY_FILE, Settings, read_episodes
 from rdt.libero import suites
 from rdt.replay import PLAN_FILE, ReplayDemo, make_replay_planner, nearest, replay, replay_commands
+from test_workers import ScriptedSim
 
 TASK = suites.tasks("libero_goal")[0]
 
@@ -59,33 +60,22 @@ def test_planner_gives_each_episode_its_plan_once():
         plan([(j0, None)])
 
 
-class CountingSim:
-    """Succeeds when the x commands received so far sum to ``target`` (a replay of the right demo)."""
+class CountingSim(ScriptedSim):
+    """Succeeds when the x commands received so far sum to ``target`` (a replay of the right demo); observations are
+    the scripted simulator's."""
 
     def __init__(self, target: float):
+        super().__init__(never_succeed=True)
         self.target = target
 
     def start(self, task, init_state, seed):
         self.total = 0.0
-        return self._obs()
+        return super().start(task, init_state, seed)
 
     def step(self, action):
         self.total += float(action[0])
-        return self._obs(), abs(self.total - self.target) < 1e-9
-
-    def _obs(self):
-        img = np.zeros((8, 8, 3), np.uint8)
-        return {
-            "robot0_joint_pos": np.zeros(7),
-            "robot0_gripper_qpos": np.array([0.04, -0.04]),
-            "robot0_eef_pos": np.zeros(3),
-            "robot0_eef_quat": np.array([0.0, 0.0, 0.0, 1.0]),
-            "agentview_image": img,
-            "robot0_eye_in_hand_image": img.copy(),
-        }
-
-    def close(self):
-        pass
+        obs, _ = super().step(action)
+        return obs, abs(self.total - self.target) < 1e-9
 
 
 def test_replay_writes_evaluation_records_with_horizon_zero_and_resumes(tmp_path, monkeypatch):
