@@ -123,7 +123,7 @@ def success_table(runs: list) -> str:
     head = "| run | " + " | ".join(horizon_label(h) for h in horizons) + " |"
     lines = [head, "|---|" + "---|" * len(horizons)]
     for run in runs:
-        cells = [_cell(run.result(run.last_step, h)) for h in horizons]
+        cells = [_cell(run.result(run.last_step, h)) if run.results else "not evaluated" for h in horizons]
         lines.append(f"| {run.name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -132,7 +132,7 @@ def comparison_lines(runs: list) -> str:
     """The report's paired comparisons (Holm-adjusted together), one bullet each, grouped as on the page."""
     from rdt.report import beats, comparisons
 
-    comp = comparisons(runs)
+    comp = comparisons([r for r in runs if r.results])
     titles = {
         "replay": "Against open-loop replay of the demos",
         "horizons": "Execution horizons within a run",
@@ -235,6 +235,7 @@ def plot_bundle(folder: Path, path: Path) -> None:
     from rdt.report import is_replay
 
     _, runs = read_bundle(folder)
+    runs = [r for r in runs if r.results]
     trained = [r for r in runs if not is_replay(r)]
     horizons = sorted({h for r in trained for h in r.horizons})
     fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(trained) * max(len(horizons), 1) ** 0.5, 3.6))
