@@ -275,7 +275,7 @@ def test_the_shipped_configs_are_valid_plans():
     assert len({check.train_key(r) for r in check.runs}) == 1
     assert [check.runs[r]["eval"]["seed"] for r in check.runs] == [0, 1, 2, 3]
     study = Plan(yaml.safe_load((root / "config" / "study.yaml").read_text()))
-    assert list(study.runs) == ["main", "main_seed1", "no_noise", "current", "one_demo"]
+    assert list(study.runs) == ["main", "main_seed1", "current", "one_demo"]
     assert list(study.replays) == ["replay"]
     # sized to decide: at least 20 held-out init states per cell, disjoint from the demos' (25..)
     assert all(study.eval_episodes(t, study.eval_steps(t)[-1]) >= 20 for t in study.targets)
@@ -286,8 +286,9 @@ def test_the_shipped_configs_are_valid_plans():
         study.runs[r]["train"]["max_steps"] * study.runs[r]["train"]["effective_batch_size"]
         for r in ("current", "main")
     ] == [64000, 64000]
-    # the ablations differ from main in one setting each; the floor replays the clean demos
-    assert study.demo_settings("no_noise") == study.demo_settings("replay") != study.demo_settings("main")
+    # the floor replays the clean demos (main's are recorded with noise injection)
+    assert study.demo_settings("replay") != study.demo_settings("main")
+    assert "action_noise" not in study.demo_settings("replay") and study.demo_settings("main")["action_noise"] == 0.1
     assert study.resolved_train("main")["state_norm"] == "zscore"
     paper = yaml.safe_load((root / "config" / "rdt1b_libero90.yaml").read_text())
     with pytest.raises(UserError, match="demos.folder 'data/libero/libero_90' does not exist"):
