@@ -218,19 +218,21 @@ def previous_records(out: Path, key: str | dict[str, str]) -> list[dict]:
     path = out / EPISODES_FILE
     if not path.is_file():
         return []
-    raw_lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    text = path.read_text()
+    raw_lines = [ln for ln in text.splitlines() if ln.strip()]
     records = read_episodes(path)
-    if len(records) != len(raw_lines) or not path.read_text().endswith("\n"):
+    if len(records) != len(raw_lines) or not text.endswith("\n"):
         rewrite_episodes(path, records)
-    other = [r for r in records if r not in select_records(records, key)]
+    chosen = select_records(records, key)
+    other = len(records) - len(chosen)
     if other:
         log.info(
             "%s: %d record(s) of other settings, checkpoints, code, tasks or init states are kept in the ledger, "
             "not used by this request",
             path,
-            len(other),
+            other,
         )
-    return [r for r in select_records(records, key) if not r.get("error")]
+    return [r for r in chosen if not r.get("error")]
 
 
 def plan_jobs(

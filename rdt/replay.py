@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rdt.errors import UserError
-from rdt.evaluate import Settings, add_summary_name, evaluate, settings_from_args
+from rdt.evaluate import SUMMARY_FILE, Settings, add_summary_name, evaluate, settings_from_args
 from rdt.fingerprint import fingerprint
 from rdt.libero import suites
 from rdt.libero.workers import Job, Observation, Planner
@@ -116,7 +116,7 @@ def replay(
     out: str | Path,
     info: dict | None = None,
     sim_factory=None,
-    summary_name: str | None = None,
+    summary_name: str = SUMMARY_FILE,
 ) -> dict:
     """Replay into ``out`` (episodes.jsonl, summary.json, videos/, replay_plan.json); returns the summary."""
     from rdt.libero import env as libero_env
@@ -151,8 +151,9 @@ def replay(
         {"rule": "nearest demo start (Euclidean over the flattened sim state without the time)", "episodes": rows},
     )
     planner = make_replay_planner(chosen, settings.max_steps)
-    names = {} if summary_name is None else {"summary_name": summary_name}
-    return evaluate(None, settings, out, {}, info=info, sim_factory=sim_factory, planner=planner, **names)
+    return evaluate(
+        None, settings, out, {}, info=info, sim_factory=sim_factory, planner=planner, summary_name=summary_name
+    )
 
 
 # ------------------------------------------------------------------------------------------------ command line
