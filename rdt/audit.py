@@ -27,7 +27,7 @@ from rdt.model.config import PRED_HORIZON, RDTConfig
 from rdt.train_config import TrainConfig, from_dict
 
 OK, DEVIATES, COMPARISON = "ok", "DEVIATES", "comparison"
-SEED, FINETUNE, CODE = "seed analysis", "finetune.sh", "RDT code"
+SEED, FINETUNE, CODE, README = "seed analysis", "finetune.sh", "RDT code", "RDT README"
 RELEASED = {"rdt-1b": "robotics-diffusion-transformer/rdt-1b", "rdt-170m": "robotics-diffusion-transformer/rdt-170m"}
 T5_XXL, SIGLIP = "google/t5-v1_1-xxl", "google/siglip-so400m-patch14-384"
 SIGLIP_INPUT = 384
@@ -327,12 +327,12 @@ def _length_rows(train: TrainConfig, model: RDTConfig, max_steps: int | None) ->
         rows.append(
             Row(
                 "training steps",
-                ">= 100000",
+                ">= 150000",
                 str(max_steps),
-                "fine-tuning length (RDT README: at least 150K steps)",
-                max_steps >= 100000,
-                SEED,
-                "200000",
+                "fine-tuning length (RDT README FAQ: at least 150K steps, whatever the batch size)",
+                max_steps >= 150000,
+                README,
+                "200000 (finetune.sh)",
             )
         )
     return rows

@@ -24,8 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "expert": ("rdt.libero.expert", "generate scripted demonstrations in the LIBERO simulator (official demo layout)"),
     "convert": ("rdt.libero.convert", "convert LIBERO demo HDF5 files into one training HDF5"),
     "stats": ("rdt.data.stats", "dataset statistics in RDT's dataset_stat.json form"),
-    "encode": ("rdt.lang", "T5 embeddings of every unique instruction"),
-    "train": ("rdt.train", "fine-tune RDT with accelerate up to a given step"),
+    "encode": ("rdt.encode", "T5 embeddings of every unique instruction"),
+    "train": ("rdt.training.command", "fine-tune RDT with accelerate up to a given step"),
     "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one or more execution horizons"),
     "replay": ("rdt.replay", "open-loop replay of demonstrations from evaluation init states (the floor to beat)"),
     "report": ("rdt.report", "figures and tables from evaluation and training results"),
@@ -84,7 +84,7 @@ HELP: dict[str, tuple[str, str]] = {
     "fingerprint": (
         "Print the code fingerprint of an rdt module and the rdt modules it imports (what the workflow "
         "uses to rerun a stage whose code changed).",
-        "python -m rdt fingerprint rdt.train",
+        "python -m rdt fingerprint rdt.training.command",
     ),
     "plan": (
         "Print what the evaluations of a workflow configuration will cost (episodes, simulator steps, policy "

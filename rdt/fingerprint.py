@@ -91,7 +91,7 @@ def fingerprint(*entries: str) -> str:
 
 
 def add_arguments(p) -> None:
-    p.add_argument("modules", nargs="+", help="entry modules, e.g. rdt.train")
+    p.add_argument("modules", nargs="+", help="entry modules, e.g. rdt.training.command")
     p.add_argument("--list", action="store_true", help="list the modules that the fingerprint covers")
 
 

@@ -45,8 +45,8 @@ STAGE_MODULES = {
     "expert": "rdt.libero.expert",
     "convert": "rdt.libero.convert",
     "stats": "rdt.data.stats",
-    "encode": "rdt.lang",
-    "train": "rdt.train",
+    "encode": "rdt.encode",
+    "train": "rdt.training.command",
     "evaluate": "rdt.evaluate",
     "report": "rdt.report",
     "replay": "rdt.replay",
@@ -771,6 +771,7 @@ class Plan:
             "total": total,
             "rates": dict(rates),
             "policy_calls_unknown": rates.get("policy_call_s") is None,
+            "gpus": gpus,
         }
         if target in self.runs:
             t = self.runs[target]["train"]
@@ -896,12 +897,21 @@ def cost_lines(plan: Plan, target: str, cost: dict | None = None) -> list[str]:
             f"evaluation model work <= {100 * ratio:.1f}% of training's (5 x policy calls / 3 x samples)"
             + ("" if ratio <= 1 else "  ** evaluation costs more model work than training **")
         )
-        train_gpu = tr.get("gpu_hours")
         lines.append(
-            f"  GPU-hours (max): evaluation {_n(t['gpu_hours_max'])}, training "
-            + (_n(train_gpu) if train_gpu is not None else "unknown (set eval.rates.train_step_s)")
+            f"  device hours (max): evaluation {_device_hours(t['gpu_hours_max'], t['hours_max'], c['gpus'])}, "
+            "training "
+            + (
+                _device_hours(tr["gpu_hours"], tr["hours"], tr["gpus"])
+                if "gpu_hours" in tr
+                else "unknown (set eval.rates.train_step_s)"
+            )
         )
     return lines
+
+
+def _device_hours(gpu_hours: float, hours: float, gpus: int) -> str:
+    """GPU-hours when the stage runs on GPUs; on the CPU (``gpus: 0``) its wall-clock hours, called what they are."""
+    return f"{_n(gpu_hours)} GPU-hours" if gpus else f"{_n(hours)} CPU hours (gpus: 0)"
 
 
 def add_arguments(p) -> None:

@@ -477,10 +477,7 @@ def plot_training(runs: list[Run], path: Path) -> None:
                 )
             else:
                 ax.plot(steps, values, marker="." if col == "sample_mse" else None, label=run.name)
-    for ax, title in zip(
-        axes,
-        ("training loss (raw faint, smoothed solid)", "learning rate", "sample MSE, action slots (held-out episodes)"),
-    ):
+    for ax, title in zip(axes, ("training loss (raw faint, smoothed solid)", "learning rate", sample_mse_title(runs))):
         ax.set(title=title, xlabel="step")
         _step_axis(ax)
         ax.grid(alpha=0.3)
@@ -493,6 +490,24 @@ def plot_training(runs: list[Run], path: Path) -> None:
     _save(fig, path)
 
 
+def sample_mse_title(runs: list[Run]) -> str:
+    """The sample-error panel's title names the episodes it is measured on: the trainer samples the held-out
+    episodes when ``train.heldout_episodes`` > 0, else the training episodes themselves."""
+    held = {_samples_heldout(r.settings or {}) for r in runs if r.metrics}
+    where = {frozenset({True}): "held-out episodes", frozenset({False}): "training episodes"}.get(
+        frozenset(held), "held-out episodes where heldout_episodes > 0, else training episodes"
+    )
+    return f"sample MSE, action slots ({where})"
+
+
+def _samples_heldout(settings: dict[str, Any]) -> bool:
+    """Whether a training's sample error is measured on held-out episodes (rdt.data.dataset.split_episodes keeps
+    at least one episode of a task for training, so one demo per task holds none out)."""
+    heldout = (settings.get("train") or {}).get("heldout_episodes", 0)
+    per_task = settings.get("demos_per_task")
+    return heldout > 0 and (per_task is None or per_task > 1)
+
+
 def pick_videos(runs: list[Run], per_run: int) -> list[tuple[str, Path]]:
     """Up to ``per_run`` rollout videos per run from its last checkpoint, alternating successes and failures."""
     chosen = []
@@ -501,7 +516,8 @@ def pick_videos(runs: list[Run], per_run: int) -> list[tuple[str, Path]]:
             continue
         last = [r for r in run.results if r.step == run.steps[-1]]
         videos = sorted(
-            (v for r in last for v in (r.folder / "videos").glob("*.mp4")), key=lambda v: (v.name, v.parent.parent.name)
+            (v for r in last for v in (r.folder / "videos").glob("*.mp4")),
+            key=lambda v: (v.name, natural_key(v.parent.parent.name)),  # a task's videos in horizon order
         )
         good = [v for v in videos if v.stem.endswith("__success")]
         bad = [v for v in videos if v.stem.endswith("__failure")]
@@ -829,7 +845,7 @@ def _best_cell(h: dict[str, Any]) -> str:
     if sel.best == h["step"]:
         return f"the last (step {sel.best}): {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states"
     return f"step {sel.best}: {rep_s}/{rep_n} = {_pct(sel.report_rate)} on odd init states" + (
-        f" (last checkpoint on the same: {last[0]}/{last[1]})" if last else ""
+        f" (last checkpoint on the same odd init states: {last[0]}/{last[1]})" if last else ""
     )
 
 

@@ -208,7 +208,7 @@ class TrainConfig:
 
 
 #: the entry module of the code that determines a training's weights (with every rdt module it imports)
-TRAINING_CODE = "rdt.train"
+TRAINING_CODE = "rdt.training.command"
 
 
 def code_fingerprint() -> str:

@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import train_helpers as h
-from rdt import train
+from rdt import layout
 from rdt.errors import UserError
+from rdt.training import command, run_folder
+from rdt.training import trainer as trainer_module
 
 
 @pytest.fixture(scope="module")
@@ -92,37 +94,37 @@ def test_segment_ending_below_existing_checkpoints_keeps_them_and_the_metrics(da
     from 6 rows to 2. Now: checkpoint-2 is kept and exported, checkpoint-6 too, and metrics.csv keeps 6 rows."""
     out = tmp_path / "run"
     cfg = h.load_run(data, checkpointing_period=2, checkpoints_total_limit=1)
-    train.train_segment(cfg, 6, out)
-    assert [s for s, _ in train.list_checkpoints(out)] == [6]
-    before = train.read_metrics(out)
+    command.train_segment(cfg, 6, out)
+    assert [s for s, _ in run_folder.list_checkpoints(out)] == [6]
+    before = run_folder.read_metrics(out)
     assert [int(r["step"]) for r in before] == list(range(1, 7))
 
-    train.train_segment(cfg, 2, out)
-    assert [s for s, _ in train.list_checkpoints(out)] == [2, 6]
-    assert train.export_dir(out, 2).is_dir() and train.export_dir(out, 6).is_dir()
-    after = train.read_metrics(out)
+    command.train_segment(cfg, 2, out)
+    assert [s for s, _ in run_folder.list_checkpoints(out)] == [2, 6]
+    assert layout.export_dir(out, 2).is_dir() and layout.export_dir(out, 6).is_dir()
+    after = run_folder.read_metrics(out)
     assert [int(r["step"]) for r in after] == list(range(1, 7))
     assert [r["loss"] for r in after] == pytest.approx([r["loss"] for r in before], rel=1e-4)
     # the rows the segment (restarting at step 0) set aside were saved before they were removed from metrics.csv
-    history = (out / train.METRICS_HISTORY).read_text().splitlines()
+    history = (out / run_folder.METRICS_HISTORY).read_text().splitlines()
     assert history[0].startswith("step,") and [ln.split(",")[0] for ln in history[1:]] == ["1", "2", "3", "4", "5", "6"]
 
     # a later segment past the newer checkpoint prunes normally again (limit 1: only the newest stays)
-    train.train_segment(cfg, 8, out)
-    assert [s for s, _ in train.list_checkpoints(out)] == [8]
-    assert [int(r["step"]) for r in train.read_metrics(out)] == list(range(1, 9))
+    command.train_segment(cfg, 8, out)
+    assert [s for s, _ in run_folder.list_checkpoints(out)] == [8]
+    assert [int(r["step"]) for r in run_folder.read_metrics(out)] == list(range(1, 9))
 
 
 def test_prune_never_deletes_the_checkpoint_just_written(tmp_path):
     for step in (2, 4, 10, 12):
-        folder = train.checkpoint_dir(tmp_path, step)
+        folder = run_folder.checkpoint_dir(tmp_path, step)
         folder.mkdir(parents=True)
-        (folder / train.STATE_FILE).write_text(f'{{"fingerprint": "f", "step": {step}}}')
-    gone = train.prune_checkpoints(tmp_path, "f", limit=1, written=4)
+        (folder / run_folder.STATE_FILE).write_text(f'{{"fingerprint": "f", "step": {step}}}')
+    gone = run_folder.prune_checkpoints(tmp_path, "f", limit=1, written=4)
     assert [p.name for p in gone] == ["checkpoint-2"]
-    assert [s for s, _ in train.list_checkpoints(tmp_path)] == [4, 10, 12]
-    gone = train.prune_checkpoints(tmp_path, "f", limit=2, written=12)
-    assert [s for s, _ in train.list_checkpoints(tmp_path)] == [10, 12]
+    assert [s for s, _ in run_folder.list_checkpoints(tmp_path)] == [4, 10, 12]
+    gone = run_folder.prune_checkpoints(tmp_path, "f", limit=2, written=12)
+    assert [s for s, _ in run_folder.list_checkpoints(tmp_path)] == [10, 12]
 
 
 # ================================================================================================ 3. videos
@@ -232,7 +234,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(
     the model). Now: one line naming the folder and the cause, exit 2, before the command's own code runs."""
     from rdt.policy import Policy
 
-    monkeypatch.setattr(train, "Trainer", None)  # proves that nothing was loaded: calling them fails
+    monkeypatch.setattr(trainer_module, "Trainer", None)  # proves that nothing was loaded: calling them fails
     monkeypatch.setattr(Policy, "from_checkpoint", None)
     line = _cli_error(_command(command, data, readonly_dir, tmp_path), capsys)
     assert str(readonly_dir) in line and "read-only file system" in line
@@ -242,7 +244,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(
 def test_full_output_folder_is_one_line_before_any_work(command, data, full_dir, tmp_path, capsys, monkeypatch):
     from rdt.policy import Policy
 
-    monkeypatch.setattr(train, "Trainer", None)
+    monkeypatch.setattr(trainer_module, "Trainer", None)
     monkeypatch.setattr(Policy, "from_checkpoint", None)
     line = _cli_error(_command(command, data, full_dir, tmp_path), capsys)
     assert str(full_dir) in line and "no space left on device" in line
@@ -312,7 +314,7 @@ def test_train_that_runs_out_of_space_at_a_checkpoint_names_it(tmpfs, data, tmp_
     out = tmpfs / "run"
     line = _cli_error(["train", "--config", str(run), "--until-step", "2", "--out", str(out)], capsys)
     assert "no space left on device" in line and str(out) in line
-    assert train.list_checkpoints(out) == [] and not (out / train.EXPORT).exists()
+    assert run_folder.list_checkpoints(out) == [] and not (out / layout.EXPORT).exists()
 
 
 def test_disk_error_line_reads_hdf5_messages():
@@ -334,7 +336,7 @@ def test_diverged_run_stops_with_a_clear_error_and_exports_nothing(data, tmp_pat
     """Defect 5: a diverged run (every step 'non-finite gradient norm; weights not updated') exited 0 and exported
     a checkpoint. Now max_nonfinite_steps consecutive skipped steps stop it; nothing after the last good
     checkpoint is written."""
-    original = train.Trainer.accumulate
+    original = trainer_module.Trainer.accumulate
 
     def poisoned(self, micro_batches):
         result = original(self, micro_batches)
@@ -342,7 +344,7 @@ def test_diverged_run_stops_with_a_clear_error_and_exports_nothing(data, tmp_pat
             next(self.runner.parameters()).grad.fill_(float("nan"))
         return result
 
-    monkeypatch.setattr(train.Trainer, "accumulate", poisoned)
+    monkeypatch.setattr(trainer_module.Trainer, "accumulate", poisoned)
     out = tmp_path / "run"
     cfg = h.load_run(data, checkpointing_period=2, max_nonfinite_steps=3)
     with pytest.raises(
@@ -350,12 +352,12 @@ def test_diverged_run_stops_with_a_clear_error_and_exports_nothing(data, tmp_pat
         match=r"training diverged: 3 consecutive optimizer steps \(3-5\) had a "
         r"non-finite gradient norm .*nothing after step 4 was saved or exported",
     ):
-        train.train_segment(cfg, 8, out)
-    assert [s for s, _ in train.list_checkpoints(out)] == [2, 4]  # 4: the weights of step 2, not updated
-    assert not (out / train.EXPORT).exists()
+        command.train_segment(cfg, 8, out)
+    assert [s for s, _ in run_folder.list_checkpoints(out)] == [2, 4]  # 4: the weights of step 2, not updated
+    assert not (out / layout.EXPORT).exists()
     # 0 = never stop: the run finishes (weights of the skipped steps not updated)
-    train.train_segment(h.load_run(data, checkpointing_period=2, max_nonfinite_steps=0), 4, tmp_path / "on")
-    assert train.export_dir(tmp_path / "on", 4).is_dir()
+    command.train_segment(h.load_run(data, checkpointing_period=2, max_nonfinite_steps=0), 4, tmp_path / "on")
+    assert layout.export_dir(tmp_path / "on", 4).is_dir()
 
 
 def _tiny_checkpoint(folder: Path) -> Path:
@@ -401,18 +403,18 @@ def test_a_second_trainer_on_the_same_run_folder_is_refused(data, tmp_path, caps
     the holder and exit 2, before loading anything."""
     run = h.write_run(tmp_path / "run.yaml", data)
     out = tmp_path / "run"
-    with train.run_lock(out):
+    with run_folder.run_lock(out):
         line = _cli_error(["train", "--config", str(run), "--until-step", "1", "--out", str(out)], capsys)
     assert f"{out}: another process is training into this run folder (pid {os.getpid()} on" in line
-    assert not (out / train.CHECKPOINTS).exists()
-    with train.run_lock(out):  # released when the holder ends
+    assert not (out / run_folder.CHECKPOINTS).exists()
+    with run_folder.run_lock(out):  # released when the holder ends
         pass
 
 
 LAUNCHER = """
 import subprocess, sys, time
-child = subprocess.Popen([sys.executable, "-c", "from rdt.train import stop_with_launcher; stop_with_launcher(); "
-                          "import time; print('ready', flush=True); time.sleep(120)"],
+child = subprocess.Popen([sys.executable, "-c", "from rdt.training.preemption import stop_with_launcher; "
+                          "stop_with_launcher(); import time; print('ready', flush=True); time.sleep(120)"],
                          stdout=subprocess.PIPE, text=True)
 assert child.stdout.readline().strip() == "ready"
 print(child.pid, flush=True)
@@ -603,18 +605,18 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
 def test_metrics_rows_set_aside_keep_their_own_columns(tmp_path):
     """Rows set aside keep the columns of the metrics.csv they came from (written by another version, say);
     a history file with other columns is not mixed with them."""
-    (tmp_path / train.METRICS).write_text("step,loss,old_column\n1,0.5,a\n2,0.4,b\n3,0.3,c\n")
-    train.MetricsLog(tmp_path, start_step=1).close()
-    history = (tmp_path / train.METRICS_HISTORY).read_text().splitlines()
+    (tmp_path / run_folder.METRICS).write_text("step,loss,old_column\n1,0.5,a\n2,0.4,b\n3,0.3,c\n")
+    run_folder.MetricsLog(tmp_path, start_step=1).close()
+    history = (tmp_path / run_folder.METRICS_HISTORY).read_text().splitlines()
     assert history[0] == "step,loss,old_column,set_aside_time"
     assert [ln.rsplit(",", 1)[0] for ln in history[1:]] == ["2,0.4,b", "3,0.3,c"]
-    assert [r["step"] for r in train.read_metrics(tmp_path)] == [1.0]
-    empty = "," * (len(train.METRIC_COLUMNS) - 2)
-    (tmp_path / train.METRICS).write_text(",".join(train.METRIC_COLUMNS) + f"\n1,0.5{empty}\n")
-    train.MetricsLog(tmp_path, start_step=0).close()
+    assert [r["step"] for r in run_folder.read_metrics(tmp_path)] == [1.0]
+    empty = "," * (len(run_folder.METRIC_COLUMNS) - 2)
+    (tmp_path / run_folder.METRICS).write_text(",".join(run_folder.METRIC_COLUMNS) + f"\n1,0.5{empty}\n")
+    run_folder.MetricsLog(tmp_path, start_step=0).close()
     second = (tmp_path / "metrics.history.2.csv").read_text().splitlines()
-    assert second[0] == ",".join(train.METRIC_COLUMNS) + ",set_aside_time" and second[1].startswith("1,0.5,")
-    assert (tmp_path / train.METRICS_HISTORY).read_text().splitlines() == history
+    assert second[0] == ",".join(run_folder.METRIC_COLUMNS) + ",set_aside_time" and second[1].startswith("1,0.5,")
+    assert (tmp_path / run_folder.METRICS_HISTORY).read_text().splitlines() == history
 
 
 def test_a_file_in_the_way_of_the_output_folder_is_one_line(data, tmp_path, capsys):

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 import train_helpers as h
-from rdt import train, train_config
+from rdt import layout, train_config
 from rdt.errors import UserError
 from rdt.evaluate import Settings, checkpoint_identity, evaluate, file_digest
 from rdt.libero import suites
+from rdt.training import command, run_folder
 from test_workers import ScriptedSim
 
 EDITED = "0123456789abcdef"
@@ -27,7 +28,7 @@ def data(train_data, module_torch_thread):
 
 
 def _pipeline(out, step):
-    return json.loads((train.export_dir(out, step) / "pipeline.json").read_text())
+    return json.loads((layout.export_dir(out, step) / "pipeline.json").read_text())
 
 
 def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkpoints(
@@ -35,19 +36,19 @@ def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkp
 ):
     cfg = h.load_run(data, checkpointing_period=2)
     out = tmp_path / "run"
-    train.train_segment(cfg, 2, out)
-    train.train_segment(cfg, 4, out, previous_export=train.export_dir(out, 2))
+    command.train_segment(cfg, 2, out)
+    command.train_segment(cfg, 4, out, previous_export=layout.export_dir(out, 2))
     original = _pipeline(out, 4)
     code = train_config.code_fingerprint()
     assert original["identity"] == cfg.fingerprint() and original["train_code"] == code
-    assert h.trainer_state(train.checkpoint_dir(out, 4))["fingerprint"] == original["identity"]
+    assert h.trainer_state(run_folder.checkpoint_dir(out, 4))["fingerprint"] == original["identity"]
     capsys.readouterr()
 
     monkeypatch.setattr(train_config, "code_fingerprint", lambda: EDITED)  # the training code was edited
     # declared as not changing the weights (the pin): the checkpoints stay valid, nothing is trained
     pinned = h.load_run(data, checkpointing_period=2, code_fingerprint=code)
     assert pinned.fingerprint() == original["identity"]
-    train.train_segment(pinned, 4, out, previous_export=train.export_dir(out, 2))
+    command.train_segment(pinned, 4, out, previous_export=layout.export_dir(out, 2))
     assert "checkpoint-4 exists with these settings and code" in capsys.readouterr().out
     assert _pipeline(out, 4)["identity"] == original["identity"]
 
@@ -58,17 +59,17 @@ def test_a_training_code_edit_retrains_and_a_pinned_fingerprint_keeps_the_checkp
         match=r"step-2: made by a training of identity .* \(other settings, data or "
         r"training code\)",
     ):
-        train.train_segment(cfg, 4, out, previous_export=train.export_dir(out, 2))
+        command.train_segment(cfg, 4, out, previous_export=layout.export_dir(out, 2))
     # ... and the first segment trains from the initial weights instead of re-exporting the old checkpoint
-    train.train_segment(cfg, 2, out)
+    command.train_segment(cfg, 2, out)
     text = capsys.readouterr().out
     assert "ignoring" in text and "from random init" in text and "exists with" not in text
-    train.train_segment(cfg, 4, out, previous_export=train.export_dir(out, 2))
+    command.train_segment(cfg, 4, out, previous_export=layout.export_dir(out, 2))
     assert "from checkpoint-2" in capsys.readouterr().out
     for step in (2, 4):
-        assert h.trainer_state(train.checkpoint_dir(out, step))["fingerprint"] == cfg.fingerprint()
+        assert h.trainer_state(run_folder.checkpoint_dir(out, step))["fingerprint"] == cfg.fingerprint()
         assert _pipeline(out, step)["identity"] == cfg.fingerprint() and _pipeline(out, step)["train_code"] == EDITED
-    assert [int(r["step"]) for r in train.read_metrics(out)] == [1, 2, 3, 4]
+    assert [int(r["step"]) for r in run_folder.read_metrics(out)] == [1, 2, 3, 4]
 
 
 class ZeroPolicy:

@@ -103,14 +103,14 @@ def test_shipped_small_configs_keep_todays_evaluations():
 def test_paper_config_keeps_evaluation_below_training(capsys):
     p = Plan(yaml.safe_load((ROOT / "config" / "rdt1b_libero90.yaml").read_text()), check_files=False)
     c = p.eval_cost("rdt1b")
-    assert c["steps"] == list(range(10000, 100001, 10000))
-    assert c["total"]["episodes"] == 9 * 2 * 90 * 10 + 3 * 90 * 50
+    assert c["steps"] == list(range(10000, 150001, 10000))
+    assert c["total"]["episodes"] == 14 * 2 * 90 * 10 + 3 * 90 * 50
     assert c["train"]["model_work_ratio_max"] < 1
     assert cli(["plan", "--configfile", str(ROOT / "config" / "rdt1b_libero90.yaml")]) == 0
     out = capsys.readouterr().out
-    assert "10 checkpoint(s) evaluated of 50 segment ends" in out
-    assert "29,700" in out and "policy calls (max)" in out and "rates:" in out and "from:" in out
-    assert "of training's" in out
+    assert "15 checkpoint(s) evaluated of 75 segment ends" in out
+    assert "38,700" in out and "policy calls (max)" in out and "rates:" in out and "from:" in out
+    assert "of training's" in out and "GPU-hours" in out and "CPU hours" not in out
 
 
 def test_plan_command_names_an_unknown_target(tmp_path, capsys):

@@ -144,7 +144,7 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert set(prov["runs"]) == {"current", "improved"}
     assert prov["runs"]["current"]["results"][0]["device"] == "cpu"
     assert prov["report"]["versions"]["torch"]
-    assert len(prov["report"]["code_fingerprints"]["rdt.train"]) == 16
+    assert len(prov["report"]["code_fingerprints"]["rdt.training.command"]) == 16
 
     videos = sorted(p.name for p in (out / "videos").iterdir())
     assert len(videos) == 4  # 2 per run, from the last checkpoint (step 6)
@@ -186,7 +186,7 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td>" in page
     assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page  # Wilson 95% of 1/8
     # step 4 is the honest best at H=8: 3 of the 4 odd init states
-    assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same: 2/4)" in page
+    assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same odd init states: 2/4)" in page
     # paired H=8 vs H=64 at step 6: 3 pairs only H=8 solved, 0 only H=64; exact McNemar p = 2 x 0.5^3 = 0.25
     assert (
         "H=8 vs H=64: no significant difference: 50.0% vs 12.5%, difference +37.5 points" in page
@@ -202,6 +202,28 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert page.count("data:image/png;base64,") == 5
     assert TASKS[0] in page and "episodes (click a column to sort)" in page
     assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4  # per task + per-episode rows
+
+
+def test_training_figure_names_the_episodes_its_sample_error_is_measured_on(results):
+    from rdt.report import read_run, sample_mse_title
+
+    runs = [read_run(r) for r in results]  # heldout_episodes not set: the trainer samples the training episodes
+    assert sample_mse_title(runs) == "sample MSE, action slots (training episodes)"
+    for run, held in zip(runs, (2, 0)):
+        run.settings["train"]["heldout_episodes"] = held
+    assert "held-out episodes where heldout_episodes > 0" in sample_mse_title(runs)
+    runs[1].settings["train"]["heldout_episodes"] = 1
+    assert sample_mse_title(runs) == "sample MSE, action slots (held-out episodes)"
+    runs[1].settings["demos_per_task"] = 1  # one demo per task: split_episodes holds none out
+    assert "else training episodes" in sample_mse_title(runs)
+
+
+def test_videos_of_one_task_come_in_horizon_order(tmp_path):
+    from rdt.report import pick_videos, read_run
+
+    run = write_run(tmp_path, "run", 0, 32, outcomes={6: {8: [1, 1], 16: [1, 1], 64: [1, 1]}})
+    picked = [v.parent.parent.name for _, v in pick_videos([read_run(run)], 6)]
+    assert picked[:3] == ["h8", "h16", "h64"]
 
 
 def test_natural_sort_and_full_task_names():

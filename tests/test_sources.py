@@ -204,25 +204,26 @@ def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tm
     import torch
 
     import train_helpers as h
-    from rdt import train
+    from rdt import layout
     from rdt.evaluate import trained_suite_and_tasks
+    from rdt.training import command
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         data = h.make_data(tmp_path / "data")
         out = tmp_path / "run"
-        train.train_segment(h.load_run(data), 1, out)
+        command.train_segment(h.load_run(data), 1, out)
     finally:
         torch.set_num_threads(threads)
     with h5py.File(data["data"], "r") as f:
         created = json.loads(f.attrs["created_by"])
-    pipeline = json.loads((train.export_dir(out, 1) / "pipeline.json").read_text())
+    pipeline = json.loads((layout.export_dir(out, 1) / "pipeline.json").read_text())
     assert pipeline["suite"] == created["suite"] == "libero_90"
     assert pipeline["tasks"] == created["tasks"] == list(h.TASKS)  # suite order
     assert pipeline["dataset"] == created["dataset"] and len(pipeline["dataset"]) == 16
     assert pipeline["state_slots"] == list(mapping.STATE_SLOTS)
-    export = str(train.export_dir(out, 1))
+    export = str(layout.export_dir(out, 1))
     assert trained_suite_and_tasks(export, None, None) == (pipeline["suite"], pipeline["tasks"])
     assert trained_suite_and_tasks(export, pipeline["suite"], ["0"]) == (pipeline["suite"], ["0"])
     other = "libero_10" if pipeline["suite"] != "libero_10" else "libero_90"

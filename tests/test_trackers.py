@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 import train_helpers as h
-from rdt import train, train_config
+from rdt import train_config
 from rdt.errors import UserError
+from rdt.training import command, run_folder
 
 REPO = Path(__file__).resolve().parents[1]
 PATHS = {"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"}
@@ -57,10 +58,10 @@ def test_wandb_offline_run_gets_the_training_rows(tmp_path, monkeypatch):
     try:
         data = h.make_data(tmp_path / "data")
         cfg = h.load_run(data, report_to="wandb", checkpointing_period=3, run="tracked")
-        train.train_segment(cfg, 3, tmp_path / "run")
+        command.train_segment(cfg, 3, tmp_path / "run")
     finally:
         torch.set_num_threads(threads)
-    assert [int(r["step"]) for r in train.read_metrics(tmp_path / "run")] == [1, 2, 3]
+    assert [int(r["step"]) for r in run_folder.read_metrics(tmp_path / "run")] == [1, 2, 3]
     [run_dir] = (tmp_path / "wandb" / "wandb").glob("offline-run-*")
     assert run_dir.name.endswith(f"tracked-{cfg.fingerprint()}")
     [records] = run_dir.glob("*.wandb")  # the offline run's record file (protobuf records)

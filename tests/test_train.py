@@ -15,11 +15,13 @@ import torch
 from safetensors.torch import load_file
 
 import train_helpers as h
-from rdt import train
+from rdt import layout
 from rdt.errors import UserError
 from rdt.model.checkpoint import load_runner
 from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner
+from rdt.training import command, run_folder
+from rdt.training import trainer as trainer_module
 
 LR = 1e-3
 
@@ -34,20 +36,20 @@ def short_run(data, tmp_path_factory):
     """8 steps, warmup 5, sample MSE every 4 steps, checkpoints every 5 (and at 8)."""
     out = tmp_path_factory.mktemp("short") / "run"
     cfg = h.load_run(data, sample_period=4)
-    train.train_segment(cfg, 8, out)
+    command.train_segment(cfg, 8, out)
     return cfg, out
 
 
 def test_log_states_the_batch_formula_and_lr_follows_warmup(data, short_run, capsys, tmp_path):
     cfg, out = short_run
-    rows = train.read_metrics(out)
+    rows = run_folder.read_metrics(out)
     assert [int(r["step"]) for r in rows] == list(range(1, 9))
     assert [r["lr"] for r in rows] == pytest.approx([LR * min(1.0, n / 5) for n in range(1, 9)], rel=1e-6)
     assert all(r["samples"] == 8 and r["grad_norm"] > 0 and r["step_time_s"] > 0 for r in rows)
     assert [int(r["step"]) for r in rows if "sample_mse" in r] == [4, 8]
     assert all(np.isfinite(r["sample_mse"]) and r["sample_mse"] > 0 for r in rows if "sample_mse" in r)
     # the first lines of a run state the batch arithmetic
-    train.train_segment(h.load_run(data, effective_batch_size=16), 1, tmp_path / "formula")
+    command.train_segment(h.load_run(data, effective_batch_size=16), 1, tmp_path / "formula")
     day, clock, first = capsys.readouterr().out.splitlines()[0].split(" ", 2)  # each line starts with the time
     time.strptime(f"{day} {clock}", "%Y-%m-%d %H:%M:%S")
     assert first == "train: effective batch 16 = 4 per device x 4 accumulation x 1 processes"
@@ -55,7 +57,7 @@ def test_log_states_the_batch_formula_and_lr_follows_warmup(data, short_run, cap
 
 def test_export_loads_strictly_into_the_model_and_a_fresh_runner(short_run, capsys):
     cfg, out = short_run
-    export = train.export_dir(out, 8)
+    export = layout.export_dir(out, 8)
     assert sorted(p.name for p in export.iterdir()) == ["config.json", "ema", "model.safetensors", "pipeline.json"]
     pipeline = json.loads((export / "pipeline.json").read_text())
     assert pipeline["step"] == 8 and pipeline["text_encoder"] == "tiny" and pipeline["vision_encoder"] == "tiny"
@@ -66,33 +68,33 @@ def test_export_loads_strictly_into_the_model_and_a_fresh_runner(short_run, caps
     fresh = RDTRunner(RDTConfig.preset("tiny"))
     fresh.load_state_dict(load_file(str(export / "model.safetensors")), strict=True)
     fresh.load_state_dict(load_file(str(export / "ema" / "model.safetensors")), strict=True)
-    ckpt = h.state_dict_of(train.checkpoint_dir(out, 8))
+    ckpt = h.state_dict_of(run_folder.checkpoint_dir(out, 8))
     for k, v in model.state_dict().items():
         assert torch.equal(v, ckpt[k]), k
     assert any(not torch.equal(v, ema.state_dict()[k]) for k, v in model.state_dict().items())
     # a rerun of the same segment only re-exports: same step count, no training
-    rows_before = train.read_metrics(out)
-    train.train_segment(cfg, 8, out)
+    rows_before = run_folder.read_metrics(out)
+    command.train_segment(cfg, 8, out)
     assert "checkpoint-8 exists with these settings" in capsys.readouterr().out
-    assert train.read_metrics(out) == rows_before
-    assert h.trainer_state(train.checkpoint_dir(out, 8))["step"] == 8
+    assert run_folder.read_metrics(out) == rows_before
+    assert h.trainer_state(run_folder.checkpoint_dir(out, 8))["step"] == 8
 
 
 def test_stale_checkpoint_from_other_settings_is_not_resumed(data, short_run, capsys):
     cfg, out = short_run
     other = h.load_run(data, learning_rate=2 * LR, sample_period=4)
-    train.train_segment(other, 6, out)
+    command.train_segment(other, 6, out)
     text = capsys.readouterr().out
     assert "ignoring" in text and "checkpoint-5" in text and "from random init" in text
-    state = h.trainer_state(train.checkpoint_dir(out, 6))
+    state = h.trainer_state(run_folder.checkpoint_dir(out, 6))
     assert state["fingerprint"] == other.fingerprint() != cfg.fingerprint()
-    assert train.find_resume(out, other.fingerprint(), 100)[0] == 6
-    assert train.find_resume(out, cfg.fingerprint(), 100)[0] == 8
+    assert run_folder.find_resume(out, other.fingerprint(), 100)[0] == 6
+    assert run_folder.find_resume(out, cfg.fingerprint(), 100)[0] == 8
 
 
 def test_non_dividing_batch_is_a_clear_error(data, tmp_path):
     with pytest.raises(UserError, match=r"effective_batch_size=10 .*per_device_batch_size=4 x num_processes=1"):
-        train.train_segment(h.load_run(data, effective_batch_size=10), 2, tmp_path / "bad")
+        command.train_segment(h.load_run(data, effective_batch_size=10), 2, tmp_path / "bad")
     run = h.write_run(tmp_path / "bad.yaml", data, effective_batch_size=10)
     proc = h.run_train(run, 2, tmp_path / "bad_cli")
     assert proc.returncode == 2 and "effective_batch_size=10" in proc.stderr
@@ -100,7 +102,7 @@ def test_non_dividing_batch_is_a_clear_error(data, tmp_path):
 
 def test_clipping_keeps_a_huge_loss_batch_from_blowing_up_the_weights(data, tmp_path):
     cfg = h.load_run(data, effective_batch_size=4, lr_warmup_steps=0)
-    trainer = train.Trainer(cfg, tmp_path / "clip")
+    trainer = trainer_module.Trainer(cfg, tmp_path / "clip")
     batches = trainer.data_iterator()
     for _ in range(3):
         trainer.accumulate(batches)
@@ -141,7 +143,7 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            metrics = killed / train.METRICS
+            metrics = killed / run_folder.METRICS
             if metrics.is_file() and len(metrics.read_text().splitlines()) > 7:  # header + 7 steps
                 break
             time.sleep(0.2)
@@ -151,29 +153,29 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, output[-2000:]
-    stopped = max(step for step, _ in train.list_checkpoints(killed))
+    stopped = max(step for step, _ in run_folder.list_checkpoints(killed))
     assert 7 <= stopped < until and f"stopped by signal SIGTERM at step {stopped}" in output
-    assert [int(r["step"]) for r in train.read_metrics(killed)] == list(range(1, stopped + 1))
+    assert [int(r["step"]) for r in run_folder.read_metrics(killed)] == list(range(1, stopped + 1))
 
     resumed = h.run_train(run, until, killed)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"from checkpoint-{stopped}" in resumed.stdout
 
     reference = tmp_path / "reference"
-    train.train_segment(h.load_run(data, checkpointing_period=5), until, reference)
+    command.train_segment(h.load_run(data, checkpointing_period=5), until, reference)
 
-    got, want = train.read_metrics(killed), train.read_metrics(reference)
+    got, want = run_folder.read_metrics(killed), run_folder.read_metrics(reference)
     assert [int(r["step"]) for r in got] == list(range(1, until + 1))
     assert [r["lr"] for r in got] == [r["lr"] for r in want]
     assert [r["loss"] for r in got] == pytest.approx([r["loss"] for r in want], rel=1e-4)
-    final = train.checkpoint_dir(killed, until)
-    optimizer = torch.load(final / train.OPTIMIZER_FILE, weights_only=True)
+    final = run_folder.checkpoint_dir(killed, until)
+    optimizer = torch.load(final / run_folder.OPTIMIZER_FILE, weights_only=True)
     assert {int(s["step"]) for s in optimizer["state"].values()} == {until}
-    assert torch.load(final / train.SCHEDULER_FILE, weights_only=True)["last_epoch"] == until
+    assert torch.load(final / run_folder.SCHEDULER_FILE, weights_only=True)["last_epoch"] == until
     assert h.trainer_state(final)["ema_optimization_step"] == until
     for weights in ("model", "ema"):
-        a = h.state_dict_of(train.export_dir(killed, until), weights)
-        b = h.state_dict_of(train.export_dir(reference, until), weights)
+        a = h.state_dict_of(layout.export_dir(killed, until), weights)
+        b = h.state_dict_of(layout.export_dir(reference, until), weights)
         for k in a:
             assert torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-6), (weights, k)
 
@@ -182,12 +184,12 @@ def test_kill_and_resume_continues_exactly(data, tmp_path):
 def test_tiny_run_reduces_the_loss_and_keeps_at_most_the_checkpoint_limit(data, tmp_path):
     out = tmp_path / "learn"
     cfg = h.load_run(data, learning_rate=1e-2, lr_warmup_steps=5, checkpointing_period=20, checkpoints_total_limit=2)
-    train.train_segment(cfg, 100, out)
-    losses = [r["loss"] for r in train.read_metrics(out)]
+    command.train_segment(cfg, 100, out)
+    losses = [r["loss"] for r in run_folder.read_metrics(out)]
     first, last = np.mean(losses[:10]), np.mean(losses[-10:])
     assert last < 0.5 * first, (first, last)
-    assert [s for s, _ in train.list_checkpoints(out)] == [80, 100]
-    assert train.export_dir(out, 100).is_dir()
+    assert [s for s, _ in run_folder.list_checkpoints(out)] == [80, 100]
+    assert layout.export_dir(out, 100).is_dir()
 
 
 def test_ema_follows_the_decay_once_per_call_in_fp32():
@@ -219,7 +221,7 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_ema(data, tmp_path):
 
     AcceleratorState._reset_state()  # the other tests created an fp32 accelerator in this process
     try:
-        trainer = train.Trainer(h.load_run(data, mixed_precision="bf16"), tmp_path / "bf16")
+        trainer = trainer_module.Trainer(h.load_run(data, mixed_precision="bf16"), tmp_path / "bf16")
         seen = []
         linear = next(m for m in trainer.runner.modules() if isinstance(m, torch.nn.Linear))
         handle = linear.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
@@ -237,10 +239,10 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_ema(data, tmp_path):
 
 def test_init_from_an_exported_checkpoint_is_strict_about_the_architecture(data, short_run, tmp_path):
     _, out = short_run
-    export = train.export_dir(out, 8)
-    trainer = train.Trainer(h.load_run(data, init_from=str(export)), tmp_path / "finetune")
+    export = layout.export_dir(out, 8)
+    trainer = trainer_module.Trainer(h.load_run(data, init_from=str(export)), tmp_path / "finetune")
     want = h.state_dict_of(export)
     got = trainer.runner.state_dict()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     with pytest.raises(UserError, match="not the 'rdt-170m' architecture"):
-        train.initial_runner(h.load_run(data, init_from=str(export), model="rdt-170m"))
+        trainer_module.initial_runner(h.load_run(data, init_from=str(export), model="rdt-170m"))

@@ -15,8 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import train_helpers as h
-from rdt import train
+from rdt import layout
 from rdt.errors import UserError
+from rdt.training import backend, run_folder
 
 EFFECTIVE, PER_DEVICE, PROCESSES = 8, 2, 2
 CLIP = 0.05  # small enough that every step is clipped, so a run without clipping would diverge
@@ -29,7 +30,7 @@ def test_plugin_is_zero2_with_the_trainers_clipping_accumulation_and_micro_batch
         max_grad_norm=0.3,
         per_device_batch_size=4,
     )
-    ds = train.deepspeed_plugin(cfg, accumulation=16, precision="no").deepspeed_config
+    ds = backend.deepspeed_plugin(cfg, accumulation=16, precision="no").deepspeed_config
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["gradient_clipping"] == 0.3
     assert ds["gradient_accumulation_steps"] == 16
@@ -40,7 +41,7 @@ def test_zero2_without_the_package_is_an_error_naming_the_key(monkeypatch):
     cfg = h.load_run({"data": "d.h5", "lang": "l.safetensors", "stats": "s.json"}, deepspeed="zero2")
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # makes `import deepspeed` raise ImportError
     with pytest.raises(UserError, match=r"'deepspeed'.*`pip install deepspeed`"):
-        train.deepspeed_plugin(cfg, accumulation=1, precision="no")
+        backend.deepspeed_plugin(cfg, accumulation=1, precision="no")
 
 
 def test_zero2_in_a_single_process_is_an_error_naming_the_key(tmp_path):
@@ -101,7 +102,7 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
     first = _launch(tmp_path, ds_run, ds_out, 2, tmp_path / "rec_a")
     assert "effective batch 8 = 2 per device x 2 accumulation x 2 processes" in first
     ckpt = ds_out / "checkpoints" / "checkpoint-2"
-    assert (ckpt / train.DEEPSPEED_STATE).is_dir() and not (ckpt / train.OPTIMIZER_FILE).exists()
+    assert (ckpt / run_folder.DEEPSPEED_STATE).is_dir() and not (ckpt / run_folder.OPTIMIZER_FILE).exists()
     second = _launch(tmp_path, ds_run, ds_out, 4, tmp_path / "rec_b")
     assert "from checkpoint-2" in second
     _launch(tmp_path, ddp_run, ddp_out, 4, tmp_path / "rec_ddp")
@@ -114,7 +115,7 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
     assert h.trainer_state(ds_out / "checkpoints" / "checkpoint-4")["samples_seen"] == 4 * EFFECTIVE
 
     # the resumed ZeRO-2 run follows the uninterrupted DDP run: same losses, LRs and pre-clip gradient norms
-    ds_rows, ddp_rows = train.read_metrics(ds_out), train.read_metrics(ddp_out)
+    ds_rows, ddp_rows = run_folder.read_metrics(ds_out), run_folder.read_metrics(ddp_out)
     assert [r["step"] for r in ds_rows] == [1, 2, 3, 4] and all(r["samples"] == EFFECTIVE for r in ds_rows)
     assert all(r["grad_norm"] > 2 * CLIP for r in ddp_rows)  # clipping is active on every step
     for a, b in zip(ds_rows, ddp_rows):
@@ -124,8 +125,8 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
 
     # the exported weights and EMA (step 4, after the resume) equal the DDP run's
     for weights in ("model", "ema"):
-        got = h.state_dict_of(train.export_dir(ds_out, 4), weights)
-        want = h.state_dict_of(train.export_dir(ddp_out, 4), weights)
+        got = h.state_dict_of(layout.export_dir(ds_out, 4), weights)
+        want = h.state_dict_of(layout.export_dir(ddp_out, 4), weights)
         worst = max(float((got[k] - want[k]).abs().max()) for k in want)
         assert worst < 1e-5, f"{weights}: largest difference {worst}"
 
@@ -140,13 +141,13 @@ def test_zero2_two_processes_resume_and_match_ddp(tmp_path):
         tmp_path / "rec_bf16",
     )
     _launch(tmp_path, h.write_run(tmp_path / "ddp_bf16.yaml", data, **bf16), ddp_bf16, 2, tmp_path / "rec_ddp_bf16")
-    ds_rows, ddp_rows = train.read_metrics(ds_bf16), train.read_metrics(ddp_bf16)
-    assert ds_rows[0]["grad_norm"] != pytest.approx(train.read_metrics(ddp_out)[0]["grad_norm"], rel=1e-4)
+    ds_rows, ddp_rows = run_folder.read_metrics(ds_bf16), run_folder.read_metrics(ddp_bf16)
+    assert ds_rows[0]["grad_norm"] != pytest.approx(run_folder.read_metrics(ddp_out)[0]["grad_norm"], rel=1e-4)
     for a, b in zip(ds_rows, ddp_rows):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
         assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
     assert ds_rows[1]["sample_mse"] == pytest.approx(ddp_rows[1]["sample_mse"], rel=1e-3)
-    exported = load_file(train.export_dir(ds_bf16, 2) / "model.safetensors")  # fp32 weights, not bf16 copies
+    exported = load_file(layout.export_dir(ds_bf16, 2) / "model.safetensors")  # fp32 weights, not bf16 copies
     assert {v.dtype for v in exported.values()} == {torch.float32}
 
 

@@ -181,9 +181,9 @@ def trainer_state(folder: Path) -> dict:
 def observe_sample_positions(steps: dict[str, list[int]]) -> None:
     """Wrap ``Trainer.accumulate`` so that ``steps[str(n)]`` receives the global positions of the samples whose loss
     went into optimizer step n (in this process)."""
-    from rdt import train
+    from rdt.training import trainer as trainer_module
 
-    original = train.Trainer.accumulate
+    original = trainer_module.Trainer.accumulate
 
     def accumulate(self, micro_batches):
         seen: list[int] = []
@@ -197,7 +197,7 @@ def observe_sample_positions(steps: dict[str, list[int]]) -> None:
         steps[str(self.step + 1)] = seen
         return result
 
-    train.Trainer.accumulate = accumulate
+    trainer_module.Trainer.accumulate = accumulate
 
 
 def instrumented_main(argv: list[str]) -> int:
@@ -211,8 +211,9 @@ def instrumented_main(argv: list[str]) -> int:
     """
     import torch
 
-    from rdt import cli, train
+    from rdt import cli
     from rdt.model import checkpoint
+    from rdt.training import trainer as trainer_module
 
     record_dir = Path(argv[0])
     rest = argv[argv.index("--") + 1 :]
@@ -221,7 +222,7 @@ def instrumented_main(argv: list[str]) -> int:
     log: dict = {"rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")), "steps": {}, "writes": []}
 
     observe_sample_positions(log["steps"])
-    original_step, original_save = train.Trainer.optimizer_step, checkpoint.save_checkpoint
+    original_step, original_save = trainer_module.Trainer.optimizer_step, checkpoint.save_checkpoint
 
     def optimizer_step(self):
         if self.step < 2:
@@ -233,7 +234,7 @@ def instrumented_main(argv: list[str]) -> int:
         log["writes"].append(str(folder))
         return original_save(folder, *args, **kwargs)
 
-    train.Trainer.optimizer_step = optimizer_step
+    trainer_module.Trainer.optimizer_step = optimizer_step
     checkpoint.save_checkpoint = save_checkpoint
     try:
         return cli.main(rest)

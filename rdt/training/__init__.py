@@ -1,4 +1,4 @@
-"""The training stage, split by job (``rdt train``, the command, is rdt/train.py):
+"""The training stage, split by job (``rdt train``, the command, is rdt/training/command.py):
 
 run_folder   the run folder: checkpoint and export names, listing, retention, the lock, metrics.csv (writer and
              the one reader, also the report's)

@@ -1,8 +1,9 @@
 """The Trainer: one training run in one process of an accelerate launch. ``Trainer(cfg, out).run(until_step)``.
 
-The recipe is described in rdt/train.py (the command's help). The samples come from rdt.training.sampling (every
-draw seeded by the sample's global position), the distribution from rdt.training.backend (DDP or ZeRO-2), AdamW,
-the LR schedule and the EMA from rdt.training.optim, the file names from rdt.training.run_folder.
+The recipe is described in rdt/training/command.py (the command's help). The samples come from
+rdt.training.sampling (every draw seeded by the sample's global position), the distribution from
+rdt.training.backend (DDP or ZeRO-2), AdamW, the LR schedule and the EMA from rdt.training.optim, the file names
+from rdt.training.run_folder.
 """
 
 from __future__ import annotations

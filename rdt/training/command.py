@@ -35,8 +35,9 @@ does the accumulation, the clipping at max_grad_norm and the AdamW step at the l
 step; its optimizer state (partitioned over the processes) is saved with accelerate's save_state into
 checkpoint-<step>/deepspeed/, so such a checkpoint resumes with the same number of processes only.
 
-This module is the command (one segment: resume, train, export); the pieces are in rdt/training/ (run folder,
-sample addressing, backend, optimizer, preemption, trainer).
+This module is the command (one segment: resume, train, export); the pieces are beside it in rdt/training/ (run
+folder, sample addressing, backend, optimizer, preemption, trainer). The trainer (and torch) is imported when a
+segment runs, not when the command's --help is printed.
 """
 
 from __future__ import annotations
@@ -48,61 +49,16 @@ from pathlib import Path
 
 from rdt import train_config
 from rdt.errors import UserError
-from rdt.layout import EXPORT, export_dir
-from rdt.training.backend import deepspeed_plugin
+from rdt.layout import export_dir
 from rdt.training.preemption import Preempted, stop_with_launcher
 from rdt.training.run_folder import (
-    CHECKPOINTS,
-    DEEPSPEED_STATE,
-    METRIC_COLUMNS,
-    METRICS,
-    METRICS_HISTORY,
-    OPTIMIZER_FILE,
-    SCHEDULER_FILE,
-    STATE_FILE,
-    MetricsLog,
     checkpoint_dir,
     find_resume,
-    list_checkpoints,
     matching_checkpoints,
-    prune_checkpoints,
-    read_metrics,
     read_trainer_state,
     run_lock,
 )
-from rdt.training.trainer import Diverged, Trainer, initial_runner
 from rdt.utils.files import read_json
-
-#: what callers (the tests, bench/) use from here; the pieces live in rdt/training/
-__all__ = [
-    "CHECKPOINTS",
-    "DEEPSPEED_STATE",
-    "EXPORT",
-    "METRICS",
-    "METRICS_HISTORY",
-    "METRIC_COLUMNS",
-    "OPTIMIZER_FILE",
-    "SCHEDULER_FILE",
-    "STATE_FILE",
-    "Diverged",
-    "MetricsLog",
-    "Preempted",
-    "Trainer",
-    "add_arguments",
-    "checkpoint_dir",
-    "deepspeed_plugin",
-    "export_checkpoint",
-    "export_dir",
-    "find_resume",
-    "initial_runner",
-    "list_checkpoints",
-    "main",
-    "prune_checkpoints",
-    "read_metrics",
-    "run_lock",
-    "stop_with_launcher",
-    "train_segment",
-]
 
 
 # ================================================================================================ export
@@ -184,6 +140,8 @@ def train_segment(
     out = Path(out)
     if until_step < 1:
         raise UserError(f"--until-step {until_step}: expected a positive optimizer step")
+    from rdt.training.trainer import Trainer  # torch: imported when a segment runs, not for --help
+
     identity = cfg.fingerprint()
     run = cfg.run or out.name
     rank = int(os.environ.get("RANK", "0"))
