@@ -18,7 +18,8 @@ import time
 import pytest
 import yaml
 
-from workflow_helpers import REPO, copy_repo, current_summary
+from rdt.cluster import capped_threads_error
+from workflow_helpers import REPO, SNAKEMAKE, copy_repo, current_summary, env_for
 
 README = REPO / "docs" / "cluster.md"  # the cluster guide README links to
 SECTION = "## On a SLURM cluster"
@@ -66,9 +67,9 @@ def test_walkthrough_is_one_consistent_sequence():
     env_line, run, report = smoke_commands(lines)
     assert env_line.startswith("source .venv/bin/activate && export "), env_line
     assert set(exports(env_line)) == {"SLURM_PARTITION", "SLURM_ACCOUNT"}
-    assert run == f"snakemake --cores all --profile slurm --profile slurm/small --configfile {SMOKE_CONFIG}", run
+    assert run == f"snakemake --profile slurm --profile slurm/small --configfile {SMOKE_CONFIG}", run
     assert report == f"snakemake --configfile {SMOKE_CONFIG} --report results/cluster_smoke/report.html", report
-    paper = f"snakemake --cores all --profile slurm --configfile {PAPER_CONFIG}"
+    paper = f"snakemake --profile slurm --configfile {PAPER_CONFIG}"
     assert paper in lines and run.replace(" --profile slurm/small", "").replace(SMOKE_CONFIG, PAPER_CONFIG) == paper
     assert f"snakemake --configfile {PAPER_CONFIG} --report results/report.html" in lines
     order = [
@@ -113,6 +114,57 @@ def test_small_overlay_replaces_every_request_and_keeps_the_rest():
         assert set(res) == {"mem_mb", "runtime"} and res["mem_mb"] <= 4000 and res["runtime"] <= 30, (rule, res)
     base = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert set(base["set-resources"]) <= rules and set(base["set-threads"]) <= rules
+
+
+def planned_jobs(text: str) -> dict[str, dict]:
+    """rule -> its threads and resources as a dry run prints them (the last job of each rule)."""
+    jobs = {}
+    for block in text.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0].strip()
+        threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        fields = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}
+        jobs[rule] = {"threads": int(threads.group(1)) if threads else 1, **fields}
+    return jobs
+
+
+def test_cores_never_shrinks_what_the_profile_asks_for(tmp_path):
+    """Issue 21: `--cores all` on a 2-core login node used to submit every job with 2 CPUs, silently. The profile
+    sets cores itself, so the guide's command (no --cores) plans set-threads' values; a --cores below them is an error
+    that says why, and --max-threads caps on purpose."""
+    work = copy_repo(tmp_path / "repo")
+
+    def dry(*args):
+        return subprocess.run(
+            [SNAKEMAKE, "-n", "--profile", "slurm", "--configfile", SMOKE_CONFIG, *args],
+            cwd=work,
+            env=env_for(work),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    base = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
+    done = dry()
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done.stdout)
+    for rule in ("train", "evaluate", "expert_demos"):
+        assert jobs[rule]["threads"] == base["set-threads"][rule], (rule, jobs[rule])
+    assert jobs["train"]["mem_mb"] == str(base["set-resources"]["train"]["mem_mb"])
+    assert jobs["train"]["runtime"] == str(base["set-resources"]["train"]["runtime"])
+    capped = dry("--cores", "2")
+    assert capped.returncode != 0
+    said = capped.stdout + capped.stderr
+    assert "--cores 2 caps the threads of every cluster job at 2" in said and "train: 16" in said
+    on_purpose = dry("--cores", "2", "--max-threads", "2")
+    assert on_purpose.returncode == 0 and planned_jobs(on_purpose.stdout)["train"]["threads"] == 2
+
+
+def test_capped_threads_error_names_each_rule_it_would_shrink():
+    assert capped_threads_error(2, {"train": 16, "evaluate": 8, "stats": 1}).count(":") >= 2
+    assert "stats" not in capped_threads_error(2, {"train": 16, "stats": 1})
+    assert capped_threads_error(16, {"train": 16}) is None and capped_threads_error(None, {"train": 16}) is None
+    assert capped_threads_error(2, {"train": 16}, max_threads=2) is None
 
 
 @pytest.mark.slurm
