@@ -1,7 +1,7 @@
 """Evaluation throughput in the real LIBERO simulator: episodes per hour with 1 and with 2 simulator processes
 (tiny RDT policy, short episodes), their ratio, and policy time vs simulator time per executed step.
 
-Builds its own tiny checkpoint (random weights) and tiny-T5 embeddings, then runs ``rdt.evaluate.evaluate`` twice
+Builds its own tiny checkpoint (random weights) and tiny-T5 embeddings, then runs ``rdt.evaluation.run.evaluate`` twice
 on the same (task, init state) jobs. Episodes per hour count everything an evaluation job pays: process start-up,
 environment creation, resets, settle steps, stepping and policy calls. Simulator time per step is the 1-process
 run's wall time minus its policy time, divided by the steps executed (resets and settling included).
@@ -87,8 +87,9 @@ def build_inputs(root: Path, camera_size: int) -> tuple[Path, dict]:
 
 
 def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
-    from rdt.evaluate import Settings, evaluate
-    from rdt.policy import Policy
+    from rdt.evaluation.policy import Policy
+    from rdt.evaluation.run import evaluate
+    from rdt.evaluation.settings import Settings
 
     policy = TimedPolicy(Policy.from_checkpoint(ckpt, device="cpu", seed=0))
     settings = Settings(

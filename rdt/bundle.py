@@ -47,7 +47,7 @@ def _git_commit(repo: Path) -> str | None:
 def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, Any], config: Path | None = None) -> Path:
     """Copy the evidence of ``targets`` under ``results`` into the bundle folder ``out`` (replaced atomically)."""
     from rdt.plan import read_settings, train_folder
-    from rdt.report import _listed_evaluations
+    from rdt.report.collect import listed_evaluations
 
     results, out = Path(results), Path(out)
     missing = [t for t in targets if not (results / t / "settings.json").is_file()]
@@ -58,7 +58,7 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
             src = results / t
             (tmp / t).mkdir(parents=True)
             shutil.copy2(src / "settings.json", tmp / t / "settings.json")
-            for step, horizon, summary in _listed_evaluations(src, read_settings(src)):
+            for step, horizon, summary in listed_evaluations(src, read_settings(src)):
                 dest = layout.eval_dir(tmp / t, step, horizon)
                 dest.mkdir(parents=True)
                 shutil.copy2(summary, dest / summary.name)
@@ -73,7 +73,7 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
                 dest.mkdir(parents=True, exist_ok=True)
                 if (train / "metrics.csv").is_file():
                     shutil.copy2(train / "metrics.csv", dest / "metrics.csv")
-                for step, _, _ in _listed_evaluations(src, doc):
+                for step, _, _ in listed_evaluations(src, doc):
                     pipeline = layout.export_dir(train, step) / "pipeline.json"
                     if pipeline.is_file():
                         target = layout.export_dir(dest, step)
@@ -95,7 +95,7 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
 
 def read_bundle(folder: Path) -> tuple[dict, list]:
     """(bundle.json, the report's runs of its targets in order)."""
-    from rdt.report import read_run
+    from rdt.report.collect import read_run
 
     folder = Path(folder)
     meta = read_json(folder / BUNDLE_FILE, "not found (expected a results bundle: scripts/make_bundle.py)")
@@ -117,7 +117,7 @@ def _cell(result) -> str:
 def success_table(runs: list) -> str:
     """Success per run (rows) and execution horizon (columns) at each run's last checkpoint, 95 % Wilson
     intervals; a replay run fills the open-loop column."""
-    from rdt.report import horizon_label
+    from rdt.report.collect import horizon_label
 
     horizons = sorted({h for r in runs for h in r.horizons}, key=lambda h: (h == 0, h))  # open loop last
     head = "| run | " + " | ".join(horizon_label(h) for h in horizons) + " |"
@@ -130,7 +130,7 @@ def success_table(runs: list) -> str:
 
 def comparison_lines(runs: list) -> str:
     """The report's paired comparisons (Holm-adjusted together), one bullet each, grouped as on the page."""
-    from rdt.report import beats, comparisons
+    from rdt.report.compare import beats, comparisons
 
     comp = comparisons([r for r in runs if r.results])
     titles = {
@@ -232,7 +232,7 @@ def plot_bundle(folder: Path, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rdt.report import is_replay
+    from rdt.report.collect import is_replay
 
     _, runs = read_bundle(folder)
     runs = [r for r in runs if r.results]

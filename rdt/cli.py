@@ -26,9 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stats": ("rdt.data.stats", "dataset statistics in RDT's dataset_stat.json form"),
     "encode": ("rdt.encode", "T5 embeddings of every unique instruction"),
     "train": ("rdt.training.command", "fine-tune RDT with accelerate up to a given step"),
-    "evaluate": ("rdt.evaluate", "evaluate a checkpoint in LIBERO at one or more execution horizons"),
+    "evaluate": ("rdt.evaluation.command", "evaluate a checkpoint in LIBERO at one or more execution horizons"),
     "replay": ("rdt.replay", "open-loop replay of demonstrations from evaluation init states (the floor to beat)"),
-    "report": ("rdt.report", "figures and tables from evaluation and training results"),
+    "report": ("rdt.report.command", "figures and tables from evaluation and training results"),
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
     "plan": ("rdt.plan", "print what a workflow configuration's evaluations will cost, before anything runs"),
@@ -163,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         if line is None:
             raise
         print(f"error: {line}", file=sys.stderr)
-        if getattr(module, "HDF5_LEFT_BROKEN", False):
+        writer = sys.modules.get("rdt.data.writer")  # loaded by the commands that write a training HDF5
+        if writer is not None and writer.HDF5_LEFT_BROKEN:
             _exit_at_once(2)
         return 2
 

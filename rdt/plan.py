@@ -47,8 +47,8 @@ STAGE_MODULES = {
     "stats": "rdt.data.stats",
     "encode": "rdt.encode",
     "train": "rdt.training.command",
-    "evaluate": "rdt.evaluate",
-    "report": "rdt.report",
+    "evaluate": "rdt.evaluation.command",
+    "report": "rdt.report.command",
     "replay": "rdt.replay",
 }
 #: runs.<name>.kind of a replay run; its one evaluation is step 0 at horizon 0 (open loop)

@@ -24,7 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from rdt.errors import UserError
-from rdt.evaluate import SUMMARY_FILE, Settings, add_summary_name, evaluate, settings_from_args
+from rdt.evaluation.command import add_summary_name, settings_from_args
+from rdt.evaluation.ledger import SUMMARY_FILE
+from rdt.evaluation.run import evaluate
+from rdt.evaluation.settings import Settings, check_episodes
 from rdt.fingerprint import fingerprint
 from rdt.libero import suites
 from rdt.libero.workers import Job, Observation, Planner
@@ -122,7 +125,7 @@ def replay(
     from rdt.libero import env as libero_env
 
     out = Path(out)
-    tasks = suites.select_tasks(settings.suite, list(settings.tasks))
+    tasks = settings.selected_tasks()
     chosen: dict[tuple[str, int], ReplayDemo] = {}
     rows = []
     for task in tasks:
@@ -186,7 +189,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from rdt.evaluate import check_episodes
     from rdt.utils.logs import setup_logging
 
     setup_logging()

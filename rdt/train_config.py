@@ -140,11 +140,11 @@ class TrainConfig:
 
     # ---- identity
     code_fingerprint: str | None = None
-    """``null`` (default): the training's identity includes the fingerprint of the code that determines the
-    weights (``python -m rdt fingerprint rdt.train``: rdt/train.py and every rdt module it imports, comments and
-    docstrings excluded), so a code edit retrains instead of resuming or re-exporting checkpoints of the old code.
-    Set it to the previous value (``train_code`` in the export's pipeline.json) to declare an edit that does not
-    change the weights (the escape hatch: existing checkpoints stay valid)."""
+    """``null`` (default): the training's identity includes the fingerprint of the code that determines the weights
+    (``python -m rdt fingerprint rdt.training.command``: rdt/training/command.py and every rdt module it imports,
+    comments and docstrings excluded), so a code edit retrains instead of resuming or re-exporting checkpoints of
+    the old code. Set it to the previous value (``train_code`` in the export's pipeline.json) to declare an edit
+    that does not change the weights (the escape hatch: existing checkpoints stay valid)."""
 
     run: str | None = None
     """Run name written into the exported pipeline.json (default: the output folder's name)."""

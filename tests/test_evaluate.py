@@ -22,9 +22,12 @@ import torch
 
 from libero_helpers import EXPERT_SUITE, EXPERT_TASK_NAME, expert_demo_file, expert_summary
 from rdt import cli
-from rdt.evaluate import EPISODES_FILE, LOG_FILE, SUMMARY_FILE, Settings, evaluate, read_episodes, wilson_interval
+from rdt.evaluation.ledger import EPISODES_FILE, LOG_FILE, SUMMARY_FILE, read_episodes
+from rdt.evaluation.run import evaluate
+from rdt.evaluation.settings import Settings
 from rdt.libero import mapping, suites
 from rdt.libero.suites import DEMO_DROP_FIRST_STEPS, NOOP_ACTION
+from rdt.report_stats import wilson as wilson_interval
 from rdt.video import read_video
 
 REPO = Path(__file__).resolve().parents[1]
@@ -103,7 +106,7 @@ def _lang_for(lang_file, tasks):
 @pytest.mark.sim
 def test_two_tasks_two_horizons_two_simulators(files, tmp_path):
     from rdt.data.stats import load_stats
-    from rdt.policy import Policy
+    from rdt.evaluation.policy import Policy
 
     lang = _lang_for(files["lang"], TASKS)
     stats = load_stats(files["stats"])
@@ -156,7 +159,7 @@ def test_two_tasks_two_horizons_two_simulators(files, tmp_path):
 def test_an_episode_is_the_same_on_one_or_two_simulators(files, tmp_path):
     """Outcomes do not depend on scheduling: with 2 simulators the episodes are batched and placed differently than
     with 1, yet each episode's frames are identical (own noise seeds, bit-identical episode starts)."""
-    from rdt.policy import Policy
+    from rdt.evaluation.policy import Policy
 
     lang = _lang_for(files["lang"], TASKS[:1])
     frames = {}
@@ -384,7 +387,8 @@ def test_replaying_expert_demos_through_the_evaluator_succeeds(expert_demo_dir, 
 
 
 def test_previous_records_keep_finished_episodes_retry_errors_and_keep_other_keys_in_the_ledger(tmp_path):
-    from rdt.evaluate import outcome_key, plan_jobs, previous_records
+    from rdt.evaluation.ledger import outcome_key, previous_records
+    from rdt.evaluation.run import plan_jobs
 
     settings = Settings(
         suite=SUITE,

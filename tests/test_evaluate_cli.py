@@ -5,7 +5,7 @@ No simulator here: parsing, output folders and the on-the-fly language table wit
 from pathlib import Path
 
 from rdt import cli
-from rdt import evaluate as ev
+from rdt.evaluation import command as ev
 from rdt.libero import suites
 
 

@@ -13,7 +13,7 @@ from libero_helpers import EXPERT_EPISODES, EXPERT_TASK, expert_demo_file, exper
 from rdt.errors import UserError
 from rdt.libero import env as libero_env
 from rdt.libero.demo_file import replay_start
-from rdt.libero.expert import task_goal
+from rdt.libero.expert_scene import task_goal
 from rdt.libero.mapping import upright
 from rdt.libero.suites import DEMO_CAMERA_SIZE, select_tasks
 

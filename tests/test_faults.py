@@ -232,7 +232,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(
 ):
     """Defect 4: a read-only output folder ended in a raw OSError traceback (train and evaluate only after loading
     the model). Now: one line naming the folder and the cause, exit 2, before the command's own code runs."""
-    from rdt.policy import Policy
+    from rdt.evaluation.policy import Policy
 
     monkeypatch.setattr(trainer_module, "Trainer", None)  # proves that nothing was loaded: calling them fails
     monkeypatch.setattr(Policy, "from_checkpoint", None)
@@ -242,7 +242,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_full_output_folder_is_one_line_before_any_work(command, data, full_dir, tmp_path, capsys, monkeypatch):
-    from rdt.policy import Policy
+    from rdt.evaluation.policy import Policy
 
     monkeypatch.setattr(trainer_module, "Trainer", None)
     monkeypatch.setattr(Policy, "from_checkpoint", None)
@@ -282,7 +282,7 @@ def test_convert_whose_disk_fills_after_the_space_check_does_not_crash(tmpfs, tm
     """The same when the disk fills behind the space check (another process): HDF5 itself fails; still one line,
     exit 2, no file, no segmentation fault and no h5py tracebacks."""
     script = (
-        "import sys; from rdt.libero import convert; convert._check_space = lambda *a: None; "
+        "import sys; from rdt.data import writer; writer._check_space = lambda *a: None; "
         "from rdt import cli; sys.exit(cli.main(sys.argv[1:]))"
     )
     proc = subprocess.run(
@@ -530,10 +530,10 @@ def test_yaml_syntax_error_names_file_line_and_column(tmp_path):
 
 def test_an_encoder_flag_that_contradicts_pipeline_json_is_refused(tmp_path):
     """Defect 6: a same-size but different --vision-encoder was accepted without comparing with pipeline.json."""
+    from rdt.evaluation.policy import Policy
     from rdt.model.checkpoint import save_checkpoint
     from rdt.model.config import RDTConfig
     from rdt.model.runner import build_runner
-    from rdt.policy import Policy
 
     runner = build_runner(RDTConfig.preset("tiny"), seed=0)
     folder = save_checkpoint(
@@ -561,8 +561,8 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
     (no simulator is started)."""
     from safetensors.torch import load_file, save_file
 
-    from rdt import evaluate
     from rdt.encoders import load_text_encoder
+    from rdt.evaluation import command
     from rdt.lang import encode_instructions
     from rdt.libero import suites
 
@@ -578,7 +578,7 @@ def test_evaluate_refuses_non_finite_weights_before_any_simulator(tmp_path, caps
     task = suites.select_tasks("libero_90", ["0"])[0]
     lang = tmp_path / "lang.safetensors"
     encode_instructions([task.language], load_text_encoder("tiny"), lang)
-    monkeypatch.setattr(evaluate, "evaluate", None)  # reaching the episodes would fail here
+    monkeypatch.setattr(command, "evaluate", None)  # reaching the episodes would fail here
     line = _cli_error(
         [
             "evaluate",

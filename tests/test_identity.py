@@ -14,9 +14,12 @@ import pytest
 import train_helpers as h
 from rdt import layout, train_config
 from rdt.errors import UserError
-from rdt.evaluate import Settings, checkpoint_identity, evaluate, file_digest
+from rdt.evaluation.ledger import checkpoint_identity
+from rdt.evaluation.run import evaluate
+from rdt.evaluation.settings import Settings
 from rdt.libero import suites
 from rdt.training import command, run_folder
+from rdt.utils.hashing import file_sha256 as file_digest
 from test_workers import ScriptedSim
 
 EDITED = "0123456789abcdef"
@@ -141,9 +144,9 @@ def test_code_fingerprints_cover_the_package_inits_python_runs_on_import(tmp_pat
     shutil.copytree(fingerprint.PACKAGE_ROOT, copy, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(fingerprint, "PACKAGE_ROOT", copy)
     fingerprint._parsed.cache_clear()
-    before = fingerprint.fingerprint("rdt.evaluate")
+    before = fingerprint.fingerprint("rdt.evaluation.command")
     init = copy / "model" / "__init__.py"
     init.write_text(init.read_text() + "\nDEFAULT_SOMETHING = 1\n")
     fingerprint._parsed.cache_clear()
-    assert fingerprint.fingerprint("rdt.evaluate") != before
+    assert fingerprint.fingerprint("rdt.evaluation.command") != before
     fingerprint._parsed.cache_clear()

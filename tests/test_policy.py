@@ -6,10 +6,10 @@ import torch
 
 from rdt.encoders import load_text_encoder
 from rdt.errors import UserError
+from rdt.evaluation.policy import Policy
 from rdt.model.checkpoint import save_checkpoint
 from rdt.model.config import RDTConfig
 from rdt.model.runner import build_runner
-from rdt.policy import Policy
 
 PIPELINE = {
     "text_encoder": "tiny",

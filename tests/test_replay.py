@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from rdt.errors import UserError
-from rdt.evaluate import EPISODES_FILE, SUMMARY_FILE, Settings, read_episodes
+from rdt.evaluation.ledger import EPISODES_FILE, SUMMARY_FILE, read_episodes
+from rdt.evaluation.settings import Settings
 from rdt.libero import suites
 from rdt.replay import PLAN_FILE, ReplayDemo, make_replay_planner, nearest, replay, replay_commands
 from test_workers import ScriptedSim
@@ -133,7 +134,7 @@ def test_replay_of_expert_demos_from_their_own_init_states_succeeds(expert_demo_
 def test_two_evaluations_cannot_write_into_one_folder(tmp_path, monkeypatch):
     """The evaluator holds out/.evaluate.lock: a second evaluation (or replay) of the same folder, e.g. a stray
     second controller, is refused naming the holder instead of interleaving records (issue 20)."""
-    from rdt.evaluate import LOCK_FILE
+    from rdt.evaluation.ledger import LOCK_FILE
     from rdt.libero import env as libero_env
     from rdt.utils.files import folder_lock
 

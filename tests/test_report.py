@@ -2,12 +2,15 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rdt.cli import main as cli
-from rdt.evaluate import success_counts
+from rdt.evaluation.ledger import success_counts
+from rdt.report import figures
+from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, SUMMARY, VIDEOS
 from rdt.video import video_name
 
 TASKS = ["pick_up_the_alphabet_soup_and_place_it_in_the_basket", "pick_up_the_cream_cheese_and_place_it_in_the_basket"]
@@ -117,11 +120,13 @@ def results(tmp_path):
 def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     out = tmp_path / "report"
     assert cli(["report", "--results", *map(str, results), "--out", str(out), "--videos", "2"]) == 0
-    for png in ("success_vs_step.png", "heatmap_last.png", "heatmap_best.png", "training.png", "rollouts.png"):
-        data = (out / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    written = {p.name for p in out.iterdir()}
+    assert written == {f.file for f in FIGURES} | {SUMMARY, RESULTS_TABLE, AUDIT_TABLE, PROVENANCE, VIDEOS}, written
+    for figure in FIGURES:
+        data = (out / figure.file).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, figure.file
 
-    rows = list(csv.DictReader(open(out / "results.csv")))
+    rows = list(csv.DictReader(open(out / RESULTS_TABLE)))
     assert len(rows) == 2 * 6 * 3  # 2 runs x 6 (step, horizon) x (overall + 2 tasks)
     overall = {(r["run"], int(r["step"]), int(r["horizon"])): r for r in rows if r["task"] == "overall"}
     best = overall[("improved", 4, 8)]
@@ -131,7 +136,7 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     per_task = [r for r in rows if r["run"] == "current" and r["step"] == "6" and r["horizon"] == "64"]
     assert {r["task"]: r["successes"] for r in per_task} == {"overall": "1", TASKS[0]: "0", TASKS[1]: "1"}
 
-    audit = list(csv.DictReader(open(out / "audit.csv")))
+    audit = list(csv.DictReader(open(out / AUDIT_TABLE)))
     flags = {(r["run"], r["setting"]): r for r in audit}
     assert flags[("current", "effective batch")]["flag"] == "DEVIATES"
     assert "4 x 1 x 8 = 32" in flags[("current", "effective batch")]["formula"]
@@ -140,20 +145,20 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert flags[("improved", "initial weights")]["flag"] == "DEVIATES"  # random init of a tiny model
     assert flags[("improved", "exec horizon h8")]["flag"] == "ok"
 
-    prov = json.loads((out / "provenance.json").read_text())
+    prov = json.loads((out / PROVENANCE).read_text())
     assert set(prov["runs"]) == {"current", "improved"}
     assert prov["runs"]["current"]["results"][0]["device"] == "cpu"
     assert prov["report"]["versions"]["torch"]
     assert len(prov["report"]["code_fingerprints"]["rdt.training.command"]) == 16
 
-    videos = sorted(p.name for p in (out / "videos").iterdir())
+    videos = sorted(p.name for p in (out / VIDEOS).iterdir())
     assert len(videos) == 4  # 2 per run, from the last checkpoint (step 6)
     assert all("step-6" in v for v in videos)
     assert any(v.endswith("__success.mp4") for v in videos) and any(v.endswith("__failure.mp4") for v in videos)
 
 
 def test_best_checkpoint_is_chosen_on_even_and_reported_on_odd_init_states(results):
-    from rdt.report import read_run
+    from rdt.report.collect import read_run
 
     run = read_run(results[0])
     assert run.steps == [2, 4, 6] and run.horizons == [8, 64]
@@ -166,14 +171,14 @@ def test_best_checkpoint_is_chosen_on_even_and_reported_on_odd_init_states(resul
 
 
 def test_no_best_checkpoint_when_all_tie(tmp_path):
-    from rdt.report import read_run
+    from rdt.report.collect import read_run
 
     zero = {2: {8: (0, 0)}, 4: {8: (0, 0)}}
     run = read_run(write_run(tmp_path, "flat", 0, 4, zero))
     assert run.best_step() is None and "tie at 0%" in run.selection().reason
     out = tmp_path / "report"
     assert cli(["report", "--results", str(run.folder), "--out", str(out)]) == 0
-    page = (out / "summary.html").read_text()
+    page = (out / SUMMARY).read_text()
     assert "no best: all 2 checkpoints tie at 0% on the selection half" in page
     assert (out / "heatmap_best.png").stat().st_size > 1000
 
@@ -181,7 +186,7 @@ def test_no_best_checkpoint_when_all_tie(tmp_path):
 def test_summary_page_answers_the_questions(tmp_path, results):
     out = tmp_path / "report"
     assert cli(["report", "--results", *map(str, results), "--out", str(out), "--videos", "2"]) == 0
-    page = (out / "summary.html").read_text()
+    page = (out / SUMMARY).read_text()
     # headline at the last checkpoint (step 6): H=8 4/8, H=64 1/8 with Wilson intervals
     assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td>" in page
     assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page  # Wilson 95% of 1/8
@@ -199,13 +204,24 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert "Evaluation plan and its cost" in page and "model work at most 50.0%" in page
     assert "28 of 32" in page and "right_gripper_open (28)" in page
     assert page.count("<video") == 4 and "data:video/mp4;base64," in page
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == len(FIGURES)
     assert TASKS[0] in page and "episodes (click a column to sort)" in page
     assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4  # per task + per-episode rows
 
 
+def test_every_figure_names_a_drawing_function_and_a_workflow_caption():
+    """Adding a figure is one entry in rdt/report/names.py: its drawing function exists, the workflow's report rule
+    declares it (workflow/rules/report.smk loops over FIGURES) with a caption file that exists."""
+    root = Path(__file__).resolve().parents[1]
+    assert len({f.file for f in FIGURES}) == len(FIGURES) == len({f.key for f in FIGURES})
+    for figure in FIGURES:
+        assert figure.file.endswith(".png") and callable(getattr(figures, figure.draw, None)), figure
+        assert (root / "workflow" / "report" / figure.rst).is_file(), figure
+
+
 def test_training_figure_names_the_episodes_its_sample_error_is_measured_on(results):
-    from rdt.report import read_run, sample_mse_title
+    from rdt.report.collect import read_run
+    from rdt.report.figures import sample_mse_title
 
     runs = [read_run(r) for r in results]  # heldout_episodes not set: the trainer samples the training episodes
     assert sample_mse_title(runs) == "sample MSE, action slots (training episodes)"
@@ -219,7 +235,7 @@ def test_training_figure_names_the_episodes_its_sample_error_is_measured_on(resu
 
 
 def test_videos_of_one_task_come_in_horizon_order(tmp_path):
-    from rdt.report import pick_videos, read_run
+    from rdt.report.collect import pick_videos, read_run
 
     run = write_run(tmp_path, "run", 0, 32, outcomes={6: {8: [1, 1], 16: [1, 1], 64: [1, 1]}})
     picked = [v.parent.parent.name for _, v in pick_videos([read_run(run)], 6)]
@@ -227,7 +243,7 @@ def test_videos_of_one_task_come_in_horizon_order(tmp_path):
 
 
 def test_natural_sort_and_full_task_names():
-    from rdt.report import natural_key
+    from rdt.report.collect import natural_key
 
     names = ["KITCHEN_SCENE10_put_x", "KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z"]
     assert sorted(names, key=natural_key) == ["KITCHEN_SCENE1_open_y", "KITCHEN_SCENE2_turn_z", "KITCHEN_SCENE10_put_x"]
@@ -248,7 +264,8 @@ def test_bad_metrics_file_names_the_file_and_columns(tmp_path, results, capsys):
 
 
 def test_checkpoint_made_elsewhere_is_audited_from_its_evaluation(tmp_path):
-    from rdt.report import audit_rows, read_run
+    from rdt.report.collect import read_run
+    from rdt.report.tables import audit_rows
 
     run = write_run(tmp_path, "released", 0, 4, {6: {8: (1, 1), 64: (0, 1)}})
     for summary in run.glob("eval/step-6/h*/summary.json"):
@@ -288,13 +305,14 @@ def write_replay(root, name, wins, demos=None):
 
 
 def test_runs_are_compared_with_open_loop_replay_of_their_demos(tmp_path, results):
-    from rdt.report import beats, comparisons, read_run
+    from rdt.report.collect import read_run
+    from rdt.report.compare import beats, comparisons
 
     # replay solves 4 + 4 of 8: every run's H=8 (4/8) and H=64 (1/8) is below it; no verdict says "better"
     replay = write_replay(tmp_path, "replay", (4, 4))
     out = tmp_path / "report"
     assert cli(["report", "--results", *map(str, results), str(replay), "--out", str(out)]) == 0
-    page = (out / "summary.html").read_text()
+    page = (out / SUMMARY).read_text()
     assert "Not better than replaying the demos open-loop" in page
     assert "current H=8 (50.0% vs 100.0% on 8 pairs)" in page and "improved H=64" in page
     assert "<td>replay</td><td>open loop (replay)</td><td>100.0%</td>" in page
@@ -311,7 +329,8 @@ def test_runs_are_compared_with_open_loop_replay_of_their_demos(tmp_path, result
 def test_a_cut_last_row_of_metrics_or_episodes_is_left_out_with_a_warning_and_counts_agree(tmp_path, results, caplog):
     """Issue 20: a metrics.csv row cut mid-number was read as data; a cut episodes.jsonl line was warned about but
     results.csv counted it (from summary.json) while the per-episode tables did not."""
-    from rdt.report import read_run, result_rows
+    from rdt.report.collect import read_run
+    from rdt.report.tables import result_rows
     from rdt.training.run_folder import read_metrics
 
     metrics = results[0] / "train" / "metrics.csv"
@@ -333,13 +352,14 @@ def test_all_zero_results_are_called_out_and_name_no_best_horizon(tmp_path):
     """Issue 23: with every rate 0 the page printed "no significant difference" lines and named a best horizon by tie
     order. Now one line says nothing succeeded, the empty comparisons are counted instead of listed, and there is no
     best horizon."""
-    from rdt.report import comparisons, read_run
+    from rdt.report.collect import read_run
+    from rdt.report.compare import comparisons
 
     zero = {2: {8: (0, 0), 64: (0, 0)}, 4: {8: (0, 0), 64: (0, 0)}, 6: {8: (0, 0), 64: (0, 0)}}
     runs = [write_run(tmp_path, "a", 8, 32, zero), write_run(tmp_path, "b", 8, 256, zero)]
     out = tmp_path / "report"
     assert cli(["report", "--results", *map(str, runs), "--out", str(out)]) == 0
-    page = (out / "summary.html").read_text()
+    page = (out / SUMMARY).read_text()
     assert "No episode succeeded</b> in any evaluation (12 evaluations, 96 episodes)" in page
     assert "no significant difference" not in page and "comparison(s) where neither side solved" in page
     assert comparisons([read_run(r) for r in runs])["best"] == []

@@ -205,7 +205,7 @@ def test_export_records_suite_tasks_and_dataset_and_evaluate_defaults_to_them(tm
 
     import train_helpers as h
     from rdt import layout
-    from rdt.evaluate import trained_suite_and_tasks
+    from rdt.evaluation.command import trained_suite_and_tasks
     from rdt.training import command
 
     threads = torch.get_num_threads()
@@ -374,7 +374,8 @@ def test_lerobot_frames_convention_suite_and_selection(same_demos, tmp_path):
 def test_evaluation_feeds_only_the_state_slots_the_checkpoint_was_trained_with():
     from types import SimpleNamespace
 
-    from rdt.evaluate import make_planner, policy_inputs
+    from rdt.evaluation.inputs import policy_inputs
+    from rdt.evaluation.run import make_planner
 
     state = np.arange(1, 129, dtype=np.float32) * mapping.MASK
     obs = SimpleNamespace(images=np.zeros((2, 8, 8, 3), np.uint8), prev_images=None, state=state)

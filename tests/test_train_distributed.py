@@ -45,6 +45,18 @@ def _launch(tmp_path, data, name, per_device, processes):
     return logs, record, out, proc.stdout
 
 
+def test_collectives_wait_long_enough_for_rank_0_to_write_a_checkpoint():
+    """Rank 0 alone writes checkpoints and exports (about 20 and 10 GB for rdt-1b in fp32) while the other ranks wait
+    at a collective: the process group's timeout is set explicitly, not NCCL's 10-minute default."""
+    from datetime import timedelta
+
+    from rdt.training.backend import COLLECTIVE_TIMEOUT, process_group_kwargs
+
+    kwargs = process_group_kwargs().to_kwargs()
+    assert kwargs["timeout"] == COLLECTIVE_TIMEOUT >= timedelta(hours=1)
+    assert kwargs.get("backend", "nccl") == ("nccl" if torch.cuda.is_available() else "gloo")
+
+
 @pytest.mark.slow
 def test_two_processes_with_accumulation_match_one_process_with_the_whole_batch(tmp_path):
     data = h.make_data(tmp_path / "data")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, SUMMARY
 from workflow_helpers import (
     REPO,
     SNAKEMAKE,
@@ -147,8 +148,8 @@ def test_tiny_run_produces_every_output(tiny_run):
         assert json.loads((export / "pipeline.json").read_text())["identity"]
         for h in (8, 16, 64):
             assert current_summary(results / "default", step, h).is_file()
-    for name in ("success_vs_step.png", "heatmap_last.png", "training.png", "results.csv", "audit.csv"):
-        assert (results / "report" / name).stat().st_size > 0
+    for name in [*(f.file for f in FIGURES), SUMMARY, RESULTS_TABLE, AUDIT_TABLE, PROVENANCE]:
+        assert (results / "report" / name).stat().st_size > 0, name
     assert planned_jobs(tiny_run) == {}
     snakemake(tiny_run, "--report", "results/report.html")
     html = (results / "report.html").read_text()
@@ -156,9 +157,8 @@ def test_tiny_run_produces_every_output(tiny_run):
         "Success rate of each run versus training step",
         "Configuration audit",
         "Provenance",
-        "success_vs_step.png",
-        "heatmap_best.png",
-        "audit.csv",
+        *(f.file for f in FIGURES),
+        AUDIT_TABLE,
     ):
         assert caption in html, caption
     assert len(html) > 100_000  # figures embedded: one self-contained page
@@ -178,8 +178,8 @@ def test_adding_a_horizon_schedules_only_its_evaluations_and_the_report(tiny_run
 @pytest.mark.sim
 @pytest.mark.slow
 def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
-    train_py = tiny_run / "rdt" / "train.py"
-    evaluate_py = tiny_run / "rdt" / "evaluate.py"
+    train_py = tiny_run / "rdt" / "training" / "command.py"
+    evaluate_py = tiny_run / "rdt" / "evaluation" / "run.py"
     original_train, original_eval = train_py.read_text(), evaluate_py.read_text()
     try:
         train_py.write_text(original_train + "\n# a comment only: the fingerprint strips it\n")
@@ -310,7 +310,7 @@ def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_show
         assert s["settings"]["seed"] == 1 and s["episodes_this_run"] == 1, name
     # the earlier seed-0 summaries are still there, but the report shows exactly the plan's evaluations
     assert len(list((moved / "default" / "eval").glob("step-*/h*/summary*.json"))) == 8
-    rows = list(csv.DictReader((moved / "report" / "results.csv").open()))
+    rows = list(csv.DictReader((moved / "report" / RESULTS_TABLE).open()))
     assert {(r["step"], r["horizon"]) for r in rows} == {("2", "8"), ("4", "8")}
-    provenance = json.loads((moved / "report" / "provenance.json").read_text())
+    provenance = json.loads((moved / "report" / PROVENANCE).read_text())
     assert {r["settings"]["seed"] for r in provenance["runs"]["default"]["results"]} == {1}

@@ -16,7 +16,7 @@ import math
 import random
 from pathlib import Path
 
-from rdt.evaluate import success_counts
+from rdt.evaluation.ledger import success_counts
 from rdt.libero.suites import tasks
 
 

@@ -1,7 +1,7 @@
-"""Training data: reading the converted training HDF5 (docs/formats.md §2), statistics, the torch Dataset.
+"""Training data: the training HDF5 (docs/formats.md §2; written by rdt.data.writer), statistics, the torch Dataset.
 
-This module holds what every reader of the training file shares: opening it with a format check and listing
-its episodes in order.
+This module holds what every reader of the training file shares: its format name, opening it with a format check
+and listing its episodes in order.
 """
 
 from __future__ import annotations

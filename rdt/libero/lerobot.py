@@ -24,26 +24,19 @@ imageio-ffmpeg (MP4, any codec the bundled ffmpeg decodes: h264, AV1, ...) and P
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from rdt.data.writer import Episode, Origin
 from rdt.errors import UserError
 from rdt.libero import mapping, suites
-from rdt.libero.convert import (
-    DEFAULT_MIN_STEPS,
-    Episode,
-    SourceTask,
-    _check_counts,
-    _new_summary,
-    _task_entry,
-    _write,
-)
+from rdt.libero.sources import DEFAULT_MIN_STEPS, ConversionPlan, SourceTask, check_counts
 from rdt.utils.files import read_json
 
 #: layout name -> column of the state, the action and each camera slot, and how the frames are stored
@@ -362,30 +355,23 @@ def convert(
     image_size: int | None = None,
     frames: str | None = None,
 ) -> dict:
-    """Convert a LeRobot dataset folder (``inputs``: exactly one); same summary as rdt.libero.convert.convert."""
+    """Convert a LeRobot dataset folder (``inputs``: exactly one); the summary of ConversionPlan.write."""
     if len(inputs) != 1:
         raise UserError(f"--source lerobot reads one dataset folder, got {len(inputs)}: {inputs}")
-    _check_counts(demos_per_task, min_steps)
+    check_counts(demos_per_task, min_steps)
     ds = open_dataset(inputs[0], frames)
     suite, sources, by_instruction = _select_sources(ds, suite, selectors)
-    plan, summary = [], _new_summary()
+    plan = ConversionPlan(suite, f"lerobot:{ds.layout}", drop_noops, min_steps, ds.state_slots)
     for src in sources:
         eps = by_instruction[normalise(src.task.language)]
         src.source_instruction = _instruction(ds, eps[0])
         keys, skipped = _choose_episodes(ds, eps, demos_per_task, min_steps, drop_noops)
-        plan.append((src, keys))
-        summary["tasks"][src.task.name] = _task_entry(skipped, src.pairing)
-    return _write(
-        plan,
-        sources,
-        suite,
-        summary,
-        out_path,
-        min_steps,
-        drop_noops,
-        image_size,
-        f"lerobot:{ds.layout}",
-        lambda src, d, key: read_episode(d, int(key.removeprefix("episode_")), drop_noops, image_size),
-        lambda path: contextlib.nullcontext(ds),
-        state_slots=ds.state_slots,
-    )
+        plan.add(src, keys, skipped)
+    return plan.write(out_path, _episodes(ds, plan, image_size))
+
+
+def _episodes(ds: LeRobotDataset, plan: ConversionPlan, image_size: int | None) -> Iterator[tuple[Origin, Episode]]:
+    """The planned episodes, read one at a time."""
+    for src, keys in plan.tasks:
+        for key in keys:
+            yield src.origin(key), read_episode(ds, int(key.removeprefix("episode_")), plan.drop_noops, image_size)

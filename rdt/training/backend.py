@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,18 @@ import torch
 from rdt import train_config
 from rdt.errors import UserError
 from rdt.training.run_folder import DEEPSPEED_STATE, OPTIMIZER_FILE
+
+#: how long a process waits at a collective: rank 0 alone writes each checkpoint and export (rdt-1b in fp32: about
+#: 20 GB and 10 GB) while the other ranks wait at the next collective; NCCL's default of 10 minutes would kill the
+#: job on a slow shared filesystem
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
+
+
+def process_group_kwargs():
+    """accelerate's process-group settings: the collective timeout, and gloo where there is no CUDA."""
+    from accelerate.utils import InitProcessGroupKwargs
+
+    return InitProcessGroupKwargs(backend="nccl" if torch.cuda.is_available() else "gloo", timeout=COLLECTIVE_TIMEOUT)
 
 
 class DDP:
@@ -43,7 +56,10 @@ class DDP:
 
         # cpu=True without CUDA: several processes (WORLD_SIZE > 1) then use torch.distributed over gloo
         return Accelerator(
-            mixed_precision=self.precision, cpu=not torch.cuda.is_available(), **tracker_kwargs(cfg, out)
+            mixed_precision=self.precision,
+            cpu=not torch.cuda.is_available(),
+            kwargs_handlers=[process_group_kwargs()] if int(os.environ.get("WORLD_SIZE", "1")) > 1 else [],
+            **tracker_kwargs(cfg, out),
         )
 
     def sync(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:
@@ -78,7 +94,6 @@ class ZeRO2(DDP):
 
     def _accelerator(self, cfg: train_config.TrainConfig, out: Path):
         from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs
 
         if "LOCAL_RANK" not in os.environ:
             raise UserError(
@@ -90,9 +105,11 @@ class ZeRO2(DDP):
         plugin = deepspeed_plugin(cfg, cfg.accumulation(int(os.environ.get("WORLD_SIZE", "1"))), self.precision)
         # without CUDA, DeepSpeed's CPU accelerator with torch.distributed over gloo; mixed precision is the
         # plugin's autocast, so accelerate's is off
-        handlers = [] if torch.cuda.is_available() else [InitProcessGroupKwargs(backend="gloo")]
         return Accelerator(
-            mixed_precision="no", deepspeed_plugin=plugin, kwargs_handlers=handlers, **tracker_kwargs(cfg, out)
+            mixed_precision="no",
+            deepspeed_plugin=plugin,
+            kwargs_handlers=[process_group_kwargs()],
+            **tracker_kwargs(cfg, out),
         )
 
     def sync(self, model: torch.nn.Module, last: bool) -> contextlib.AbstractContextManager:

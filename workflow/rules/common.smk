@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from rdt import layout, train_config
 from rdt.errors import UserError
 from rdt.plan import Plan, code_fingerprint, write_settings
+from rdt.report import names as report_files  # the report folder's file names
 from rdt.utils.atomic import write_text
 
 try:
@@ -49,7 +50,7 @@ def report_inputs():
     so a new identity-named summary (a changed setting or code) is requested directly, which then updates the
     report (its input is newer), with or without .snakemake/ metadata."""
     return (
-        [f"{RESULTS}/report/results.csv"]
+        [f"{RESULTS}/report/{report_files.RESULTS_TABLE}"]
         + PLAN.all_summaries()
         + [f"{RESULTS}/{t}/settings.json" for t in TARGETS]
     )

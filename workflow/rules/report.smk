@@ -24,57 +24,41 @@ rule report:
         summaries=PLAN.all_summaries(),
         settings=expand(f"{RESULTS}/{{target}}/settings.json", target=TARGETS),
     output:
+        # the report folder's files: rdt/report/names.py (report_files) names them, so a figure added there is
+        # declared here too, under its name without .png (success_vs_step, heatmap_last, ...)
         summary=report(
-            f"{RESULTS}/report/summary.html",
+            f"{RESULTS}/report/{report_files.SUMMARY}",
             caption="../report/summary.rst",
             category="0. Summary",
         ),
-        success=report(
-            f"{RESULTS}/report/success_vs_step.png",
-            caption="../report/success_vs_step.rst",
-            category="1. Success rate",
-        ),
-        heatmap_last=report(
-            f"{RESULTS}/report/heatmap_last.png",
-            caption="../report/heatmap.rst",
-            category="2. Per task",
-            labels={"checkpoint": "last"},
-        ),
-        heatmap_best=report(
-            f"{RESULTS}/report/heatmap_best.png",
-            caption="../report/heatmap.rst",
-            category="2. Per task",
-            labels={"checkpoint": "best"},
-        ),
-        training=report(
-            f"{RESULTS}/report/training.png",
-            caption="../report/training.rst",
-            category="3. Training",
-        ),
+        **{
+            figure.key: report(
+                f"{RESULTS}/report/{figure.file}",
+                caption=f"../report/{figure.rst}",
+                category=figure.category,
+                labels=figure.labels,
+            )
+            for figure in report_files.FIGURES
+        },
         results=report(
-            f"{RESULTS}/report/results.csv",
+            f"{RESULTS}/report/{report_files.RESULTS_TABLE}",
             caption="../report/results.rst",
             category="4. Tables",
             labels={"table": "results"},
         ),
         audit=report(
-            f"{RESULTS}/report/audit.csv",
+            f"{RESULTS}/report/{report_files.AUDIT_TABLE}",
             caption="../report/audit.rst",
             category="4. Tables",
             labels={"table": "configuration audit"},
         ),
         provenance=report(
-            f"{RESULTS}/report/provenance.json",
+            f"{RESULTS}/report/{report_files.PROVENANCE}",
             caption="../report/provenance.rst",
             category="6. Provenance",
         ),
-        rollouts=report(
-            f"{RESULTS}/report/rollouts.png",
-            caption="../report/rollouts.rst",
-            category="5. Rollouts",
-        ),
         videos=report(
-            directory(f"{RESULTS}/report/videos"),
+            directory(f"{RESULTS}/report/{report_files.VIDEOS}"),
             patterns=["{name}.mp4"],
             caption="../report/rollouts.rst",
             category="5. Rollouts",
