@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +27,13 @@ from rdt import layout
 from rdt.errors import UserError
 from rdt.utils.atomic import atomic_dir
 from rdt.utils.files import read_json
+from rdt.utils.versions import source_commit
 
 BUNDLE_FILE = "bundle.json"
 EVAL_FILES = ("episodes.jsonl", "replay_plan.json")  # beside the summary file
 MARKER = re.compile(
     r"(<!-- results:(?P<name>[\w.-]+)(?::(?P<part>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)", re.S
 )
-
-
-def _git_commit(repo: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
 
 
 def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, Any], config: Path | None = None) -> Path:
@@ -87,8 +79,7 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
             shutil.copytree(results / "benchmarks", tmp / "benchmarks")
         if config is not None:
             shutil.copy2(config, tmp / "config.yaml")
-        repo = Path(__file__).resolve().parents[1]
-        doc = {"targets": targets, "commit": _git_commit(repo), **meta}
+        doc = {"targets": targets, "commit": source_commit()["commit"], **meta}
         (tmp / BUNDLE_FILE).write_text(json.dumps(doc, indent=2) + "\n")
     return out
 

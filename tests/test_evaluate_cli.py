@@ -50,3 +50,18 @@ def test_language_is_encoded_once_with_the_checkpoints_encoder(tmp_path):
     assert table.encoder == "tiny" and all(t.language in table for t in tasks)
     mtime = path.stat().st_mtime_ns
     assert ev.encode_task_language(tasks[:1], "tiny", tmp_path, "cpu") == path and path.stat().st_mtime_ns == mtime
+
+
+def test_success_goes_to_tensorboard_at_the_checkpoint_step(tmp_path):
+    """Issue 23: success per checkpoint and horizon reaches the training's TensorBoard as evaluations finish."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rdt.evaluation.command import log_success
+
+    for step, successes in ((100, 1), (200, 3)):
+        summary = {"step": step, "horizon": 8, "overall": {"success_rate": successes / 4, "episodes": 4, "errors": 0}}
+        assert log_success(tmp_path / "tb", summary)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("success/H8")] == [(100, 0.25), (200, 0.75)]
+    assert [e.value for e in events.Scalars("episodes/H8")] == [4, 4]

@@ -150,6 +150,8 @@ def test_report_writes_figures_tables_audit_and_provenance(tmp_path, results):
     assert prov["runs"]["current"]["results"][0]["device"] == "cpu"
     assert prov["report"]["versions"]["torch"]
     assert len(prov["report"]["code_fingerprints"]["rdt.training.command"]) == 16
+    # the source commit of this checkout, and no absolute path inside the working directory (moved results stay true)
+    assert len(prov["report"]["source"]["commit"]) == 40 and isinstance(prov["report"]["source"]["dirty"], bool)
 
     videos = sorted(p.name for p in (out / VIDEOS).iterdir())
     assert len(videos) == 4  # 2 per run, from the last checkpoint (step 6)
@@ -188,7 +190,7 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert cli(["report", "--results", *map(str, results), "--out", str(out), "--videos", "2"]) == 0
     page = (out / SUMMARY).read_text()
     # headline at the last checkpoint (step 6): H=8 4/8, H=64 1/8 with Wilson intervals
-    assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td>" in page
+    assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td><td>10 (10-10)</td>" in page
     assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page  # Wilson 95% of 1/8
     # step 4 is the honest best at H=8: 3 of the 4 odd init states
     assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same odd init states: 2/4)" in page
@@ -240,6 +242,21 @@ def test_videos_of_one_task_come_in_horizon_order(tmp_path):
     run = write_run(tmp_path, "run", 0, 32, outcomes={6: {8: [1, 1], 16: [1, 1], 64: [1, 1]}})
     picked = [v.parent.parent.name for _, v in pick_videos([read_run(run)], 6)]
     assert picked[:3] == ["h8", "h16", "h64"]
+
+
+def test_steps_to_success_are_of_the_successful_episodes_only():
+    from rdt.report.page import steps_to_success
+
+    records = [{"success": True, "steps": 120}, {"success": False, "steps": 300}, {"success": True, "steps": 90}]
+    assert steps_to_success(records) == {"median": 105, "min": 90, "max": 120}
+    assert steps_to_success([{"success": False, "steps": 300}]) is None
+
+
+def test_provenance_paths_are_relative_to_the_working_directory(tmp_path):
+    from rdt.report.tables import relative_paths
+
+    doc = {"a": str(tmp_path / "results" / "x"), "b": ["/elsewhere/hf/model", str(tmp_path)], "c": 3, "d": "rel/p"}
+    assert relative_paths(doc, tmp_path) == {"a": "results/x", "b": ["/elsewhere/hf/model", "."], "c": 3, "d": "rel/p"}
 
 
 def test_natural_sort_and_full_task_names():

@@ -149,6 +149,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device for the policy (default: cuda if available, else cpu)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (one per checkpoint x horizon)")
     add_summary_name(p)
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write each horizon's success rate as the TensorBoard scalar success/H<h> at the checkpoint's "
+        "step into DIR (the workflow: the training's tensorboard/eval-<run>, so `tensorboard --logdir results` "
+        "shows success beside the training curves as evaluations finish); skipped when tensorboard is missing",
+    )
 
 
 def add_summary_name(p: argparse.ArgumentParser) -> None:
@@ -301,12 +308,30 @@ def main(args: argparse.Namespace) -> int:
             summary_name=args.summary_name,
         )
         o = summary["overall"]
+        if args.tensorboard:
+            log_success(Path(args.tensorboard), summary)
         rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
         print(
             f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
             f"{o['errors']} errors -> {out / args.summary_name}"
         )
     return 0
+
+
+def log_success(folder: Path, summary: dict) -> bool:
+    """The summary's success rate (and episode count) as TensorBoard scalars at its checkpoint step; False when
+    tensorboard is not installed (as training's metrics, it is optional)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: --tensorboard %s skipped", folder)
+        return False
+    o, step, h = summary["overall"], int(summary.get("step") or 0), int(summary["horizon"])
+    with SummaryWriter(str(folder)) as writer:
+        if o["success_rate"] is not None:
+            writer.add_scalar(f"success/H{h}", o["success_rate"], step)
+        writer.add_scalar(f"episodes/H{h}", o["episodes"] - o["errors"], step)
+    return True
 
 
 def horizon_out(out: Path, horizon: int, horizons: list[int]) -> Path:

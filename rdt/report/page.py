@@ -18,6 +18,21 @@ from rdt.report.markup import CSS, SORT_JS, embedded_image, esc, html_table, int
 from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, VIDEOS, video_file
 
 
+def steps_to_success(records: list[dict[str, Any]]) -> dict[str, float] | None:
+    """Median and range of the simulator steps the successful episodes took (None when none succeeded): a policy
+    that re-plans more often may succeed as often but slower, or faster."""
+    steps = sorted(int(r["steps"]) for r in records if r.get("success") and r.get("steps") is not None)
+    if not steps:
+        return None
+    mid = len(steps) // 2
+    median = steps[mid] if len(steps) % 2 else (steps[mid - 1] + steps[mid]) / 2
+    return {"median": median, "min": steps[0], "max": steps[-1]}
+
+
+def _steps_cell(s: dict[str, float] | None) -> str:
+    return "-" if s is None else f"{s['median']:g} ({s['min']}-{s['max']})"
+
+
 def headline_rows(runs: list[Run]) -> list[dict[str, Any]]:
     """Per run and horizon at the last checkpoint: counts, rate, 95% interval, and the honest best checkpoint."""
     rows = []
@@ -39,6 +54,7 @@ def headline_rows(runs: list[Run]) -> list[dict[str, Any]]:
                     "rate": o["success_rate"],
                     "ci95": o.get("ci95"),
                     "selection": sel,
+                    "steps_to_success": steps_to_success(r.records),
                 }
             )
     return rows
@@ -174,6 +190,7 @@ def _headline_section(runs: list[Run]) -> list[str]:
             f"{pct(h['rate'])}",
             interval(h["ci95"]),
             f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
+            _steps_cell(h["steps_to_success"]),
             _best_cell(h),
         ]
         for h in headline_rows(runs)
@@ -187,6 +204,7 @@ def _headline_section(runs: list[Run]) -> list[str]:
                 "success",
                 "95% CI (Wilson)",
                 "successes / episodes",
+                "steps to success: median (range)",
                 "best checkpoint (chosen on even init states, reported on odd)",
             ],
             rows,

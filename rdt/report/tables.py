@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import platform
+from pathlib import Path
 from typing import Any
 
 from rdt import fingerprint, plan
 from rdt.audit import audit, checkpoint_audit
 from rdt.report.collect import Run, is_replay
-from rdt.utils.versions import package_versions
+from rdt.utils.versions import package_versions, source_commit
 
 RESULT_COLUMNS = (
     "run",
@@ -86,11 +88,34 @@ def csv_text(rows: list[dict[str, Any]], columns: tuple[str, ...] | list[str]) -
     return buf.getvalue()
 
 
-def provenance(runs: list[Run]) -> dict[str, Any]:
+def relative_paths(value: Any, base: Path) -> Any:
+    """``value`` with every absolute path inside ``base`` written relative to it (so a moved or copied results
+    folder's provenance stays true); other strings, e.g. a Hugging Face cache path, are kept as they are."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, base) for v in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        path = Path(value)
+        if path == base or base in path.parents:
+            return os.path.relpath(path, base)
+    return value
+
+
+def provenance(runs: list[Run], base: Path | None = None) -> dict[str, Any]:
+    """What the report was made from and with: the source commit, package versions, code fingerprints and machine,
+    and per run its settings and per result its checkpoint, device and settings. Paths inside ``base`` (default:
+    the working directory, the repository root for the workflow) are written relative to it."""
     versions = package_versions()
     code = {m: fingerprint.fingerprint(m) for m in STAGE_MODULES if fingerprint.closure(m)}
-    return {
-        "report": {"versions": versions, "code_fingerprints": code, "machine": platform.platform()},
+    doc = {
+        "report": {
+            "source": source_commit(),
+            "versions": versions,
+            "code_fingerprints": code,
+            "machine": platform.platform(),
+            "paths_relative_to": "the working directory the report was made in",
+        },
         "runs": {
             run.name: {
                 "settings": run.settings,
@@ -111,3 +136,4 @@ def provenance(runs: list[Run]) -> dict[str, Any]:
             for run in runs
         },
     }
+    return relative_paths(doc, (base or Path.cwd()).resolve())

@@ -33,6 +33,10 @@ rule evaluate:
             else ""
         ),
         code=CODE["evaluate"],
+        # success per checkpoint and horizon beside the training curves (tensorboard --logdir results)
+        tensorboard=lambda w: (
+            f"--tensorboard {PLAN.train_dir(w.target)}/tensorboard/eval-{w.target}" if w.target in PLAN.runs else ""
+        ),
     log:
         f"{RESULTS}/logs/evaluate/{{target}}/step-{{step}}-h{{horizon}}-{{key}}.log",
     benchmark:
@@ -49,7 +53,7 @@ rule evaluate:
         " --horizon {wildcards.horizon} --suite {params.settings[suite]} --tasks {params.tasks:q}"
         " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
         " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
-        " --weights {params.settings[weights]}"
+        " --weights {params.settings[weights]} {params.tensorboard}"
         " --out {params.out} --summary-name {params.name} > {log} 2>&1"
 
 
