@@ -208,6 +208,11 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     assert page.count("<video") == 4 and "data:video/mp4;base64," in page
     assert page.count("data:image/png;base64,") == len(FIGURES)
     assert TASKS[0] in page and "episodes (click a column to sort)" in page
+    # the verdict first, then "did training work?" (success vs step and the training curves), then the comparisons;
+    # the long tables fold under a one-line summary
+    order = [page.index(t) for t in ("Success per run and execution horizon", "Did training work?", "Training loss")]
+    assert order == sorted(order) and page.index("Did training work?") < page.index("Paired comparisons")
+    assert "setting(s) deviate from the recipe</span>" in page and "<summary>2 tasks</summary>" in page
     assert page.count("<td>" + TASKS[1] + "</td>") >= 1 + 2 * 2 * 4  # per task + per-episode rows
 
 

@@ -97,12 +97,12 @@ def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
     full names, once, on the left; one panel per run, sharing the rows."""
     plt = _plt()
     tasks = sorted({t for r in runs for t in r.tasks}, key=natural_key)
-    width_names = 0.055 * max(len(t) for t in tasks)
+    width_names = 0.065 * max(len(t) for t in tasks)  # 8 pt names
     cols = sum(max(len(r.horizons), 1) for r in runs)
     fig, axes = plt.subplots(
         1,
         len(runs),
-        figsize=(width_names + 1.5 + 0.8 * cols, 1.6 + 0.24 * len(tasks)),
+        figsize=(width_names + 1.5 + 0.8 * cols, 1.6 + 0.3 * len(tasks)),  # rows tall enough for 8 pt names
         squeeze=False,
         sharey=True,
         gridspec_kw={"width_ratios": [max(len(r.horizons), 1) for r in runs]},
@@ -123,20 +123,19 @@ def plot_heatmaps(runs: list[Run], path: Path, which: str) -> None:
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(run.horizons)), [f"H={h}" for h in run.horizons])
         if k == 0:  # shared rows: the names once, on the left (setting them per panel would clear them)
-            ax.set_yticks(range(len(tasks)), tasks, fontsize=7 if small else 6)
+            ax.set_yticks(range(len(tasks)), tasks, fontsize=8)
         ax.tick_params(axis="y", length=0, labelleft=k == 0)
-        if small:
-            for i, row in enumerate(grid):
-                for j, v in enumerate(row):
-                    ax.text(
-                        j,
-                        i,
-                        "-" if math.isnan(v) else f"{v:.2f}",
-                        ha="center",
-                        va="center",
-                        color="white" if not math.isnan(v) and v < 0.5 else "black",
-                        fontsize=8,
-                    )
+        for i, row in enumerate(grid):  # the number in every cell (as a percentage when there are many rows)
+            for j, v in enumerate(row):
+                ax.text(
+                    j,
+                    i,
+                    "-" if math.isnan(v) else (f"{v:.2f}" if small else f"{100 * v:.0f}"),
+                    ha="center",
+                    va="center",
+                    color="white" if not math.isnan(v) and v < 0.5 else "black",
+                    fontsize=8,
+                )
         ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), label="success rate", fraction=0.04)
     _save(fig, path)

@@ -34,12 +34,16 @@ class Figure:
     category: str  # its category in ``snakemake --report``
     rst: str  # its caption there: workflow/report/<rst>
     labels: dict[str, str] | None = None  # its labels there (to tell figures of one category apart)
+    section: str = "more"  # where the summary page shows it: TRAINING_SECTION (right after the headline) or "more"
 
     @property
     def key(self) -> str:
         """The name of the file without ``.png``: the report rule's name for this output."""
         return Path(self.file).stem
 
+
+#: the figures that answer "did training work?", shown right after the headline
+TRAINING_SECTION = "training"
 
 #: the figures, in the order they are drawn and shown on the summary page (a missing file is left off the page)
 FIGURES = (
@@ -49,6 +53,7 @@ FIGURES = (
         "Success rate vs training step per horizon (95% Wilson bands)",
         "1. Success rate",
         "success_vs_step.rst",
+        section=TRAINING_SECTION,
     ),
     Figure(
         "heatmap_last.png",
@@ -69,9 +74,10 @@ FIGURES = (
     Figure(
         "training.png",
         "plot_training",
-        "Training loss, learning rate and held-out sample MSE",
+        "Training loss, learning rate and the sample error of the EMA model",
         "3. Training",
         "training.rst",
+        section=TRAINING_SECTION,
     ),
     Figure(
         "rollouts.png",

@@ -15,7 +15,7 @@ from typing import Any
 from rdt.report.collect import Run, horizon_label, is_replay, natural_key
 from rdt.report.compare import beats, comparisons
 from rdt.report.markup import CSS, SORT_JS, embedded_image, esc, html_table, interval, pct, video_tag
-from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, VIDEOS, video_file
+from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, TRAINING_SECTION, VIDEOS, video_file
 
 
 def steps_to_success(records: list[dict[str, Any]]) -> dict[str, float] | None:
@@ -285,9 +285,15 @@ def _audit_section(runs: list[Run], audits: list[dict[str, Any]]) -> list[str]:
     # colour the cells by flag
     for cls in ("dev", "cmp", "ok"):
         table = table.replace(f'<td><span class="{cls}">', f'<td class="{cls}"><span class="{cls}">')
+    deviating = sorted({a["setting"] for a in audits if a["flag"] == "DEVIATES"})
+    line = (
+        f'<span class="dev">{len(deviating)} setting(s) deviate from the recipe</span>: {esc(", ".join(deviating))}'
+        if deviating
+        else "every setting follows the recipe"
+    )
     return [
         "<h2>Configuration audit against the RDT-1B recipe</h2>",
-        table,
+        folded(f"{line} (the whole table: {len(settings)} settings)", table),
         '<p class="note">Red: deviates from the recipe; amber: a horizon outside 8-16 evaluated as a '
         "comparison next to a recipe horizon; sources (docs/recipe.md in the repository): the seed analysis "
         "(the first user's comparison of the paper's recipe with their failing run), the official finetune.sh "
@@ -304,11 +310,13 @@ def _state_range_section(runs: list[Run]) -> list[str]:
         ("<tr class='dev'>" if bad else "<tr>") + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
         for bad, row in sr
     )
+    far = sum(bad for bad, _ in sr)
     return [
         "<h2>Observed states outside the training range</h2>",
+        f"<details{'' if far else ' open'}><summary>{far} of {len(sr)} evaluation(s) over 10%</summary>"
         '<table class="sortable"><thead><tr><th>run</th><th>step</th><th>horizon</th><th>policy calls '
         "with a state far outside</th><th>share</th><th>slots (calls)</th></tr></thead><tbody>"
-        f"{body}</tbody></table>",
+        f"{body}</tbody></table></details>",
         '<p class="note">A state is far outside when it lies beyond the training min/max by more than '
         "half the range (a distribution shift between the training data and the simulator); rows over "
         "10% are red.</p>",
@@ -318,16 +326,25 @@ def _state_range_section(runs: list[Run]) -> list[str]:
 def _plan_section(runs: list[Run]) -> list[str]:
     """5. each run's evaluation plan and its cost (none when no run recorded one)."""
     plans = [_plan_html(r) for r in runs]
-    return ["<h2>Evaluation plan and its cost</h2>" + "".join(plans)] if any(plans) else []
+    if not any(plans):
+        return []
+    return ["<h2>Evaluation plan and its cost</h2>" + folded("what was evaluated, and its cost", "".join(plans))]
 
 
-def _figures_section(out: Path) -> list[str]:
-    """6. the figures written into ``out``, embedded."""
-    return ["<h2>Figures</h2>"] + [
+def _figures_section(out: Path, section: str, title: str) -> list[str]:
+    """The figures of one page ``section`` (rdt.report.names.FIGURES) written into ``out``, embedded."""
+    figures = [f for f in FIGURES if f.section == section and (out / f.file).is_file()]
+    if not figures:
+        return []
+    return [f"<h2>{esc(title)}</h2>"] + [
         f'<div class="fig"><p><b>{esc(f.caption)}</b></p>{embedded_image(out / f.file, f.caption)}</div>'
-        for f in FIGURES
-        if (out / f.file).is_file()
+        for f in figures
     ]
+
+
+def folded(summary: str, body: str, open_: bool = False) -> str:
+    """A section body folded under a one-line summary (long tables stay out of the way until asked for)."""
+    return f"<details{' open' if open_ else ''}><summary>{summary}</summary>{body}</details>"
 
 
 def _videos_section(videos: list[tuple[str, Path]], out: Path, video_bytes: int) -> list[str]:
@@ -363,10 +380,8 @@ def _per_task_section(runs: list[Run]) -> list[str]:
                 "" if c is None else f"{pct(c['success_rate'])} ({c['successes']}/{c['episodes'] - c['errors']})"
             )
         rows.append(row)
-    return [
-        "<h2>Per task (last checkpoint)</h2>",
-        html_table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows),
-    ]
+    table = html_table(["task"] + [f"{run.name} H={h}" for run, h in cols], rows)
+    return ["<h2>Per task (last checkpoint)</h2>", folded(f"{len(tasks)} tasks", table, open_=len(tasks) <= 10)]
 
 
 def _per_episode_section(runs: list[Run]) -> list[str]:
@@ -413,12 +428,13 @@ def summary_html(
     parts = [
         *_page_head(runs),
         *_headline_section(runs),
+        *_figures_section(out, TRAINING_SECTION, "Did training work?"),
         *_comparisons_section(runs),
         *_audit_section(runs, audits),
         *_state_range_section(runs),
-        *_plan_section(runs),
-        *_figures_section(out),
         *_videos_section(videos, out, video_bytes),
+        *_figures_section(out, "more", "More figures"),
+        *_plan_section(runs),
         *_per_task_section(runs),
         *_per_episode_section(runs),
         f'<p class="note">Tables: {RESULTS_TABLE}, {AUDIT_TABLE}; provenance: {PROVENANCE}.</p>'
