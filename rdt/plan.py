@@ -327,6 +327,13 @@ class Plan:
                         f"runs.{run}: demos.folder {d['folder']!r} does not exist (expected a folder of "
                         f"LIBERO *_demo.hdf5 files, relative to {self.base_dir.resolve()})"
                     )
+                if d["source"] == "folder":
+                    from rdt.libero.convert import find_demo_files, select_sources
+
+                    try:  # every selected task has its file (a partial download is found here, not after training)
+                        select_sources(find_demo_files([str(self._path(d["folder"]))]), d["suite"], d["tasks"])
+                    except UserError as e:
+                        raise UserError(f"runs.{run}: demos.folder {d['folder']!r}: {e}") from None
             if run in self.replays:
                 if d["source"] == "lerobot":
                     raise UserError(

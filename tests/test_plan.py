@@ -104,8 +104,19 @@ def test_missing_files_named_in_the_config_are_errors_at_parse_time(tmp_path):
 
     with pytest.raises(UserError, match=r"runs.default: demos.folder 'data/libero/libero_90' does not exist"):
         make(folder, base_dir=tmp_path)
-    (tmp_path / "data" / "libero" / "libero_90").mkdir(parents=True)
+    demos = tmp_path / "data" / "libero" / "libero_90"
+    demos.mkdir(parents=True)
+    with pytest.raises(UserError, match=r"runs.default: demos.folder 'data/libero/libero_90': no '\*_demo.hdf5'"):
+        make(folder, base_dir=tmp_path)
+    (demos / f"{TASK}_demo.hdf5").touch()
     assert make(folder, base_dir=tmp_path).demo_settings("default")["source"] == "folder"
+
+    def everything(c):  # a partial download: 1 of the suite's 10 tasks is there
+        folder(c)
+        c["demos"]["tasks"] = ["all"]
+
+    with pytest.raises(UserError, match=r"9 of the 10 selected task\(s\) of suite 'libero_object'.*partial download"):
+        make(everything, base_dir=tmp_path)
 
     with pytest.raises(UserError, match=r"train.init_from '/nowhere/ckpt' is neither a local checkpoint"):
         make(lambda c: c["train"].update(init_from="/nowhere/ckpt"))

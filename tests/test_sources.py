@@ -254,6 +254,7 @@ def test_plan_passes_the_conversion_settings_and_keeps_default_keys(tmp_path):
             "lerobot": {"demos": {"source": "lerobot"}},
         },
     }
+    (tmp_path / f"{TASK}_demo.hdf5").touch()  # the selected task's file (the plan checks it is there)
     p = Plan(base)
     plain, noops, lerobot = (p.data_settings(r) for r in ("plain", "noops", "lerobot"))
     assert "drop_noops" not in plain and "image_size" not in plain  # existing data keys unchanged

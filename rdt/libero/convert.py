@@ -72,9 +72,21 @@ def infer_suite(names: list[str]) -> str:
 
 
 def select_sources(files: dict[str, Path], suite: str | None, selectors: list[str] | None) -> list[SourceTask]:
-    """The selected tasks that have a demo file, in suite order; an empty selection is an error."""
+    """The selected tasks with their demo files, in suite order. Tasks selected by name, index or ``all`` must
+    each have a file (a partial download would otherwise train on what is there while evaluation covers every
+    task); a pattern (``KITCHEN_SCENE7_*``) and no ``selectors`` take the matching tasks that have one. An empty
+    selection is an error."""
     suite = suite or infer_suite(sorted(files))
     chosen = suites.select_tasks(suite, selectors)
+    exact = [str(s) for s in selectors or [] if not any(c in str(s) for c in "*?[")]
+    required = {t.name for t in suites.select_tasks(suite, exact)} if exact else set()
+    missing = [t.name for t in chosen if t.name in required and t.name not in files]
+    if missing and len(missing) < len(chosen):
+        raise UserError(
+            f"{len(missing)} of the {len(chosen)} selected task(s) of suite {suite!r} (selectors: {selectors}) have "
+            f"no demo file among the {len(files)} found, e.g. {missing[:3]} (a partial download?): download "
+            "the rest, or select only the tasks that are there"
+        )
     sources = [SourceTask(t, files[t.name], t.language) for t in chosen if t.name in files]
     if not sources:
         raise UserError(
