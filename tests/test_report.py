@@ -382,6 +382,6 @@ def test_all_zero_results_are_called_out_and_name_no_best_horizon(tmp_path):
     out = tmp_path / "report"
     assert cli(["report", "--results", *map(str, runs), "--out", str(out)]) == 0
     page = (out / SUMMARY).read_text()
-    assert "No episode succeeded</b> in any evaluation (12 evaluations, 96 episodes)" in page
+    assert "No episode succeeded</b> in any evaluation (12 evaluation(s), 96 episodes)" in page
     assert "no significant difference" not in page and "comparison(s) where neither side solved" in page
     assert comparisons([read_run(r) for r in runs])["best"] == []

@@ -159,7 +159,7 @@ def _all_zero_note(runs: list[Run]) -> list[str]:
         return []
     episodes = sum(r.overall["episodes"] for r in results)
     return [
-        f'<p class="warn"><b>No episode succeeded</b> in any evaluation ({len(results)} evaluations, {episodes} '
+        f'<p class="warn"><b>No episode succeeded</b> in any evaluation ({len(results)} evaluation(s), {episodes} '
         "episodes): every rate is 0, so no horizon, checkpoint or run is better than another here. Check the "
         "training curves and the audit below before reading any comparison.</p>"
     ]
