@@ -549,6 +549,8 @@ class Plan:
         checkpoint's (the budget's intermediate count for every evaluated step but the final one)."""
         e = self.settings(target)["eval"]
         out = {k: e[k] for k in EVAL_KEYS} | {"tasks": [str(t) for t in e["tasks"]]}
+        if target in self.checkpoints:  # a checkpoint made elsewhere: its entry says which weights (auto: EMA if any)
+            out["weights"] = self.checkpoints[target].get("weights", "auto")
         if step is not None:
             out["episodes_per_task"] = self.eval_episodes(target, step)
         return out
@@ -621,7 +623,10 @@ class Plan:
         checkpoint replaced in place is evaluated again; a hub id stands for itself."""
         from rdt.utils.hashing import file_identity
 
-        folder = self._path(self.checkpoints[target]["path"])
+        path = self.checkpoints[target]["path"]
+        folder = self._path(path)
+        if not folder.exists() and _looks_like_hub_id(path):  # the cached snapshot of a hub id
+            folder = _hub_snapshot(path) or folder
         names = ("config.json", "pipeline.json", "model.safetensors", "pytorch_model.bin", "ema/model.safetensors")
         return {n: file_identity(folder / n) for n in names if (folder / n).is_file()}
 
@@ -674,11 +679,32 @@ class Plan:
         evaluated = [t for t in self.targets if t not in self.replays]  # a replay conditions on no instruction
         return {key_of(self.task_language_settings(t)): self.task_language_settings(t) for t in evaluated}
 
-    def checkpoint_input(self, target: str, step: int) -> str:
-        """The checkpoint folder evaluated: a run's exported step, or an evaluation-only checkpoint."""
+    def checkpoint_ref(self, target: str, step: int) -> str:
+        """What `rdt evaluate --checkpoint` is given: a run's exported step, or an evaluation-only checkpoint's
+        folder or Hugging Face id."""
         if target in self.runs:
             return self.export_path(target, step)
         return self.checkpoints[target]["path"]
+
+    def checkpoint_input(self, target: str, step: int) -> list[str]:
+        """The evaluation's checkpoint as a file input: a run's export or a local folder; none for a hub id (it is
+        not a path; `rdt evaluate` loads it from the local Hugging Face cache)."""
+        ref = self.checkpoint_ref(target, step)
+        if target in self.runs or self._path(ref).exists() or not _looks_like_hub_id(ref):
+            return [ref]
+        return []
+
+    def checkpoint_flags(self, target: str) -> str:
+        """`rdt evaluate`'s flags about the checkpoint: which weights (a run: eval.weights; a checkpoint made
+        elsewhere: its entry's, ``auto`` = EMA when the folder has them), and for a folder without pipeline.json
+        (a released checkpoint) the entry's vision encoder and control frequency."""
+        weights = self.eval_settings(target)["weights"]
+        flags = [f"--weights {weights}"] if weights != "auto" else []
+        if target in self.checkpoints:
+            c = self.checkpoints[target]
+            flags += [f"--vision-encoder {c['vision_encoder']}"] if c.get("vision_encoder") else []
+            flags += [f"--control-frequency {c['control_frequency']}"] if c.get("control_frequency") else []
+        return " ".join(flags)
 
     def eval_stats(self, target: str) -> list[str]:
         """The statistics file given to an evaluation: none for a run (its export's pipeline.json carries the
@@ -810,6 +836,16 @@ def _json_or_empty(path: Path) -> dict:
 
 def _looks_like_hub_id(text: str) -> bool:
     return text.count("/") == 1 and not text.startswith((".", "/", "~")) and ":" not in text
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache's snapshot folder of ``repo_id`` (None when it is not cached)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    config = try_to_load_from_cache(repo_id, "config.json")
+    return Path(config).parent if isinstance(config, str) else None
 
 
 def _in_hub_cache(repo_id: str) -> bool:

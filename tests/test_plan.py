@@ -246,8 +246,8 @@ def test_evaluation_inputs_of_runs_and_checkpoints(tmp_path):
     (ckpt / "pipeline.json").write_text(json.dumps({"text_encoder": "t5"}))
     p = make(lambda c: c.update(evaluate_checkpoints=[{"name": "released", "path": str(ckpt), "step": 9}]))
     assert p.targets == ["default", "released"]
-    assert p.checkpoint_input("default", 4) == p.export_path("default", 4)
-    assert p.checkpoint_input("released", 9) == str(ckpt)
+    assert p.checkpoint_input("default", 4) == [p.export_path("default", 4)]
+    assert p.checkpoint_input("released", 9) == [str(ckpt)] and p.checkpoint_ref("released", 9) == str(ckpt)
     assert p.eval_stats("default") == []  # a run's statistics come with its export's pipeline.json
     assert p.task_language_settings("released")["text_encoder"] == "t5"
     language = p.task_language_settings("default")
@@ -364,3 +364,91 @@ def test_a_task_not_in_the_suite_is_one_line_at_parse_time():
         make(lambda c: c["eval"].update(tasks=["put_the_bowl_on_the_plate_nowhere"]))
     with pytest.raises(UserError, match=r"^runs\.default\.demos\.tasks: "):
         make(lambda c: c["demos"].update(tasks=["nope"]))
+
+
+def test_a_released_checkpoint_by_hub_id_is_evaluated_through_the_workflow(tmp_path, monkeypatch):
+    """Issue 21: an evaluate_checkpoints entry with a hub id failed at DAG build (the id was declared as an input
+    file), `weights: ema` failed on a released folder (no EMA) and a folder without pipeline.json could not be given
+    its vision encoder and control frequency. Now the id is passed, not declared; the entry's weights default to
+    auto (EMA when the folder has them) and it carries the encoder and frequency flags; the cached snapshot's files
+    are the evaluation's identity."""
+    import shutil
+
+    import huggingface_hub.constants as hf_constants
+
+    from test_checkpoint import PARITY
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(PARITY, repo / "snapshots" / commit)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    entry = {
+        "name": "released",
+        "path": "robotics-diffusion-transformer/rdt-1b",
+        "text_encoder": "tiny",
+        "vision_encoder": "google/siglip-so400m-patch14-384",
+        "control_frequency": 20,
+    }
+    p = make(lambda c: c.update(runs={}, evaluate_checkpoints=[entry]))
+    assert p.checkpoint_input("released", 0) == [] and p.checkpoint_ref("released", 0) == entry["path"]
+    flags = p.checkpoint_flags("released")
+    assert flags == "--vision-encoder google/siglip-so400m-patch14-384 --control-frequency 20"  # weights: auto
+    files = p.eval_identity("released", 0, 8)["weights"]["files"]
+    assert set(files) == {n for n in ("config.json", "pytorch_model.bin", "model.safetensors") if (PARITY / n).exists()}
+    model = make(lambda c: c.update(runs={}, evaluate_checkpoints=[{**entry, "weights": "model"}]))
+    assert model.checkpoint_flags("released").startswith("--weights model ")
+    assert model.eval_key("released", 0, 8) != p.eval_key("released", 0, 8)
+    # a run keeps eval.weights, and its export is the declared input
+    run = make()
+    assert run.checkpoint_flags("default") == "--weights ema"
+    assert run.checkpoint_input("default", 4) == [run.checkpoint_ref("default", 4)]
+
+
+def test_the_workflow_plans_a_hub_id_checkpoint_without_a_missing_input(tmp_path):
+    """The same entry through Snakemake (a dry run): the DAG builds and the evaluate job gets the id and the flags."""
+    import shutil
+    import subprocess
+
+    from test_checkpoint import PARITY
+    from workflow_helpers import SNAKEMAKE, copy_repo, env_for
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(PARITY, repo / "snapshots" / commit)
+    work = copy_repo(tmp_path / "repo")
+    cfg = {
+        **{k: v for k, v in BASE.items() if k != "runs"},
+        "results": "results/released",
+        "runs": {},
+        "evaluate_checkpoints": [
+            {
+                "name": "released",
+                "path": "robotics-diffusion-transformer/rdt-1b",
+                "text_encoder": "tiny",
+                "vision_encoder": "tiny",
+                "control_frequency": 20,
+            }
+        ],
+    }
+    (work / "released.yaml").write_text(yaml.safe_dump(cfg))
+    env = env_for(work) | {"HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [SNAKEMAKE, "-n", "-p", "--cores", "1", "--configfile", "released.yaml"],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    commands = [line for line in done.stdout.splitlines() if "rdt evaluate" in line]
+    assert len(commands) == 2, commands  # H=8 and H=16
+    assert all(
+        "--checkpoint robotics-diffusion-transformer/rdt-1b --vision-encoder tiny --control-frequency 20" in c
+        for c in commands
+    )
+    assert not any("--weights" in c for c in commands)  # auto: EMA when the folder has them

@@ -24,6 +24,8 @@ rule evaluate:
     params:
         out=lambda w, output: str(Path(output.summary).parent),
         name=lambda w, output: Path(output.summary).name,
+        checkpoint=lambda w: PLAN.checkpoint_ref(w.target, int(w.step)),
+        checkpoint_flags=lambda w: PLAN.checkpoint_flags(w.target),
         settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
         stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
         tasks=lambda w: PLAN.eval_settings(w.target)["tasks"],
@@ -49,11 +51,12 @@ rule evaluate:
     conda:
         "../envs/rdt.yaml"
     shell:
-        "python -m rdt evaluate --checkpoint {input.checkpoint} --lang {input.lang} {params.stats}"
+        "python -m rdt evaluate --checkpoint {params.checkpoint} {params.checkpoint_flags} --lang {input.lang}"
+        " {params.stats}"
         " --horizon {wildcards.horizon} --suite {params.settings[suite]} --tasks {params.tasks:q}"
         " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
         " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
-        " --weights {params.settings[weights]} {params.tensorboard}"
+        " {params.tensorboard}"
         " --out {params.out} --summary-name {params.name} > {log} 2>&1"
 
 

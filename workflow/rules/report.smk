@@ -66,7 +66,7 @@ rule report:
     params:
         folders=PLAN.report_folders(),
         out=lambda w, output: str(Path(output.results).parent),
-        videos=config["report"]["videos"],
+        videos=PLAN.config["report"]["videos"],  # validated, with the schema's default
         code=CODE["report"],
     log:
         f"{RESULTS}/logs/report/report.log",
