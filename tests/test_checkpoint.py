@@ -101,15 +101,20 @@ def test_missing_files_are_clear(tmp_path, monkeypatch):
         load_runner("robotics-diffusion-transformer/rdt-1b")
 
 
-def test_hub_id_found_in_local_cache(tmp_path, monkeypatch):
-    import huggingface_hub.constants as hf_constants
-
+def hub_cache(root: Path, repo_id: str = "robotics-diffusion-transformer/rdt-1b") -> Path:
+    """A Hugging Face hub cache at ``root`` holding the parity checkpoint as ``repo_id`` (one snapshot, refs/main)."""
     commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     shutil.copytree(PARITY, repo / "snapshots" / commit)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    return root
+
+
+def test_hub_id_found_in_local_cache(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub_cache(tmp_path / "hub")))
     runner, _ = load_runner("robotics-diffusion-transformer/rdt-1b")
     assert runner.config.depth == 4
 

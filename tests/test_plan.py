@@ -372,18 +372,11 @@ def test_a_released_checkpoint_by_hub_id_is_evaluated_through_the_workflow(tmp_p
     its vision encoder and control frequency. Now the id is passed, not declared; the entry's weights default to
     auto (EMA when the folder has them) and it carries the encoder and frequency flags; the cached snapshot's files
     are the evaluation's identity."""
-    import shutil
-
     import huggingface_hub.constants as hf_constants
 
-    from test_checkpoint import PARITY
+    from test_checkpoint import PARITY, hub_cache
 
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(PARITY, repo / "snapshots" / commit)
-    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(hub_cache(tmp_path / "hub")))
     entry = {
         "name": "released",
         "path": "robotics-diffusion-transformer/rdt-1b",
@@ -408,17 +401,12 @@ def test_a_released_checkpoint_by_hub_id_is_evaluated_through_the_workflow(tmp_p
 
 def test_the_workflow_plans_a_hub_id_checkpoint_without_a_missing_input(tmp_path):
     """The same entry through Snakemake (a dry run): the DAG builds and the evaluate job gets the id and the flags."""
-    import shutil
     import subprocess
 
-    from test_checkpoint import PARITY
+    from test_checkpoint import hub_cache
     from workflow_helpers import SNAKEMAKE, copy_repo, env_for
 
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    repo = tmp_path / "hub" / "models--robotics-diffusion-transformer--rdt-1b"
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(commit)
-    shutil.copytree(PARITY, repo / "snapshots" / commit)
+    hub_cache(tmp_path / "hub")
     work = copy_repo(tmp_path / "repo")
     cfg = {
         **{k: v for k, v in BASE.items() if k != "runs"},
