@@ -967,6 +967,13 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--target", nargs="+", metavar="NAME", help="runs or evaluation-only checkpoints to show (default: all)"
     )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="a Snakemake profile folder (e.g. slurm): also show each job's CPUs, memory and runtime as the "
+        "profile requests them against what the settings need (loader workers per GPU, evaluation hours at the "
+        "rates)",
+    )
 
 
 def main(args) -> int:
@@ -984,7 +991,10 @@ def main(args) -> int:
         f"simulator {first.get('sim_step_s')} s/step + {first.get('episode_overhead_s')} s/episode, policy "
         f"{first.get('policy_call_s') or 'unknown'} s/call, from: {first.get('source')}"
     )
+    from rdt import resources
+
+    profile = resources.read_profile(args.profile) if args.profile else None
     for target in targets:
         print()
-        print("\n".join(cost_lines(p, target)))
+        print("\n".join(cost_lines(p, target) + resources.lines(p, target, profile)))
     return 0

@@ -155,7 +155,7 @@ def test_cores_never_shrinks_what_the_profile_asks_for(tmp_path):
     capped = dry("--cores", "2")
     assert capped.returncode != 0
     said = capped.stdout + capped.stderr
-    assert "--cores 2 caps the threads of every cluster job at 2" in said and "train: 16" in said
+    assert "--cores 2 caps the threads of every cluster job at 2" in said and "train: 64" in said
     on_purpose = dry("--cores", "2", "--max-threads", "2")
     assert on_purpose.returncode == 0 and planned_jobs(on_purpose.stdout)["train"]["threads"] == 2
 

@@ -118,3 +118,28 @@ def test_plan_command_names_an_unknown_target(tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(BASE))
     assert cli(["plan", "--configfile", str(cfg), "--target", "nope"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_plan_prints_disk_and_checks_the_profiles_requests(tmp_path, capsys):
+    """Issue 21: the paper run's disk (about 1.3 TB per training) and its jobs' CPUs/runtime were stated nowhere,
+    and the profile gave training 16 CPUs for 8 x (1 + 8 workers) and evaluation 8 h for up to 16.6 h."""
+    paper = str(ROOT / "config" / "rdt1b_libero90.yaml")
+    assert cli(["plan", "--configfile", paper, "--profile", str(ROOT / "slurm")]) == 0
+    out = capsys.readouterr().out
+    disk = "disk: training folder up to 1,326.6 GB = 30 resumable checkpoint(s) x 19.65 GB + 75 export(s) x 9.83 GB"
+    assert disk in out
+    assert "train job" in out and "64 CPUs, 256 GB, runtime 24 h" in out and "**" not in out  # the profile fits
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "set-threads": {"train": 16, "evaluate": 8},
+                "set-resources": {"train": {"runtime": 1440}, "evaluate": {"runtime": 480, "mem_mb": 64000}},
+            }
+        )
+    )
+    assert cli(["plan", "--configfile", paper, "--profile", str(old)]) == 0
+    out = capsys.readouterr().out
+    assert "** 64 CPUs needed, 16 requested **" in out and "** up to 16.6 h needed, runtime 8 h **" in out
+    assert cli(["plan", "--configfile", paper, "--profile", str(tmp_path / "none")]) == 2
