@@ -191,18 +191,56 @@ def candidates_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def learning_check_passes(h8: int, h16: int) -> bool:
+    """The learning check's criterion (tests/test_learning.py), over one training's four evaluation seeds: at least
+    2 of the 4 rollouts succeed at H = 8 and 3 of all 8 at H = 8 and 16."""
+    return h8 >= 2 and h8 + h16 >= 3
+
+
+def seeds_table(runs: list) -> str:
+    """Per training seed (runs that share a training differ in eval.seed): successes at each horizon over its
+    evaluation seeds, and whether the learning check's criterion holds; the last line counts the seeds that pass."""
+    by_seed: dict[int, dict[int, list[bool]]] = {}
+    for run in runs:
+        if not run.results:
+            continue
+        seed = int(((run.settings or {}).get("train") or {}).get("seed", 0))
+        for h in run.horizons:
+            result = run.result(run.last_step, h)
+            by_seed.setdefault(seed, {}).setdefault(h, []).extend(r["success"] for r in result.records)
+    horizons = sorted({h for cells in by_seed.values() for h in cells})
+    head = "| training seed | " + " | ".join(f"H={h} (evaluation seeds)" for h in horizons) + " | the check |"
+    lines = [head, "|---|" + "---|" * (len(horizons) + 1)]
+    passed = 0
+    for seed, cells in sorted(by_seed.items()):
+        counts = {h: (sum(cells.get(h, [])), len(cells.get(h, []))) for h in horizons}
+        ok = learning_check_passes(counts.get(8, (0, 0))[0], counts.get(16, (0, 0))[0])
+        passed += ok
+        row = [f"{s}/{n}" for s, n in counts.values()]
+        lines.append(f"| {seed} | " + " | ".join(row) + f" | {'passes' if ok else 'fails'} |")
+    lines.append("")
+    lines.append(f"The check passes for {passed} of {len(by_seed)} training seeds.")
+    return "\n".join(lines)
+
+
 def tables(folder: Path) -> dict[str, str]:
-    """The generated parts of a bundle: ``table`` (success per run and horizon), ``comparisons``, ``cost``; for the
+    """The generated parts of a bundle: ``table`` (success per run and horizon), ``comparisons``, ``cost``, ``seeds``
+    (the learning check per training seed); for the
     candidate-task measurement (no bundle.json) its ``table``."""
     if not (Path(folder) / BUNDLE_FILE).is_file() and any(Path(folder).glob("*/candidate.json")):
         return {"table": candidates_table(folder)}
     meta, runs = read_bundle(folder)
-    return {"table": success_table(runs), "comparisons": comparison_lines(runs), "cost": cost_lines(meta, folder)}
+    return {
+        "table": success_table(runs),
+        "comparisons": comparison_lines(runs),
+        "cost": cost_lines(meta, folder),
+        "seeds": seeds_table(runs),
+    }
 
 
 def render(text: str, bundles: Path) -> str:
     """``text`` with every ``<!-- results:NAME[:PART] -->`` ... ``<!-- /results -->`` block filled from the bundle
-    ``bundles/NAME`` (PART: table, comparisons or cost; default table)."""
+    ``bundles/NAME`` (PART: table, comparisons, cost or seeds; default table)."""
     cache: dict[str, dict[str, str]] = {}
 
     def fill(m: re.Match) -> str:

@@ -3,8 +3,8 @@
     python scripts/results_tables.py            rewrite the <!-- results:NAME[:PART] --> blocks and the figures
     python scripts/results_tables.py --check    exit 1 when a committed block differs from what the bundles give
 
-A block is ``<!-- results:NAME[:PART] -->`` ... ``<!-- /results -->`` with PART table (default), comparisons or cost;
-the figure of a bundle is docs/results/NAME.png. tests/test_bundles.py runs the check.
+A block is ``<!-- results:NAME[:PART] -->`` ... ``<!-- /results -->`` with PART table (default), comparisons, cost or
+seeds; the figure of a bundle is docs/results/NAME.png. tests/test_bundles.py runs the check.
 """
 
 from __future__ import annotations

@@ -59,3 +59,26 @@ def test_a_bundle_keeps_the_evidence_and_regenerates_the_tables(tmp_path):
 def test_a_bundle_of_unfinished_targets_is_refused(tmp_path):
     with pytest.raises(UserError, match="no settings.json"):
         make_bundle(tmp_path, ["missing"], tmp_path / "b", {})
+
+
+def test_seeds_table_groups_rollouts_by_training_seed_and_applies_the_checks_criterion():
+    from types import SimpleNamespace
+
+    from rdt.bundle import learning_check_passes, seeds_table
+
+    def run(train_seed, wins):  # one evaluation seed's rollouts: {horizon: success}
+        results = {h: SimpleNamespace(records=[{"success": w}]) for h, w in wins.items()}
+        return SimpleNamespace(
+            settings={"train": {"seed": train_seed}},
+            results=list(results.values()),
+            horizons=sorted(wins),
+            last_step=1500,
+            result=lambda step, h, results=results: results.get(h),
+        )
+
+    runs = [run(0, {8: w8, 16: w16}) for w8, w16 in ((1, 0), (1, 1), (0, 0), (0, 0))]  # 2/4 and 1/4: passes
+    runs += [run(1, {8: w8, 16: 0}) for w8 in (1, 1, 0, 0)]  # 2/4 and 0/4: 2 of 8, fails
+    table = seeds_table(runs)
+    assert "| 0 | 2/4 | 1/4 | passes |" in table and "| 1 | 2/4 | 0/4 | fails |" in table
+    assert table.endswith("The check passes for 1 of 2 training seeds.")
+    assert learning_check_passes(2, 1) and not learning_check_passes(2, 0) and not learning_check_passes(1, 2)

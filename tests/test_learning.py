@@ -12,6 +12,7 @@ import json
 import pytest
 import yaml
 
+from rdt.bundle import learning_check_passes
 from workflow_helpers import copy_repo, current_summary, snakemake
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
@@ -32,7 +33,7 @@ def test_one_demo_is_learned_and_succeeds_in_the_simulator(tmp_path):
     successes = {key: s["overall"]["successes"] for key, s in summaries.items()}
     # four rollouts per horizon (evaluation seeds 0-3, one training); measured with this config: H=8 3/4, H=16 1/4
     at = {h: sum(n for (_, hh), n in successes.items() if hh == h) for h in (8, 16)}
-    assert at[8] >= 2 and at[8] + at[16] >= 3, successes
+    assert learning_check_passes(at[8], at[16]), successes
 
     # the sample error (action slots) keeps falling: from step 250 to the end by more than 4x (measured: 5.2x)
     metrics = sorted((results / "train").glob("*/metrics.csv")) or sorted(results.glob("**/metrics.csv"))
