@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
     "plan": ("rdt.plan", "print what a workflow configuration's evaluations will cost, before anything runs"),
+    "run": ("rdt.run", "run the workflow (snakemake) with dotted --section.key=value overrides"),
 }
 
 #: what `python -m rdt COMMAND --help` shows first: one sentence for the user and a complete example. The examples
@@ -91,6 +92,11 @@ HELP: dict[str, tuple[str, str]] = {
         "calls and hours) before anything runs.",
         "python -m rdt plan --configfile config/rdt1b_libero90.yaml",
     ),
+    "run": (
+        "Run the workflow with snakemake, taking settings as dotted flags (as LeRobot and openpi read them) on "
+        "top of a config file.",
+        "python -m rdt run --configfile config/learning_check.yaml --train.max_steps=300 --eval.exec_horizons=[8] -n",
+    ),
 }
 
 #: commands whose --out is a folder (for the others it is a file, and its folder is checked)
@@ -124,6 +130,17 @@ def command_parser(name: str, module) -> argparse.ArgumentParser:
     return parser
 
 
+def parse_command(name: str, module, argv: list[str]) -> argparse.Namespace:
+    """The command's arguments; a command that hands its arguments on (``PASSTHROUGH``, e.g. ``run`` to snakemake)
+    gets the ones it does not know in ``args.args``."""
+    parser = command_parser(name, module)
+    if not getattr(module, "PASSTHROUGH", False):
+        return parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    args.args = unknown  # in their order: `--configfile FILE` stays a pair
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
@@ -137,8 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()  # before any command module imports robosuite
     setup_logging(logging.WARNING)  # time-stamped records; a command may log more (evaluate: INFO)
     module = importlib.import_module(module_name)
-    parser = command_parser(name, module)
-    args = parser.parse_args(rest)
+    args = parse_command(name, module, rest)
     try:
         out = getattr(args, "out", None)
         if out:  # a full or read-only output location fails here, before any model or data is loaded

@@ -29,6 +29,7 @@ ORDER = [
     "verify-checkpoint",
     "fingerprint",
     "plan",
+    "run",
 ]
 
 
@@ -62,7 +63,7 @@ def test_help_starts_with_a_sentence_and_an_example_that_works_as_printed(capsys
         argv = shlex.split(example)
         assert argv[:4] == ["python", "-m", "rdt", name], example
         module = importlib.import_module(cli.COMMANDS[name][0])
-        args = cli.command_parser(name, module).parse_args(argv[4:])  # the options exist and fit
+        args = cli.parse_command(name, module, argv[4:])  # the options exist and fit
         values = {k: v for k, v in vars(args).items() if v is not None}
         out = values.pop("out", None)
         out = None if out is None else str(out)
