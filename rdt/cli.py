@@ -31,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("rdt.report.command", "figures and tables from evaluation and training results"),
     "verify-checkpoint": ("rdt.model.verify", "load a checkpoint folder strictly; check parity vectors if present"),
     "fingerprint": ("rdt.fingerprint", "print the code fingerprint of rdt modules (used by the workflow)"),
-    "plan": ("rdt.plan", "print what a workflow configuration's evaluations will cost, before anything runs"),
+    "plan": ("rdt.plan.command", "print what a workflow configuration's evaluations will cost, before anything runs"),
     "run": ("rdt.run", "run the workflow (snakemake) with dotted --section.key=value overrides"),
 }
 

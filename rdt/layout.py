@@ -5,7 +5,7 @@
                                                         <key> is the request's identity (rdt.plan.Plan.eval_key)
     <run folder>/eval/step-<S>/h<H>/episodes.jsonl      the ledger of every episode run there, under any identity
 
-The plan (rdt/plan.py) and the workflow's rules build their paths here, the trainer writes and the evaluator and the
+The plan (rdt/plan/) and the workflow's rules build their paths here, the trainer writes and the evaluator and the
 report read by the same names. The path functions take ``str`` (also Snakemake wildcard patterns such as
 ``"{step}"``) and return ``str``, or take a ``Path`` and return a ``Path``.
 """

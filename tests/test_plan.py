@@ -1,4 +1,4 @@
-"""The experiment plan (rdt/plan.py) without Snakemake: config overlays and --config strings, the training's key and
+"""The experiment plan (rdt/plan/) without Snakemake: config overlays and --config strings, the training's key and
 identity (evaluation settings never feed training), the segment schedule, evaluation inputs, the settings document,
 and the clear errors for names, schema violations and missing files. Every test runs in milliseconds."""
 
@@ -276,7 +276,7 @@ def test_settings_document_round_trip(tmp_path):
 def test_the_shipped_configs_are_valid_plans():
     from pathlib import Path
 
-    root = Path(plan.__file__).resolve().parents[1]
+    root = Path(plan.__file__).resolve().parents[2]
     tiny = Plan(yaml.safe_load((root / "config" / "config.yaml").read_text()))
     assert list(tiny.runs) == ["default", "seed1", "seed2"]  # one training, three evaluation seeds
     assert len({tiny.train_key(r) for r in tiny.runs}) == 1

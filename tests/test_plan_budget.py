@@ -1,4 +1,4 @@
-"""The evaluation budget of rdt/plan.py: which checkpoints are evaluated with how many episodes and horizons, the
+"""The evaluation budget of rdt/plan/: which checkpoints are evaluated with how many episodes and horizons, the
 cost printed before anything runs (`python -m rdt plan`), and defaults that keep every evaluation of the shipped
 small configs. Every test runs in milliseconds (no simulator, no model)."""
 

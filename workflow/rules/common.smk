@@ -1,5 +1,5 @@
 # File lookups for the rules. The experiment plan (config overlays, cache keys, training identity, segment schedule,
-# evaluation targets, the settings document) is rdt/plan.py, importable and unit-tested without Snakemake.
+# evaluation targets, the settings document) is rdt/plan/, importable and unit-tested without Snakemake.
 import os
 import sys
 from pathlib import Path

@@ -1,0 +1,71 @@
+"""The settings document of a target, ``results/<target>/settings.json``: what the report audits and records as
+provenance, and its only way to the training folder and to the evaluations of the current plan.
+
+:func:`settings_document` builds it from a plan (the workflow's ``target_settings`` rule writes it with
+:func:`write_settings`); :func:`read_settings` and :func:`train_folder` are what the report and the results bundles
+read it with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from rdt.errors import UserError
+from rdt.plan.keys import code_fingerprint
+from rdt.utils.atomic import write_text
+from rdt.utils.files import read_json
+
+SETTINGS_FORMAT = "rdt-settings/1"
+SETTINGS_FILE = "settings.json"
+
+
+def settings_document(plan, target: str) -> dict:
+    """``results/<target>/settings.json`` of a plan's target: its horizons, evaluation settings, evaluation code,
+    evaluation plan (cost) and exactly the evaluations of the current plan, each by its identity-named summary (the
+    report reads these); then what its kind adds (``Target.document_fields``)."""
+    folder = f"{plan.results}/{target}"
+    doc = {
+        "format": SETTINGS_FORMAT,
+        "target": target,
+        "exec_horizons": plan.horizons(target),
+        "eval": plan.eval_settings(target),
+        "code": {"evaluate": code_fingerprint("evaluate")},
+        "eval_plan": json.loads(json.dumps(plan.eval_cost(target))),
+        "evaluations": [
+            {"step": s, "horizon": h, "summary": os.path.relpath(plan.summary_path(target, s, h), folder)}
+            for s in plan.eval_steps(target)
+            for h in plan.horizons(target, s)
+        ],
+    }
+    doc.update(plan.target(target).document_fields())
+    return doc
+
+
+def write_settings(path: str | os.PathLike, document: dict) -> None:
+    write_text(path, json.dumps(document, indent=2) + "\n")
+
+
+def read_settings(folder: str | os.PathLike) -> dict | None:
+    """The settings document of a target folder (None when it has none); ``train_folder`` is resolved to a path.
+    A document of another format is a UserError naming the file."""
+    path = Path(folder) / SETTINGS_FILE
+    if not path.is_file():
+        return None
+    doc = read_json(path)
+    if not isinstance(doc, dict) or doc.get("format") != SETTINGS_FORMAT:
+        raise UserError(
+            f"{path}: not a settings document of format {SETTINGS_FORMAT!r} (written by the workflow's "
+            "target_settings rule from rdt.plan.Plan.settings_document); rerun the workflow"
+        )
+    if doc.get("train_folder"):
+        doc["train_folder"] = str(Path(folder) / doc["train_folder"])
+    return doc
+
+
+def train_folder(folder: str | os.PathLike, document: dict | None) -> Path:
+    """The training folder of a target (``train/`` inside it when the document names none)."""
+    if document and document.get("train_folder"):
+        return Path(document["train_folder"])
+    return Path(folder) / "train"
