@@ -174,3 +174,10 @@ def test_the_cycle_finder_finds_a_lazy_cycle_and_resolves_submodules(tmp_path):
     known["rdt.c"].write_text("import rdt.a.b\n")
     graph = {m: {e.target: e for e in _imports(m, p, known)} for m, p in known.items()}
     assert find_cycles(graph) == [["rdt.a.b", "rdt.c", "rdt.a.b"]]
+
+
+def test_no_module_inside_rdt_is_over_500_lines():
+    """One module, one job (issue 22): a module that grows past 500 lines is doing several and gets split."""
+    rdt = Path(__file__).resolve().parents[1] / "rdt"
+    long = {str(p.relative_to(rdt)): n for p in rdt.rglob("*.py") if (n := len(p.read_text().splitlines())) > 500}
+    assert not long, long
