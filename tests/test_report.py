@@ -385,3 +385,21 @@ def test_all_zero_results_are_called_out_and_name_no_best_horizon(tmp_path):
     assert "No episode succeeded</b> in any evaluation (12 evaluation(s), 96 episodes)" in page
     assert "no significant difference" not in page and "comparison(s) where neither side solved" in page
     assert comparisons([read_run(r) for r in runs])["best"] == []
+
+
+def test_a_run_on_noisy_demos_is_compared_with_the_replay_of_the_clean_ones(tmp_path, results):
+    """DART demos (demos.action_noise) are replayed clean: the floor of a run on noisy demos is the replay run
+    with the same demo settings but the noise, and the same demos per task; a one-demo run gets its own."""
+    from rdt.report.collect import read_run, replay_baselines
+
+    demos = {"source": "expert", "suite": "libero_object", "tasks": TASKS, "episodes_per_task": 4, "seed": 0}
+    clean = read_run(write_replay(tmp_path, "replay", [3, 3], demos=demos))
+    one = write_replay(tmp_path, "replay_one", [1, 1], demos=demos)
+    doc = json.loads((one / "settings.json").read_text())
+    (one / "settings.json").write_text(json.dumps({**doc, "demos_per_task": 1}))
+    one = read_run(one)
+    run = read_run(results[0])
+    run.settings.update(demos={**demos, "action_noise": 0.1}, demos_per_task=None)
+    assert [r.name for r in replay_baselines(run, [run, clean, one])] == ["replay"]
+    run.settings["demos_per_task"] = 1
+    assert [r.name for r in replay_baselines(run, [run, clean, one])] == ["replay_one"]

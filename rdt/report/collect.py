@@ -137,15 +137,21 @@ def is_replay(run: Run) -> bool:
 
 
 def replay_baselines(run: Run, runs: list[Run]) -> list[Run]:
-    """The replay runs ``run`` is compared with: the replay of its own demos (same demo settings and demos per
-    task in the settings documents), else every replay run."""
+    """The replay runs ``run`` is compared with: the replay of its own demos (the same demo settings but for the
+    noise injected while recording them, whose replay is the clean demos' from the same init states, and the same
+    demos per task, in the settings documents), else every replay run."""
+
+    def demos(settings: dict | None) -> dict | None:
+        d = (settings or {}).get("demos")
+        return None if d is None else {k: v for k, v in d.items() if k != "action_noise"}
+
     replays = [r for r in runs if is_replay(r) and r.results]
     s = run.settings or {}
     own = [
         r
         for r in replays
-        if s.get("demos") is not None
-        and (r.settings or {}).get("demos") == s.get("demos")
+        if demos(s) is not None
+        and demos(r.settings) == demos(s)
         and (r.settings or {}).get("demos_per_task") == s.get("demos_per_task")
     ]
     return own or replays
