@@ -191,6 +191,9 @@ def test_summary_page_answers_the_questions(tmp_path, results):
     page = (out / SUMMARY).read_text()
     # headline at the last checkpoint (step 6): H=8 4/8, H=64 1/8 with Wilson intervals
     assert "<td>current</td><td>H=8</td><td>50.0%</td>" in page and "<td>4/8</td><td>10 (10-10)</td>" in page
+    # each result row links to its run's settings and to the report's videos of that step and horizon
+    assert '<a href="../current/settings.json">settings</a>' in page
+    assert '<a href="videos/current__step-6__h8__' in page and "video (success)" in page
     assert "<td>12.5%</td>" in page and "[2.2, 47.1]" in page  # Wilson 95% of 1/8
     # step 4 is the honest best at H=8: 3 of the 4 odd init states
     assert "step 4: 3/4 = 75.0% on odd init states (last checkpoint on the same odd init states: 2/4)" in page

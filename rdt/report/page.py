@@ -9,9 +9,11 @@ per-task and per-episode tables; a click on a column header sorts a table.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from rdt import layout
 from rdt.report.collect import Run, horizon_label, is_replay, natural_key
 from rdt.report.compare import beats, comparisons
 from rdt.report.markup import CSS, SORT_JS, embedded_image, esc, html_table, interval, pct, video_tag
@@ -181,17 +183,34 @@ def _best_cell(h: dict[str, Any]) -> str:
     )
 
 
-def _headline_section(runs: list[Run]) -> list[str]:
-    """1. success per run and execution horizon at the last checkpoint, with the best checkpoint."""
+def _links(run: Run, step: int, horizon: int, out: Path) -> str:
+    """Links of one result row: the run's settings document and the report's videos of that step and horizon
+    (relative to the page, so they work where the results folder is)."""
+    links = []
+    settings = run.folder / "settings.json"
+    if settings.is_file():
+        links.append(f'<a href="{esc(os.path.relpath(settings, out))}">settings</a>')
+    prefix = f"{run.name}__{layout.step_name(step)}__{layout.horizon_name(horizon)}__"
+    for video in sorted((out / VIDEOS).glob(f"{prefix}*.mp4")) if (out / VIDEOS).is_dir() else []:
+        outcome = video.stem.rsplit("__", 1)[-1]
+        links.append(f'<a href="{esc(VIDEOS)}/{esc(video.name)}">video ({esc(outcome)})</a>')
+    return " ".join(links)
+
+
+def _headline_section(runs: list[Run], out: Path) -> list[str]:
+    """1. success per run and execution horizon at the last checkpoint, with the best checkpoint and links to the
+    run's settings and its videos at that horizon."""
+    by_name = {r.name: r for r in runs}
     rows = [
         [
-            h["run"],
-            horizon_label(h["horizon"]),
-            f"{pct(h['rate'])}",
-            interval(h["ci95"]),
-            f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else ""),
-            _steps_cell(h["steps_to_success"]),
-            _best_cell(h),
+            esc(h["run"]),
+            esc(horizon_label(h["horizon"])),
+            esc(pct(h["rate"])),
+            esc(interval(h["ci95"])),
+            esc(f"{h['successes']}/{h['valid']}" + (f" ({h['errors']} errors)" if h["errors"] else "")),
+            esc(_steps_cell(h["steps_to_success"])),
+            esc(_best_cell(h)),
+            _links(by_name[h["run"]], h["step"], h["horizon"], out),
         ]
         for h in headline_rows(runs)
     ]
@@ -206,8 +225,10 @@ def _headline_section(runs: list[Run]) -> list[str]:
                 "successes / episodes",
                 "steps to success: median (range)",
                 "best checkpoint (chosen on even init states, reported on odd)",
+                "settings, videos",
             ],
             rows,
+            raw=True,
         ),
         '<p class="note">"Best" is selected on the even init states and its success is reported on the '
         "odd init states, so the number shown was not used to pick it; when all checkpoints tie there is "
@@ -427,7 +448,7 @@ def summary_html(
     """The summary page (``out`` holds the figures and videos it embeds): its sections in page order."""
     parts = [
         *_page_head(runs),
-        *_headline_section(runs),
+        *_headline_section(runs, out),
         *_figures_section(out, TRAINING_SECTION, "Did training work?"),
         *_comparisons_section(runs),
         *_audit_section(runs, audits),
