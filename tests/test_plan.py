@@ -286,8 +286,11 @@ def test_the_shipped_configs_are_valid_plans():
     assert len({check.train_key(r) for r in check.runs}) == 1
     assert [check.runs[r]["eval"]["seed"] for r in check.runs] == [0, 1, 2, 3]
     study = Plan(yaml.safe_load((root / "config" / "study.yaml").read_text()))
-    assert list(study.runs) == ["main", "main_seed1", "current", "one_demo"]
-    assert list(study.replays) == ["replay"]
+    assert list(study.runs) == ["main", "main_seed1", "no_noise", "no_norm", "current", "one_demo"]
+    assert list(study.replays) == ["replay", "replay_one_demo"]
+    # the ablations differ from main in one setting each
+    assert study.settings("no_noise")["demos"]["action_noise"] == 0.0 != study.settings("main")["demos"]["action_noise"]
+    assert study.resolved_train("no_norm")["state_norm"] == "none" != study.resolved_train("main")["state_norm"]
     # sized to decide: at least 20 held-out init states per cell, disjoint from the demos' (25..)
     assert all(study.eval_episodes(t, study.eval_steps(t)[-1]) >= 20 for t in study.targets)
     assert study.settings("main")["demos"]["first_init_state"] >= 20
