@@ -82,3 +82,6 @@ def test_seeds_table_groups_rollouts_by_training_seed_and_applies_the_checks_cri
     assert "| 0 | 2/4 | 1/4 | passes |" in table and "| 1 | 2/4 | 0/4 | fails |" in table
     assert table.endswith("The check passes for 1 of 2 training seeds.")
     assert learning_check_passes(2, 1) and not learning_check_passes(2, 0) and not learning_check_passes(1, 2)
+    cut = seeds_table(runs[:4] + runs[4:6])  # training seed 1 with 2 of its 4 evaluation seeds: not yet decided
+    assert "| 1 | 2/2 | 0/2 | incomplete (2 of 4 evaluation seeds) |" in cut
+    assert cut.endswith("The check passes for 1 of 1 training seeds (1 more incomplete).")
