@@ -124,3 +124,32 @@ def test_deepspeed_is_off_by_default_and_only_off_or_zero2():
     # dump quotes it, so RUN.yaml round-trips
     dumped = yaml.safe_load(train_config.dump(train_config.from_dict(PATHS)))
     assert train_config.from_dict(dumped).deepspeed == "off"
+
+
+def test_the_train_command_sets_a_passive_omp_wait_policy_before_torch_loads(tmp_path, monkeypatch):
+    """Issue 21 item 8: beside one busy process a 2-thread trainer ran 4.1x slower with OpenMP's default (spinning)
+    wait policy and 1.4x with PASSIVE (bench/busy_cpu.py); the command sets it unless the environment has one, and
+    torch (whose OpenMP runtime reads it once) is not loaded before that point."""
+    import argparse
+    import os
+    import subprocess
+    import sys
+
+    from rdt.training import command
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    args = argparse.Namespace(
+        config=str(tmp_path / "missing.yaml"), until_step=1, out=str(tmp_path), previous_export=None
+    )
+    with pytest.raises(UserError):
+        command.main(args)
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    with pytest.raises(UserError):
+        command.main(args)
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the user's choice wins
+    probe = "import sys\nfrom rdt.cli import main\nfrom rdt.training import command\nprint('torch' in sys.modules)"
+    assert (
+        subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
