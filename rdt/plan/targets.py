@@ -16,6 +16,7 @@ trainings.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from rdt.errors import UserError
@@ -31,7 +32,7 @@ REPLAY_HORIZON = 0
 EVAL_KEYS = ("suite", "tasks", "episodes_per_task", "max_steps", "weights", "seed", "videos_per_task")
 
 
-class Target:
+class Target(ABC):
     """What every target answers: its checks, and its evaluations (which steps, horizons, episodes, settings).
     ``settings``: its sections (demos, data, train, eval), a run's with its overrides merged."""
 
@@ -62,8 +63,9 @@ class Target:
         checks.check_demos(self.plan, self.where, self.settings["demos"])
 
     # ------------------------------------------------------------------------------------------------ evaluation
+    @abstractmethod
     def eval_steps(self) -> list[int]:
-        raise NotImplementedError
+        """The evaluated checkpoints' steps."""
 
     def horizons(self, step: int | None = None) -> list[int]:
         """Execution horizons; with ``step``, those evaluated at that checkpoint (the budget's intermediate horizons
@@ -98,9 +100,9 @@ class Target:
     def eval_gpus(self) -> int:
         return self.settings["eval"]["gpus"]
 
+    @abstractmethod
     def evaluated_weights(self, step: int) -> dict:
-        """The identity of the weights evaluated at ``step``."""
-        raise NotImplementedError
+        """The identity of the weights (or, for a replay, of the demos) evaluated at ``step``."""
 
     def eval_identity(self, step: int, horizon: int) -> dict:
         """What decides an evaluation's results: its settings at that step and horizon, the evaluated weights and
@@ -118,10 +120,10 @@ class Target:
         return f"--weights {weights}" if weights != "auto" else ""
 
     # ------------------------------------------------------------------------------------------------ the report
+    @abstractmethod
     def document_fields(self) -> dict:
         """What its settings document (``results/<target>/settings.json``) says beyond the evaluations: its kind
         and the settings of what was evaluated."""
-        raise NotImplementedError
 
 
 class Run(Target):
@@ -214,20 +216,26 @@ class Replay(Target):
             **self.eval_settings(),
         }
 
-    def eval_identity(self, step: int, horizon: int) -> dict:
-        """The evaluation settings, the replayed demos (and how many of them) and the replay code."""
-        replayed = {
+    def evaluated_weights(self, step: int) -> dict:
+        """No weights: the replayed demos and how many of them."""
+        return {
             "demos": self.plan.demo_settings(self.name),
             "demos_per_task": self.settings["data"]["demos_per_task"],
         }
-        return {"eval": self.eval_settings(), "replay": replayed, "code": code_fingerprint("replay")}
+
+    def eval_identity(self, step: int, horizon: int) -> dict:
+        """The evaluation settings, the replayed demos (and how many of them) and the replay code."""
+        return {
+            "eval": self.eval_settings(),
+            "replay": self.evaluated_weights(step),
+            "code": code_fingerprint("replay"),
+        }
 
     def document_fields(self) -> dict:
         return {
             "kind": self.kind,
             "code": {"replay": code_fingerprint("replay")},
-            "demos": self.plan.demo_settings(self.name),
-            "demos_per_task": self.settings["data"]["demos_per_task"],
+            **self.evaluated_weights(REPLAY_STEP),
             "workflow": self.settings,
         }
 
