@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rdt.errors import UserError
-from rdt.libero import suites
+from rdt.plan.cost import episode_bounds, simulator_seconds
 
 FP32 = 4  # bytes
 CHECKPOINT_COPIES = 4  # weights, EMA, AdamW exp_avg, exp_avg_sq
@@ -119,16 +119,15 @@ def jobs(plan, target: str, profile: dict) -> list[Job]:
     if target in plan.replays:
         return out
     threads, runtime_h, mem = _requests(profile, "evaluate", 1)
-    n_tasks = len(suites.select_tasks(e["suite"], [str(t) for t in e["tasks"]]))
-    final = plan.eval_steps(target)[-1]
-    episodes = n_tasks * plan.eval_episodes(target, final)
-    max_steps = e["max_steps"] or suites.MAX_STEPS[e["suite"]]
-    horizon = min(plan.horizons(target, final))
-    sim = episodes * (
-        (max_steps + suites.SETTLE_STEPS) * rates.get("sim_step_s", 0.0) + rates.get("episode_overhead_s", 0.0)
-    )
-    policy = episodes * -(-max_steps // horizon) * (rates.get("policy_call_s") or 0.0)
-    hours = (sim / max(threads, 1) + policy) / 3600 if rates.get("sim_step_s") else None
+    cost = plan.eval_cost(target)  # the heaviest job: the final checkpoint at its shortest horizon
+    final = cost["steps"][-1]
+    episodes = cost["tasks"] * cost["episodes_per_task"][final]
+    horizon = min(cost["horizons"][final])
+    sim_steps, calls = episode_bounds(cost["max_steps"], horizon)
+    hours = None
+    if rates.get("sim_step_s"):
+        policy = episodes * calls * (rates.get("policy_call_s") or 0.0)
+        hours = (simulator_seconds(episodes, episodes * sim_steps, rates) / max(threads, 1) + policy) / 3600
     what = f"the final checkpoint at H={horizon}: {episodes:,} episodes on {threads} simulator(s)"
     if rates.get("policy_call_s") is None:
         what += ", policy time unknown (not counted)"

@@ -10,6 +10,19 @@ from __future__ import annotations
 from rdt.plan.targets import Run
 
 
+def episode_bounds(max_steps: int, horizon: int) -> tuple[int, int]:
+    """Upper bounds of one episode: simulator steps (to the step limit, settle steps included) and policy calls (one
+    per ``horizon`` steps; none for a replay, horizon 0)."""
+    from rdt.libero import suites
+
+    return max_steps + suites.SETTLE_STEPS, (-(-max_steps // horizon) if horizon else 0)
+
+
+def simulator_seconds(episodes: int, sim_steps: int, rates: dict) -> float:
+    """Simulator time of ``episodes`` episodes with ``sim_steps`` steps in all, at ``eval.rates``."""
+    return episodes * rates.get("episode_overhead_s", 0.0) + sim_steps * rates["sim_step_s"]
+
+
 def eval_cost(plan, target: str) -> dict:
     """What a target's evaluations cost, before anything runs: per horizon the jobs, episodes, the upper bounds of
     simulator steps (every episode to the step limit, settle steps included) and of policy calls (one per ``H``
@@ -27,10 +40,11 @@ def eval_cost(plan, target: str) -> dict:
             c = per_h.setdefault(h, {"jobs": 0, "episodes": 0, "sim_steps_max": 0, "policy_calls_max": 0})
             c["jobs"] += 1
             c["episodes"] += episodes
-            c["sim_steps_max"] += episodes * (max_steps + suites.SETTLE_STEPS)
-            c["policy_calls_max"] += episodes * (-(-max_steps // h) if h else 0)  # replay: no policy
+            sim_steps, calls = episode_bounds(max_steps, h)
+            c["sim_steps_max"] += episodes * sim_steps
+            c["policy_calls_max"] += episodes * calls
     for c in per_h.values():
-        sim = c["episodes"] * rates.get("episode_overhead_s", 0.0) + c["sim_steps_max"] * rates["sim_step_s"]
+        sim = simulator_seconds(c["episodes"], c["sim_steps_max"], rates)
         policy = c["policy_calls_max"] * rates["policy_call_s"] if rates.get("policy_call_s") is not None else None
         c["hours_max"] = round((sim + (policy or 0.0)) / 3600, 2)
         c["policy_hours_max"] = None if policy is None else round(policy / 3600, 2)
