@@ -89,8 +89,14 @@ FIGURES = (
 )
 
 
+def video_prefix(run: str, step_dir: str, horizon_dir: str) -> str:
+    """How the names in :data:`VIDEOS` of ``run``'s videos at one step and horizon (their folder names, step-<S> and
+    h<H>) begin."""
+    return f"{run}__{step_dir}__{horizon_dir}__"
+
+
 def video_file(run: str, video: Path) -> str:
     """The name in :data:`VIDEOS` of the rollout video ``video`` (at eval/step-<S>/h<H>/videos/) of ``run``:
     ``<run>__step-<S>__h<H>__<task>__init<i>__<outcome>.mp4``."""
     h_dir = video.parent.parent
-    return f"{run}__{h_dir.parent.name}__{h_dir.name}__{video.stem}.mp4"
+    return f"{video_prefix(run, h_dir.parent.name, h_dir.name)}{video.stem}.mp4"

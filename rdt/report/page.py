@@ -10,6 +10,7 @@ per-task and per-episode tables; a click on a column header sorts a table.
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +18,25 @@ from rdt import layout
 from rdt.report.collect import Run, horizon_label, is_replay, natural_key
 from rdt.report.compare import beats, comparisons
 from rdt.report.markup import CSS, SORT_JS, embedded_image, esc, html_table, interval, pct, video_tag
-from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, TRAINING_SECTION, VIDEOS, video_file
+from rdt.report.names import (
+    AUDIT_TABLE,
+    FIGURES,
+    PROVENANCE,
+    RESULTS_TABLE,
+    TRAINING_SECTION,
+    VIDEOS,
+    video_file,
+    video_prefix,
+)
 
 
 def steps_to_success(records: list[dict[str, Any]]) -> dict[str, float] | None:
     """Median and range of the simulator steps the successful episodes took (None when none succeeded): a policy
     that re-plans more often may succeed as often but slower, or faster."""
-    steps = sorted(int(r["steps"]) for r in records if r.get("success") and r.get("steps") is not None)
+    steps = [int(r["steps"]) for r in records if r.get("success") and r.get("steps") is not None]
     if not steps:
         return None
-    mid = len(steps) // 2
-    median = steps[mid] if len(steps) % 2 else (steps[mid - 1] + steps[mid]) / 2
-    return {"median": median, "min": steps[0], "max": steps[-1]}
+    return {"median": statistics.median(steps), "min": min(steps), "max": max(steps)}
 
 
 def _steps_cell(s: dict[str, float] | None) -> str:
@@ -190,7 +198,7 @@ def _links(run: Run, step: int, horizon: int, out: Path) -> str:
     settings = run.folder / "settings.json"
     if settings.is_file():
         links.append(f'<a href="{esc(os.path.relpath(settings, out))}">settings</a>')
-    prefix = f"{run.name}__{layout.step_name(step)}__{layout.horizon_name(horizon)}__"
+    prefix = video_prefix(run.name, layout.step_name(step), layout.horizon_name(horizon))
     for video in sorted((out / VIDEOS).glob(f"{prefix}*.mp4")) if (out / VIDEOS).is_dir() else []:
         outcome = video.stem.rsplit("__", 1)[-1]
         links.append(f'<a href="{esc(VIDEOS)}/{esc(video.name)}">video ({esc(outcome)})</a>')
