@@ -7,6 +7,7 @@ environment creation, resets, settle steps, stepping and policy calls. Simulator
 run's wall time minus its policy time, divided by the steps executed (resets and settling included).
 
     python bench/evaluate.py [--episodes 4] [--max-steps 32] [--horizon 8] [--camera-size 128] [--render-threads N]
+                             [--envs 1 2] [--device cuda]
 
 Software EGL (Mesa llvmpipe) renders with several threads, so one simulator process keeps more than one core busy
 (``cores_busy``, CPU seconds of the parent and its workers per wall second): on 2 cores the 1-process baseline then
@@ -91,7 +92,7 @@ def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
     from rdt.evaluation.run import evaluate
     from rdt.evaluation.settings import Settings
 
-    policy = TimedPolicy(Policy.from_checkpoint(ckpt, device="cpu", seed=0))
+    policy = TimedPolicy(Policy.from_checkpoint(ckpt, device=args.device, seed=0))
     settings = Settings(
         suite=SUITE,
         tasks=(TASK,),
@@ -109,6 +110,7 @@ def run(ckpt: Path, lang: dict, envs: int, args, out: Path) -> dict:
     steps = sum(json.loads(line)["steps"] for line in (out / "episodes.jsonl").read_text().splitlines())
     return {
         "envs": envs,
+        "device": args.device,
         "episodes": summary["overall"]["episodes"],
         "steps": steps,
         "wall_s": round(wall, 1),
@@ -135,18 +137,25 @@ def main() -> None:
     p.add_argument("--horizon", type=int, default=8, help="execution horizon")
     p.add_argument("--camera-size", type=int, default=128, help="camera resolution")
     p.add_argument("--render-threads", type=int, help="LP_NUM_THREADS for llvmpipe (default: Mesa's, one per core)")
+    p.add_argument("--envs", type=int, nargs=2, default=[1, 2], metavar=("A", "B"), help="the two simulator counts")
+    p.add_argument("--device", default=None, help="the policy's torch device (default: cuda if available, else cpu)")
     args = p.parse_args()
+    if args.device is None:
+        import torch
+
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.render_threads:
         os.environ["LP_NUM_THREADS"] = str(args.render_threads)  # inherited by the spawned simulator workers
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         ckpt, lang = build_inputs(root, args.camera_size)
-        one = run(ckpt, lang, 1, args, root / "one")
-        two = run(ckpt, lang, 2, args, root / "two")
+        one = run(ckpt, lang, args.envs[0], args, root / "one")
+        two = run(ckpt, lang, args.envs[1], args, root / "two")
     for r in (one, two):
         print(json.dumps(r))
     print(
-        f"episodes/hour: 1 process {one['episodes_per_hour']}, 2 processes {two['episodes_per_hour']}, "
+        f"episodes/hour: {one['envs']} process(es) {one['episodes_per_hour']}, {two['envs']} processes "
+        f"{two['episodes_per_hour']}, "
         f"ratio {two['episodes_per_hour'] / one['episodes_per_hour']:.2f}x"
     )
     print(

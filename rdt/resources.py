@@ -92,12 +92,26 @@ class Job:
         return out
 
 
+def resource_value(value: Any, where: str, attempt: int = 1) -> float | None:
+    """A profile's resource value at ``attempt``: a number, or an expression of ``attempt`` as Snakemake evaluates
+    it (``"64000 * attempt"``: each retry asks for more)."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    try:
+        result = eval(str(value), {"__builtins__": {}}, {"attempt": attempt, "min": min, "max": max})  # noqa: S307
+        return float(result)
+    except Exception as e:  # a typo in the profile: name the key and what is allowed
+        raise UserError(
+            f'{where}: {value!r} is not a number or an expression of attempt (e.g. "64000 * attempt"): {e}'
+        ) from None
+
+
 def _requests(profile: dict, rule: str, default_threads: int) -> tuple[int, float | None, float | None]:
-    """threads, runtime (hours) and memory (GB) the profile gives ``rule``."""
+    """threads, runtime (hours) and memory (GB, at the first attempt) the profile gives ``rule``."""
     threads = (profile.get("set-threads") or {}).get(rule, default_threads)
     res = {**(profile.get("default-resources") or {}), **((profile.get("set-resources") or {}).get(rule) or {})}
-    runtime = res.get("runtime")
-    mem = res.get("mem_mb")
+    runtime = resource_value(res.get("runtime"), f"profile set-resources {rule}: runtime")
+    mem = resource_value(res.get("mem_mb"), f"profile set-resources {rule}: mem_mb")
     return int(threads), (float(runtime) / 60 if runtime else None), (float(mem) / 1000 if mem else None)
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from rdt.cluster import capped_threads_error
+from rdt.resources import resource_value
 from workflow_helpers import REPO, SNAKEMAKE, copy_repo, current_summary, env_for
 
 README = REPO / "docs" / "cluster.md"  # the cluster guide README links to
@@ -111,7 +112,9 @@ def test_small_overlay_replaces_every_request_and_keeps_the_rest():
     assert set(overlay["set-threads"]) == rules and set(overlay["set-resources"]) == rules
     assert set(overlay["set-threads"].values()) == {1}
     for rule, res in overlay["set-resources"].items():
-        assert set(res) == {"mem_mb", "runtime"} and res["mem_mb"] <= 4000 and res["runtime"] <= 30, (rule, res)
+        first = resource_value(res["mem_mb"], rule)
+        assert set(res) == {"mem_mb", "runtime"} and first <= 4000 and res["runtime"] <= 30, (rule, res)
+        assert resource_value(res["mem_mb"], rule, attempt=2) == 2 * first, (rule, res)  # a retry asks for more
     base = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert set(base["set-resources"]) <= rules and set(base["set-threads"]) <= rules
 
@@ -150,7 +153,8 @@ def test_cores_never_shrinks_what_the_profile_asks_for(tmp_path):
     jobs = planned_jobs(done.stdout)
     for rule in ("train", "evaluate", "expert_demos"):
         assert jobs[rule]["threads"] == base["set-threads"][rule], (rule, jobs[rule])
-    assert jobs["train"]["mem_mb"] == str(base["set-resources"]["train"]["mem_mb"])
+    # memory at the first attempt (the profile's "N * attempt": each retry asks for more)
+    assert float(jobs["train"]["mem_mb"]) == resource_value(base["set-resources"]["train"]["mem_mb"], "train")
     assert jobs["train"]["runtime"] == str(base["set-resources"]["train"]["runtime"])
     capped = dry("--cores", "2")
     assert capped.returncode != 0

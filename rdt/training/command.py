@@ -213,4 +213,19 @@ def main(args: argparse.Namespace) -> int:
     except Preempted as e:
         print(f"train: {e}", flush=True)
         return 128 + int(e.signum)
+    except Exception as e:
+        if type(e).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+            raise UserError(cuda_oom_message(cfg, e)) from e
+        raise
     return 0
+
+
+def cuda_oom_message(cfg: train_config.TrainConfig, error: BaseException) -> str:
+    """What to change when a training step does not fit in GPU memory (the effective batch need not change)."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    zero2 = "" if cfg.deepspeed == "zero2" else "; or train.deepspeed: zero2 shards the optimizer state over the GPUs"
+    return (
+        f"CUDA out of memory at train.per_device_batch_size {cfg.per_device_batch_size} (effective batch "
+        f"{cfg.effective_batch_size}): lower train.per_device_batch_size; gradient accumulation grows so that the "
+        f"effective batch stays {cfg.effective_batch_size}{zero2}. ({first})"
+    )

@@ -5,7 +5,7 @@ rule convert:
     input:
         lambda w: PLAN.demos_input(PLAN.data[w.key]["demos"]),
     output:
-        f"{RESULTS}/cache/data/{{key}}/data.h5",
+        layout.data_file(RESULTS, "{key}"),
     params:
         suite=lambda w: PLAN.data[w.key]["suite"],
         tasks=lambda w: PLAN.data[w.key]["tasks"],
@@ -20,9 +20,9 @@ rule convert:
         ),
         code=CODE["convert"],
     log:
-        f"{RESULTS}/logs/convert/{{key}}.log",
+        layout.log_file(RESULTS, "convert", "{key}"),
     benchmark:
-        f"{RESULTS}/benchmarks/convert/{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "convert", "{key}")
     threads: 1
     resources:
         mem_mb=8000,
@@ -32,19 +32,20 @@ rule convert:
     shell:
         "python -m rdt convert --demos {input:q} --suite {params.suite} --tasks {params.tasks:q}"
         " {params.per_task} --min-steps {params.min_steps} {params.options} --out {output} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule convert --log {log} --mem-mb {resources.mem_mb}"
 
 
 rule stats:
     input:
-        f"{RESULTS}/cache/data/{{key}}/data.h5",
+        layout.data_file(RESULTS, "{key}"),
     output:
-        f"{RESULTS}/cache/data/{{key}}/dataset_stat.json",
+        layout.stats_file(RESULTS, "{key}"),
     params:
         code=CODE["stats"],
     log:
-        f"{RESULTS}/logs/stats/{{key}}.log",
+        layout.log_file(RESULTS, "stats", "{key}"),
     benchmark:
-        f"{RESULTS}/benchmarks/stats/{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "stats", "{key}")
     threads: 1
     resources:
         mem_mb=4000,
@@ -53,3 +54,4 @@ rule stats:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt stats --data {input} --out {output} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule stats --log {log} --mem-mb {resources.mem_mb}"

@@ -4,7 +4,7 @@
 
 rule expert_demos:
     output:
-        directory(f"{RESULTS}/cache/demos/{{key}}"),
+        directory(layout.demos_dir(RESULTS, "{key}")),
     params:
         suite=lambda w: PLAN.demos[w.key]["suite"],
         tasks=lambda w: PLAN.demos[w.key]["tasks"],
@@ -17,9 +17,9 @@ rule expert_demos:
         noise=lambda w: PLAN.demos[w.key].get("action_noise", 0.0),
         code=CODE["expert"],
     log:
-        f"{RESULTS}/logs/expert_demos/{{key}}.log",
+        layout.log_file(RESULTS, "expert_demos", "{key}"),
     benchmark:
-        f"{RESULTS}/benchmarks/expert_demos/{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "expert_demos", "{key}")
     threads: 2
     resources:
         mem_mb=8000,
@@ -30,3 +30,4 @@ rule expert_demos:
         "python -m rdt expert --suite {params.suite} --tasks {params.tasks:q} --episodes {params.episodes}"
         " {params.attempts} --seed {params.seed} --first-init-state {params.first} --action-noise {params.noise}"
         " --workers {threads} --out {output} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule expert_demos --log {log} --mem-mb {resources.mem_mb}"

@@ -5,16 +5,16 @@
 
 rule encode:
     input:
-        data=lambda w: f"{RESULTS}/cache/data/{PLAN.language[w.key]['data']}/data.h5",
+        data=lambda w: layout.data_file(RESULTS, PLAN.language[w.key]["data"]),
     output:
-        f"{RESULTS}/cache/language/{{key}}/lang.safetensors",
+        layout.language_file(RESULTS, "{key}"),
     params:
         encoder=lambda w: PLAN.language[w.key]["text_encoder"],
         code=CODE["encode"],
     log:
-        f"{RESULTS}/logs/encode/{{key}}.log",
+        layout.log_file(RESULTS, "encode", "{key}"),
     benchmark:
-        f"{RESULTS}/benchmarks/encode/{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "encode", "{key}")
     threads: 1
     resources:
         mem_mb=16000,
@@ -23,20 +23,21 @@ rule encode:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt encode --data {input.data} --text-encoder {params.encoder} --out {output} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule encode --log {log} --mem-mb {resources.mem_mb}"
 
 
 rule encode_tasks:
     output:
-        f"{RESULTS}/cache/language/{{key}}/tasks.safetensors",
+        layout.task_language_file(RESULTS, "{key}"),
     params:
         suite=lambda w: PLAN.task_language[w.key]["suite"],
         tasks=lambda w: PLAN.task_language[w.key]["tasks"],
         encoder=lambda w: PLAN.task_language[w.key]["text_encoder"],
         code=CODE["encode"],
     log:
-        f"{RESULTS}/logs/encode_tasks/{{key}}.log",
+        layout.log_file(RESULTS, "encode_tasks", "{key}"),
     benchmark:
-        f"{RESULTS}/benchmarks/encode_tasks/{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "encode_tasks", "{key}")
     threads: 1
     resources:
         mem_mb=16000,
@@ -46,3 +47,4 @@ rule encode_tasks:
     shell:
         "python -m rdt encode --instructions-from-tasks {params.suite} {params.tasks:q}"
         " --text-encoder {params.encoder} --out {output} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule encode_tasks --log {log} --mem-mb {resources.mem_mb}"

@@ -8,11 +8,11 @@ rule target_settings:
     input:
         lambda w: PLAN.summaries(w.target),
     output:
-        f"{RESULTS}/{{target}}/settings.json",
+        layout.settings_file(layout.run_dir(RESULTS, "{target}")),
     params:
         settings=lambda w: PLAN.settings_document(w.target),
     log:
-        f"{RESULTS}/logs/target_settings/{{target}}.log",
+        layout.log_file(RESULTS, "target_settings", "{target}"),
     localrule: True
     run:
         write_settings(output[0], params.settings)
@@ -22,18 +22,18 @@ rule target_settings:
 rule report:
     input:
         summaries=PLAN.all_summaries(),
-        settings=expand(f"{RESULTS}/{{target}}/settings.json", target=TARGETS),
+        settings=[PLAN.settings_path(t) for t in TARGETS],
     output:
         # the report folder's files: rdt/report/names.py (report_files) names them, so a figure added there is
         # declared here too, under its name without .png (success_vs_step, heatmap_last, ...)
         summary=report(
-            f"{RESULTS}/report/{report_files.SUMMARY}",
+            layout.report_file(RESULTS, report_files.SUMMARY),
             caption="../report/summary.rst",
             category="0. Summary",
         ),
         **{
             figure.key: report(
-                f"{RESULTS}/report/{figure.file}",
+                layout.report_file(RESULTS, figure.file),
                 caption=f"../report/{figure.rst}",
                 category=figure.category,
                 labels=figure.labels,
@@ -41,24 +41,24 @@ rule report:
             for figure in report_files.FIGURES
         },
         results=report(
-            f"{RESULTS}/report/{report_files.RESULTS_TABLE}",
+            layout.report_file(RESULTS, report_files.RESULTS_TABLE),
             caption="../report/results.rst",
             category="4. Tables",
             labels={"table": "results"},
         ),
         audit=report(
-            f"{RESULTS}/report/{report_files.AUDIT_TABLE}",
+            layout.report_file(RESULTS, report_files.AUDIT_TABLE),
             caption="../report/audit.rst",
             category="4. Tables",
             labels={"table": "configuration audit"},
         ),
         provenance=report(
-            f"{RESULTS}/report/{report_files.PROVENANCE}",
+            layout.report_file(RESULTS, report_files.PROVENANCE),
             caption="../report/provenance.rst",
             category="6. Provenance",
         ),
         videos=report(
-            directory(f"{RESULTS}/report/{report_files.VIDEOS}"),
+            directory(layout.report_file(RESULTS, report_files.VIDEOS)),
             patterns=["{name}.mp4"],
             caption="../report/rollouts.rst",
             category="5. Rollouts",
@@ -69,9 +69,9 @@ rule report:
         videos=PLAN.config["report"]["videos"],  # validated, with the schema's default
         code=CODE["report"],
     log:
-        f"{RESULTS}/logs/report/report.log",
+        layout.log_file(RESULTS, "report", "report"),
     benchmark:
-        f"{RESULTS}/benchmarks/report/report.tsv"
+        layout.benchmark_file(RESULTS, "report", "report")
     threads: 1
     resources:
         mem_mb=4000,
@@ -81,3 +81,4 @@ rule report:
     shell:
         "python -m rdt report --results {params.folders:q} --videos {params.videos} --out {params.out}"
         " > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule report --log {log} --mem-mb {resources.mem_mb}"
