@@ -30,7 +30,6 @@ from rdt.utils.files import read_json
 from rdt.utils.versions import source_commit
 
 BUNDLE_FILE = "bundle.json"
-EVAL_FILES = ("episodes.jsonl", "replay_plan.json")  # beside the summary file
 MARKER = re.compile(
     r"(<!-- results:(?P<name>[\w.-]+)(?::(?P<part>[\w-]+))? -->\n)(?P<body>.*?)(<!-- /results -->)", re.S
 )
@@ -38,23 +37,28 @@ MARKER = re.compile(
 
 def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, Any], config: Path | None = None) -> Path:
     """Copy the evidence of ``targets`` under ``results`` into the bundle folder ``out`` (replaced atomically)."""
+    from rdt.evaluation.ledger import EPISODES_FILE
+    from rdt.libero.expert import SUMMARY_FILE as EXPERT_SUMMARY
+    from rdt.model.checkpoint import PIPELINE_FILE
     from rdt.plan import read_settings, train_folder
+    from rdt.replay import PLAN_FILE
     from rdt.report.collect import listed_evaluations
+    from rdt.training.run_folder import METRICS
 
     results, out = Path(results), Path(out)
-    missing = [t for t in targets if not (results / t / "settings.json").is_file()]
+    missing = [t for t in targets if not layout.settings_file(layout.run_dir(results, t)).is_file()]
     if missing:
         raise UserError(f"{results}: no settings.json for target(s) {missing}; run the workflow first")
     with atomic_dir(out) as tmp:
         for t in targets:
-            src = results / t
-            (tmp / t).mkdir(parents=True)
-            shutil.copy2(src / "settings.json", tmp / t / "settings.json")
+            src = layout.run_dir(results, t)
+            layout.run_dir(tmp, t).mkdir(parents=True)
+            shutil.copy2(layout.settings_file(src), layout.settings_file(layout.run_dir(tmp, t)))
             for step, horizon, summary in listed_evaluations(src, read_settings(src)):
-                dest = layout.eval_dir(tmp / t, step, horizon)
+                dest = layout.eval_dir(layout.run_dir(tmp, t), step, horizon)
                 dest.mkdir(parents=True)
                 shutil.copy2(summary, dest / summary.name)
-                for name in EVAL_FILES:
+                for name in (EPISODES_FILE, PLAN_FILE):  # beside the summary file
                     if (summary.parent / name).is_file():
                         shutil.copy2(summary.parent / name, dest / name)
             doc = read_settings(src)
@@ -63,20 +67,20 @@ def make_bundle(results: Path, targets: list[str], out: Path, meta: dict[str, An
                 rel = Path(doc["train_folder"]).resolve().relative_to(results.resolve())
                 dest = tmp / rel
                 dest.mkdir(parents=True, exist_ok=True)
-                if (train / "metrics.csv").is_file():
-                    shutil.copy2(train / "metrics.csv", dest / "metrics.csv")
+                if (train / METRICS).is_file():
+                    shutil.copy2(train / METRICS, dest / METRICS)
                 for step, _, _ in listed_evaluations(src, doc):
-                    pipeline = layout.export_dir(train, step) / "pipeline.json"
+                    pipeline = layout.export_dir(train, step) / PIPELINE_FILE
                     if pipeline.is_file():
                         target = layout.export_dir(dest, step)
                         target.mkdir(parents=True, exist_ok=True)
-                        shutil.copy2(pipeline, target / "pipeline.json")
-        for summary in (results / "cache" / "demos").glob("*/expert_summary.json"):
+                        shutil.copy2(pipeline, target / PIPELINE_FILE)
+        for summary in layout.cache_dir(results, layout.DEMOS).glob(f"*/{EXPERT_SUMMARY}"):
             dest = tmp / summary.relative_to(results)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(summary, dest)
-        if (results / "benchmarks").is_dir():
-            shutil.copytree(results / "benchmarks", tmp / "benchmarks")
+        if layout.benchmarks_dir(results).is_dir():
+            shutil.copytree(layout.benchmarks_dir(results), layout.benchmarks_dir(tmp))
         if config is not None:
             shutil.copy2(config, tmp / "config.yaml")
         doc = {"targets": targets, "commit": source_commit()["commit"], **meta}
@@ -153,7 +157,7 @@ def cost_lines(meta: dict, folder: Path) -> str:
             f"Wall time: {h} h {m:02d} min {s:02d} s on {meta.get('machine', 'an unnamed machine')}"
             f" (commit {str(meta.get('commit'))[:10]})."
         )
-    bench = Path(folder) / "benchmarks"
+    bench = layout.benchmarks_dir(Path(folder))
     if bench.is_dir():
         per_rule = {}
         for tsv in sorted(bench.rglob("*.tsv")):
@@ -170,18 +174,19 @@ def cost_lines(meta: dict, folder: Path) -> str:
 def candidates_table(folder: Path) -> str:
     """The replay measurement of candidate study tasks (scripts/replay_candidates.py): per task the expert's demos,
     open-loop replay success on the held-out init states with its 95 % interval, and how much the init states vary."""
+    from rdt.libero.expert import SUMMARY_FILE as EXPERT_SUMMARY
     from rdt.report_stats import wilson
 
     head = ["suite", "task", "expert demos (successes/attempts)", "replay success on init states 0..",
             "varying init-state dims", "largest std"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|---|---|---|---|---|---|"]
     for sub in sorted(p for p in Path(folder).iterdir() if p.is_dir()):
-        expert = read_json(sub / "expert_summary.json")["tasks"][0]
+        expert = read_json(sub / EXPERT_SUMMARY)["tasks"][0]
         demos = f"{expert['successes']}/{expert['attempts']}"
-        if not (sub / "summary.json").is_file():
+        if not (sub / layout.SUMMARY).is_file():
             lines.append(f"| {expert['suite']} | {expert['task']} | {demos} | no demo to replay | - | - |")
             continue
-        o = read_json(sub / "summary.json")["overall"]
+        o = read_json(sub / layout.SUMMARY)["overall"]
         facts = read_json(sub / "candidate.json")
         n = o["episodes"] - o["errors"]
         lo, hi = wilson(o["successes"], n) or (0.0, 0.0)

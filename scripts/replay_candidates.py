@@ -23,6 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rdt.evaluation.ledger import EPISODES_FILE  # noqa: E402
+from rdt.layout import SUMMARY  # noqa: E402
+from rdt.libero.expert import SUMMARY_FILE as EXPERT_SUMMARY  # noqa: E402
+from rdt.replay import PLAN_FILE  # noqa: E402
+
 CANDIDATES = [
     ("libero_object", "pick_up_the_alphabet_soup_and_place_it_in_the_basket"),
     ("libero_object", "pick_up_the_cream_cheese_and_place_it_in_the_basket"),
@@ -32,7 +40,7 @@ CANDIDATES = [
     ("libero_spatial", "pick_up_the_black_bowl_from_table_center_and_place_it_on_the_plate"),
     ("libero_90", "KITCHEN_SCENE1_put_the_black_bowl_on_the_plate"),
 ]
-KEEP = ("episodes.jsonl", "summary.json", "replay_plan.json")
+KEEP = (EPISODES_FILE, SUMMARY, PLAN_FILE)
 
 
 def rdt(*args: str) -> None:
@@ -63,7 +71,7 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         dest = args.out / f"{suite}__{name}"
-        if (dest / "summary.json").is_file() and not args.only:
+        if (dest / SUMMARY).is_file() and not args.only:
             print(f"{dest}: done already", flush=True)
             continue
         with tempfile.TemporaryDirectory() as tmp:
@@ -77,10 +85,10 @@ def main() -> int:
                 print(f"{name}: expert failed ({e}); skipped", flush=True)
                 continue
             t1 = time.monotonic()
-            expert = json.loads((demos / "expert_summary.json").read_text())
+            expert = json.loads((demos / EXPERT_SUMMARY).read_text())
             if not any(t["successes"] for t in expert["tasks"]):
                 dest.mkdir(parents=True, exist_ok=True)
-                (dest / "expert_summary.json").write_text(json.dumps(expert, indent=1))
+                (dest / EXPERT_SUMMARY).write_text(json.dumps(expert, indent=1))
                 print(f"{name}: the expert solved none of its attempts; no replay", flush=True)
                 continue
             rdt("replay", "--demos", str(demos), "--suite", suite, "--tasks", name, "--episodes",
@@ -92,13 +100,13 @@ def main() -> int:
             tmp_dest.mkdir(parents=True)
             for f in KEEP:
                 shutil.copy(replay / f, tmp_dest / f)
-            (tmp_dest / "expert_summary.json").write_text(json.dumps(expert, indent=1))
+            (tmp_dest / EXPERT_SUMMARY).write_text(json.dumps(expert, indent=1))
             facts = {"expert_seconds": round(t1 - t0, 1), "replay_seconds": round(t2 - t1, 1)}
             facts |= init_variation(suite, name)
             (tmp_dest / "candidate.json").write_text(json.dumps(facts, indent=1))
             shutil.rmtree(dest, ignore_errors=True)
             tmp_dest.rename(dest)
-        s = json.loads((dest / "summary.json").read_text())["overall"]
+        s = json.loads((dest / SUMMARY).read_text())["overall"]
         print(f"{suite}/{name}: replay {s['successes']}/{s['episodes']} ({facts})", flush=True)
     return 0
 

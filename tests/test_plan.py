@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import yaml
@@ -257,6 +258,31 @@ def test_evaluation_inputs_of_runs_and_checkpoints(tmp_path):
     assert p.summaries("default") == [p.summary_path("default", s, h) for s in (2, 4) for h in (8, 16)]
 
 
+def test_each_evaluation_has_a_settings_document_of_the_plans_settings():
+    """Issue 22: the evaluate rule runs `rdt evaluate --config eval-<key>.yaml`; the document is the plan's
+    eval_settings at that step and horizon with the checkpoint, its inputs and where success goes, and it validates
+    (rdt/evaluation/config.py). Its extra keys do not enter the evaluation key."""
+    from pathlib import Path
+
+    from rdt.evaluation import config as eval_config
+
+    budget = make(lambda c: c["eval"].update(intermediate_episodes_per_task=1, episodes_per_task=3))
+    for step in budget.eval_steps("default"):
+        e = budget.eval_settings("default", step)
+        doc = budget.eval_config("default", step, 16)
+        cfg = eval_config.from_dict(yaml.safe_load(eval_config.dump(doc)), source="eval.yaml")  # valid, round trip
+        assert cfg.to_dict() == {**eval_config.EvalConfig().to_dict(), **doc}
+        for key in ("suite", "tasks", "episodes_per_task", "max_steps", "seed", "videos_per_task", "weights"):
+            assert doc[key] == e[key], key
+        assert doc["exec_horizons"] == [16] and doc["checkpoint"] == budget.export_path("default", step)
+        assert doc["lang"] == budget.task_language_path("default") and doc["stats"] is None
+        assert doc["tensorboard"] == f"{budget.train_dir('default')}/tensorboard/eval-default"
+        assert (doc["report_to"], doc["run"]) == ("none", "default")
+    assert [budget.eval_config("default", s, 8)["episodes_per_task"] for s in (2, 4)] == [1, 3]
+    summary = Path(budget.summary_path("default", 4, 8))
+    assert summary.name == f"summary-{budget.eval_key('default', 4, 8)}.json"
+
+
 # ---------------------------------------------------------------------------------------------------- settings
 def test_settings_document_round_trip(tmp_path):
     p = make(lambda c: c.update(results=str(tmp_path / "results")))
@@ -389,16 +415,18 @@ def test_a_released_checkpoint_by_hub_id_is_evaluated_through_the_workflow(tmp_p
     }
     p = make(lambda c: c.update(runs={}, evaluate_checkpoints=[entry]))
     assert p.checkpoint_input("released", 0) == [] and p.checkpoint_ref("released", 0) == entry["path"]
-    flags = p.checkpoint_flags("released")
-    assert flags == "--vision-encoder google/siglip-so400m-patch14-384 --control-frequency 20"  # weights: auto
+    doc = p.eval_config("released", 0, 8)
+    assert doc["weights"] is None  # weights: auto
+    assert (doc["vision_encoder"], doc["control_frequency"]) == ("google/siglip-so400m-patch14-384", 20)
+    assert doc["checkpoint"] == entry["path"] and doc["exec_horizons"] == [8] and "tensorboard" not in doc
     files = p.eval_identity("released", 0, 8)["weights"]["files"]
     assert set(files) == {n for n in ("config.json", "pytorch_model.bin", "model.safetensors") if (PARITY / n).exists()}
     model = make(lambda c: c.update(runs={}, evaluate_checkpoints=[{**entry, "weights": "model"}]))
-    assert model.checkpoint_flags("released").startswith("--weights model ")
+    assert model.eval_config("released", 0, 8)["weights"] == "model"
     assert model.eval_key("released", 0, 8) != p.eval_key("released", 0, 8)
     # a run keeps eval.weights, and its export is the declared input
     run = make()
-    assert run.checkpoint_flags("default") == "--weights ema"
+    assert run.eval_config("default", 4, 8)["weights"] == "ema"
     assert run.checkpoint_input("default", 4) == [run.checkpoint_ref("default", 4)]
 
 
@@ -438,8 +466,9 @@ def test_the_workflow_plans_a_hub_id_checkpoint_without_a_missing_input(tmp_path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     commands = [line for line in done.stdout.splitlines() if "rdt evaluate" in line]
     assert len(commands) == 2, commands  # H=8 and H=16
-    assert all(
-        "--checkpoint robotics-diffusion-transformer/rdt-1b --vision-encoder tiny --control-frequency 20" in c
-        for c in commands
-    )
-    assert not any("--weights" in c for c in commands)  # auto: EMA when the folder has them
+    # each reads the settings document of its request (the plan's eval_config: the id, the entry's vision encoder
+    # and control frequency, weights null = EMA when the folder has them; checked above), named by the same key
+    for c in commands:
+        config = re.search(r"--config (\S+)/eval-([0-9a-f]{12})\.yaml", c)
+        assert config and f"--out {config.group(1)} --summary-name summary-{config.group(2)}.json" in c, c
+    assert re.search(r"^eval_config\s+2$", done.stdout, re.M)  # the documents are written before

@@ -42,4 +42,4 @@ def test_the_overrides_reach_the_plan(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "--until-step 300" in done.stdout and "--until-step 1500" not in done.stdout
-    assert "--horizon 8" in done.stdout and "--horizon 16" not in done.stdout
+    assert "/h8/eval-" in done.stdout and "/h16/eval-" not in done.stdout  # rdt evaluate --config <eval dir>/...

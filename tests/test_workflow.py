@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from rdt.plan import Plan
 from rdt.report.names import AUDIT_TABLE, FIGURES, PROVENANCE, RESULTS_TABLE, SUMMARY
 from workflow_helpers import (
     REPO,
@@ -96,6 +97,7 @@ def test_dag_of_the_tiny_config(workdir):
         "encode_tasks": 1,
         "run_config": 1,
         "train": 2,
+        "eval_config": 6,
         "evaluate": 6,
         "target_settings": 1,
         "report": 1,
@@ -113,9 +115,12 @@ def test_evaluation_only_mode(workdir, tmp_path):
         cfg["evaluate_checkpoints"] = [{"name": "seed_current", "path": str(ckpt), "step": 19000}]
 
     jobs = planned_jobs(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only))
-    assert jobs == {"encode_tasks": 1, "evaluate": 3, "target_settings": 1, "report": 1, "all": 1}
-    proc = snakemake(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only), "-n", "-p")
-    assert f"--checkpoint {ckpt}" in proc.stdout and "results/seed_current/eval/step-19000/h16" in proc.stdout
+    assert jobs == {"encode_tasks": 1, "eval_config": 3, "evaluate": 3, "target_settings": 1, "report": 1, "all": 1}
+    config = variant(workdir, "evalonly", evaluate_only)
+    proc = snakemake(workdir, "--configfile", config, "-n", "-p")
+    assert "--config results/seed_current/eval/step-19000/h16/eval-" in proc.stdout
+    plan = Plan(yaml.safe_load(Path(config).read_text()), base_dir=workdir)
+    assert plan.eval_config("seed_current", 19000, 16)["checkpoint"] == str(ckpt)  # what the document says
 
 
 def test_training_launches_accelerate_with_the_configured_gpus(workdir):
@@ -169,7 +174,7 @@ def test_tiny_run_produces_every_output(tiny_run):
 def test_adding_a_horizon_schedules_only_its_evaluations_and_the_report(tiny_run):
     cfg = variant(tiny_run, "h32", lambda c: c["eval"].update(exec_horizons=[8, 16, 32, 64]))
     jobs = planned_jobs(tiny_run, "--configfile", cfg)
-    assert jobs == {"evaluate": 2, "target_settings": 1, "report": 1, "all": 1}
+    assert jobs == {"eval_config": 2, "evaluate": 2, "target_settings": 1, "report": 1, "all": 1}
     proc = snakemake(tiny_run, "--configfile", cfg, "-n", "-p")
     outputs = re.findall(r"rule evaluate:\n\s+input:.*?\n\s+output: (\S+)", proc.stdout, flags=re.S)
     assert len(outputs) == 2 and all("/h32/summary-" in o for o in outputs), outputs
@@ -186,7 +191,8 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         assert planned_jobs(tiny_run) == {}
         evaluate_py.write_text(original_eval + "\n_EDITED = True\n")
         # (the settings document records the code fingerprints: provenance)
-        assert planned_jobs(tiny_run) == {"evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+        # (a new evaluation key: a new settings document for each evaluation)
+        assert planned_jobs(tiny_run) == {"eval_config": 6, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
         # training code determines the weights: its identity changes, every segment and what follows reruns
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
@@ -194,6 +200,7 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         assert planned_jobs(tiny_run) == {
             "run_config": 1,
             "train": 2,
+            "eval_config": 6,
             "evaluate": 6,
             "target_settings": 1,
             "report": 1,

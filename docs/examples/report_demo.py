@@ -16,8 +16,10 @@ import math
 import random
 from pathlib import Path
 
-from rdt.evaluation.ledger import success_counts
+from rdt import layout
+from rdt.evaluation.ledger import EPISODES_FILE, success_counts
 from rdt.libero.suites import tasks
+from rdt.training.run_folder import METRICS
 
 
 def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: int) -> None:
@@ -29,7 +31,7 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
     for step in steps:
         episodes = 50 if step == steps[-1] else 10
         for h, factor in ((8, 1.0), (16, 0.95), (64, 0.35)):
-            out = run / "eval" / f"step-{step}" / f"h{h}"
+            out = layout.eval_dir(run, step, h)
             out.mkdir(parents=True, exist_ok=True)
             progress = 1 - math.exp(-step / 30000)
             recs = []
@@ -50,7 +52,7 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
                             "error": None,
                         }
                     )
-            (out / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+            (out / EPISODES_FILE).write_text("".join(json.dumps(r) + "\n" for r in recs))
             far = 0 if quality > 0.5 else 24
             summary = {
                 "step": step,
@@ -65,9 +67,9 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
                     "far_per_slot": {"right_gripper_open": far} if far else {},
                 },
             }
-            (out / "summary.json").write_text(json.dumps(summary))
-    (run / "train").mkdir(parents=True, exist_ok=True)
-    with open(run / "train" / "metrics.csv", "w", newline="") as f:
+            layout.summary_path(run, step, h).write_text(json.dumps(summary))
+    layout.own_train_dir(run).mkdir(parents=True, exist_ok=True)
+    with open(layout.own_train_dir(run) / METRICS, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["step", "loss", "lr", "grad_norm", "sample_mse"])
         for s in range(50, 100001, 50):
@@ -85,7 +87,7 @@ def write(root: Path, name: str, quality: float, batch: int, warmup: int, seed: 
         "checkpointing_period": 2000,
         "checkpoints_total_limit": 30,
     }
-    (run / "settings.json").write_text(
+    layout.settings_file(run).write_text(
         json.dumps(
             {
                 "format": "rdt-settings/1",

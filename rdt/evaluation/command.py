@@ -2,6 +2,10 @@
 once and each horizon is written to --out/h<H>; without --lang the tasks' instructions are encoded with the
 checkpoint's text encoder into --out/lang.safetensors; --episodes defaults to 50 per task, the LIBERO convention).
 
+The request is a settings document (--config FILE, rdt/evaluation/config.py: the workflow writes one per evaluation)
+with the flags over it: every flag overrides its key, so a checkpoint made elsewhere needs no document. It is
+validated once, before anything loads.
+
 Protocol (the published LIBERO evaluations): episode i of a task starts from the task's init state i, with
 env.seed(SEED), reset, set_init_state(i) and the settle no-op steps (rdt.libero.env.start_episode); at most the
 suite's max steps follow; success is the environment's success check. Receding-horizon control: every H steps one
@@ -15,8 +19,8 @@ with 95% Wilson intervals), videos/<task>__init<i>__<success|failure>.mp4 (both 
 evaluate.log.
 
 This module is the command (check the request, load the policy once, one run per horizon); the pieces are beside it
-in rdt/evaluation/ (settings, ledger, policy inputs, policy, the run). The policy (and torch) is imported when the
-command runs, not when its --help is printed.
+in rdt/evaluation/ (config, settings, ledger, policy inputs, policy, the run, trackers). The policy (and torch) is
+imported when the command runs, not when its --help is printed.
 """
 
 from __future__ import annotations
@@ -29,16 +33,17 @@ from typing import Any
 
 from rdt import layout
 from rdt.errors import UserError
+from rdt.evaluation import config as eval_config
+from rdt.evaluation.config import DEFAULT_CAMERA_SIZE, DEFAULT_EPISODES, EvalConfig, trained_suite_and_tasks
 from rdt.evaluation.ledger import SUMMARY_FILE, checkpoint_identity
 from rdt.evaluation.run import evaluate
-from rdt.evaluation.settings import Settings, check_episodes, check_horizon
+from rdt.evaluation.settings import Settings, check_horizon
+from rdt.evaluation.trackers import WandbLog, log_success, training_group
 from rdt.fingerprint import fingerprint
 from rdt.libero import suites
-from rdt.utils.files import read_json
 from rdt.utils.logs import setup_logging
 
-DEFAULT_CAMERA_SIZE = suites.DEMO_CAMERA_SIZE  # without pipeline.json image_size: the official demos' size
-DEFAULT_EPISODES = 50  # per task: the published LIBERO evaluations
+__all__ = ["DEFAULT_CAMERA_SIZE", "DEFAULT_EPISODES", "log_success", "trained_suite_and_tasks"]
 #: the stage's entry module (rdt.plan.STAGE_MODULES["evaluate"]): its fingerprint is the ``code`` of every record
 CODE_MODULE = "rdt.evaluation.command"
 
@@ -47,13 +52,19 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # over 60 lines on purpose: one flat list of the command's flags in --help order; splitting it would scatter
-    # the command line
+    # the command line. Every default is None, so that a flag that is given overrides the --config document and
+    # one that is not leaves it (the defaults are EvalConfig's, rdt/evaluation/config.py).
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the evaluation's settings document (YAML, the keys of rdt/evaluation/config.py, docs/formats.md; the "
+        "workflow writes eval-<key>.yaml); every flag below overrides its key",
+    )
     p.add_argument(
         "--checkpoint",
-        required=True,
         metavar="DIR",
         help="checkpoint folder (ours: config.json, model.safetensors, ema/, pipeline.json; or a released "
-        "RDT folder / weights file / cached hub id)",
+        "RDT folder / weights file / cached hub id); required here or in --config",
     )
     p.add_argument(
         "--lang",
@@ -71,12 +82,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--horizon",
-        required=True,
         type=int,
         nargs="+",
         metavar="H",
         help="execution horizon(s): actions executed from each predicted 64-step chunk before re-planning "
-        "(1..64); with several, each is evaluated into --out/h<H>/ with the model loaded once",
+        "(1..64); with several, each is evaluated into --out/h<H>/ with the model loaded once; required here or "
+        "in --config (exec_horizons)",
     )
     p.add_argument(
         "--suite",
@@ -95,7 +106,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--episodes",
         type=int,
-        default=DEFAULT_EPISODES,
         metavar="N",
         help=f"episodes per task; episode i starts from init state i (1..{suites.INIT_STATES_PER_TASK}; "
         f"default {DEFAULT_EPISODES}, the LIBERO convention)",
@@ -108,10 +118,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         + ", ".join(f"{k} {v}" for k, v in suites.MAX_STEPS.items())
         + ")",
     )
-    p.add_argument("--envs", type=int, default=1, metavar="K", help="parallel simulator processes (default 1)")
-    p.add_argument(
-        "--seed", type=int, default=0, help="env.seed for every episode and the policy's noise seed (default 0)"
-    )
+    p.add_argument("--envs", type=int, metavar="K", help="parallel simulator processes (default 1)")
+    p.add_argument("--seed", type=int, help="env.seed for every episode and the policy's noise seed (default 0)")
     p.add_argument(
         "--camera-size",
         type=int,
@@ -121,13 +129,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--videos-per-task",
         type=int,
-        default=1,
         metavar="V",
         help="record the first V episodes of each task as MP4 (default 1; 0 = none)",
     )
     p.add_argument(
         "--weights",
-        choices=["ema", "model"],
+        choices=list(eval_config.WEIGHTS),
         help="which weights to load (default: ema when the checkpoint has them, else model)",
     )
     p.add_argument(
@@ -156,6 +163,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "step into DIR (the workflow: the training's tensorboard/eval-<run>, so `tensorboard --logdir results` "
         "shows success beside the training curves as evaluations finish); skipped when tensorboard is missing",
     )
+    p.add_argument(
+        "--report-to",
+        choices=list(eval_config.REPORT_TO),
+        help="wandb: also log each horizon's success rate and episode count to Weights & Biases as it finishes, "
+        "against the checkpoint step, in the training's W&B group (needs wandb; WANDB_MODE=offline works); "
+        "default none",
+    )
+    p.add_argument("--wandb-project", metavar="NAME", help="W&B project (default $WANDB_PROJECT, else rdt-libero)")
+    p.add_argument(
+        "--wandb-group",
+        metavar="NAME",
+        help="W&B group (default: the training's W&B run id, <run>-<identity> from pipeline.json)",
+    )
+    p.add_argument(
+        "--run",
+        metavar="NAME",
+        help="name of the evaluated run: the W&B run's name and part of its id (default: pipeline.json run, "
+        "else the checkpoint folder's name)",
+    )
 
 
 def add_summary_name(p: argparse.ArgumentParser) -> None:
@@ -169,169 +195,153 @@ def add_summary_name(p: argparse.ArgumentParser) -> None:
     )
 
 
-def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str] | None) -> tuple[str, list[str]]:
-    """``--suite``/``--tasks`` with their defaults: the suite and tasks the checkpoint's pipeline.json says it was
-    trained on (the tasks only when the suite is that one; otherwise all tasks)."""
-    try:
-        trained = read_json(Path(checkpoint) / "pipeline.json")
-    except UserError:  # none (a checkpoint made elsewhere) or unreadable: no defaults from it
-        trained = {}
-    if suite is None:
-        suite = trained.get("suite")
-        if not suite:
-            raise UserError(
-                f"--suite is not given and {checkpoint} has no pipeline.json naming the suite it was "
-                "trained on (a checkpoint made elsewhere): pass --suite S [--tasks ...]"
-            )
-    if tasks is None:
-        tasks = list(trained.get("tasks") or ["all"]) if suite == trained.get("suite") else ["all"]
-    return suite, tasks
+#: the argparse destination of each EvalConfig key's flag
+DESTS = {key: flag[2:].replace("-", "_") for key, flag in eval_config.FLAGS.items()}
 
 
-def _check_positive(value: int | None, flag: str) -> None:
-    if value is not None and value < 1:
-        raise UserError(f"{flag} {value}: expected a positive integer")
+def config_from_args(args: argparse.Namespace) -> tuple[EvalConfig, eval_config.Where]:
+    """The request: the --config document with the given flags over it, validated once (an error names the flag,
+    or the document's file and key); with how errors name each key."""
+    values = eval_config.read(args.config) if getattr(args, "config", None) else {}
+    given = {}
+    for key, dest in DESTS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            given[key] = value
+    if "exec_horizons" in given:  # --horizon 8 8 evaluates H=8 once
+        given["exec_horizons"] = list(dict.fromkeys(given["exec_horizons"]))
+    source = getattr(args, "config", None) or "rdt evaluate"
+    cfg = eval_config.from_dict({**values, **given}, source=source, flags=given)
+    return cfg, eval_config.Where(source, given)
 
 
-def _check_request(args: argparse.Namespace) -> list[int]:
-    """The distinct ``--horizon`` values, once every flag that can be checked without the model is checked."""
-    horizons = list(dict.fromkeys(args.horizon))
-    for h in horizons:
-        check_horizon(h)
-    check_episodes(args.episodes)
-    _check_positive(args.max_steps, "--max-steps")
-    _check_positive(args.envs, "--envs")
-    _check_positive(args.camera_size, "--camera-size")
-    if args.videos_per_task < 0:
-        raise UserError(f"--videos-per-task {args.videos_per_task}: expected 0 or more")
-    return horizons
-
-
-def _load_policy(args: argparse.Namespace):
-    """The checkpoint's policy with the flags' overrides; its weights are checked finite."""
+def _load_policy(cfg: EvalConfig):
+    """The checkpoint's policy with the settings' overrides; its weights are checked finite."""
     from rdt.evaluation.policy import Policy
 
     policy = Policy.from_checkpoint(
-        args.checkpoint,
-        vision_encoder=args.vision_encoder,
-        text_encoder=args.text_encoder,
-        control_frequency=args.control_frequency,
-        weights=args.weights,
-        device=args.device,
-        seed=args.seed,
+        cfg.checkpoint,
+        vision_encoder=cfg.vision_encoder,
+        text_encoder=cfg.text_encoder,
+        control_frequency=cfg.control_frequency,
+        weights=cfg.weights,
+        device=cfg.device,
+        seed=cfg.seed,
     )
     from rdt.model.verify import check_finite
 
-    check_finite(policy.runner.state_dict(), f"{args.checkpoint} ({policy.pipeline.get('weights')} weights)")
+    check_finite(policy.runner.state_dict(), f"{cfg.checkpoint} ({policy.pipeline.get('weights')} weights)")
     return policy
 
 
-def _training_stats(args: argparse.Namespace, pipeline: dict) -> dict | None:
+def _training_stats(cfg: EvalConfig, pipeline: dict) -> dict | None:
     """The dataset statistics for the state-range check. They reach evaluation one way: from the export's
     pipeline.json (the entry it was trained with), or --stats for a checkpoint made elsewhere; never both."""
     from rdt.data.stats import load_entry
 
-    if args.stats and pipeline.get("dataset_stat"):
+    if cfg.stats and pipeline.get("dataset_stat"):
         raise UserError(
-            f"--stats {args.stats}: checkpoint {args.checkpoint} carries the statistics it was trained "
+            f"--stats {cfg.stats}: checkpoint {cfg.checkpoint} carries the statistics it was trained "
             "with (pipeline.json dataset_stat); --stats is for checkpoints made elsewhere, leave it out"
         )
-    return load_entry(args.stats) if args.stats else pipeline.get("dataset_stat")
+    return load_entry(cfg.stats) if cfg.stats else pipeline.get("dataset_stat")
 
 
-def _run_info(args: argparse.Namespace, policy, stats: dict | None) -> dict:
+def _run_info(cfg: EvalConfig, lang: str, policy, stats: dict | None) -> dict:
     """The checkpoint, device and input facts recorded with every episode and in summary.json."""
     pipeline = policy.pipeline
     return {
-        "checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
+        "checkpoint": str(Path(cfg.checkpoint).resolve()) if Path(cfg.checkpoint).exists() else cfg.checkpoint,
         "step": pipeline.get("step"),
         "device": str(policy.device),
         "weights": pipeline.get("weights"),
         "text_encoder": policy.text_encoder,
         "vision_encoder": policy.vision.name,
         "control_frequency": policy.control_frequency,
-        "lang": str(args.lang),
-        "stats": args.stats or ("pipeline.json" if stats else None),
-        "identity": checkpoint_identity(args.checkpoint, pipeline, pipeline.get("weights") or "model"),
+        "lang": str(lang),
+        "stats": cfg.stats or ("pipeline.json" if stats else None),
+        "identity": checkpoint_identity(cfg.checkpoint, pipeline, pipeline.get("weights") or "model"),
         "code": fingerprint(CODE_MODULE),
     }
 
 
 def settings_from_args(args: argparse.Namespace, tasks: list, horizon: int, pipeline: dict) -> Settings:
-    """The settings of one horizon's evaluation (or of a replay: horizon 0, no pipeline.json), the flags' defaults
-    filled in."""
-    return Settings(
+    """The settings of a replay (horizon 0, no pipeline.json) from rdt replay's flags, the defaults filled in as
+    :meth:`EvalConfig.settings` does for an evaluation."""
+    cfg = EvalConfig(
         suite=args.suite,
-        tasks=tuple(t.name for t in tasks),
-        episodes=args.episodes,
-        horizon=horizon,
-        max_steps=args.max_steps or suites.MAX_STEPS[args.suite],
+        episodes_per_task=args.episodes,
+        max_steps=args.max_steps,
         envs=args.envs,
         seed=args.seed,
-        camera_size=args.camera_size or int(pipeline.get("image_size") or DEFAULT_CAMERA_SIZE),
+        camera_size=args.camera_size,
         videos_per_task=args.videos_per_task,
     )
+    return cfg.settings(tasks, horizon, pipeline)
+
+
+def _wandb(cfg: EvalConfig, pipeline: dict) -> WandbLog | None:
+    """The W&B run of ``report_to: wandb`` (None otherwise): the evaluated run's, in its training's group."""
+    if cfg.report_to != "wandb":
+        return None
+    run = cfg.run or pipeline.get("run") or Path(cfg.checkpoint).name
+    group = cfg.wandb_group or training_group(pipeline)
+    step = int(pipeline.get("step") or 0)
+    config = {"run": run, "suite": cfg.suite, "training": group, "step": step}
+    return WandbLog(cfg.wandb_project, group, run, step, cfg.exec_horizons, config)
 
 
 def main(args: argparse.Namespace) -> int:
     setup_logging()  # time, level and logger name on each record
     # everything that can be wrong with the request is checked before a model or simulator is loaded
-    horizons = _check_request(args)
-    args.suite, args.tasks = trained_suite_and_tasks(args.checkpoint, args.suite, args.tasks)
-    tasks = suites.select_tasks(args.suite, args.tasks)
+    cfg, where = config_from_args(args)
+    cfg, tasks = eval_config.resolve_tasks(cfg)  # the tasks, resolved once
+    horizons = cfg.exec_horizons
     from rdt.encoders import check_text_fits
     from rdt.lang import LanguageTable
 
-    table = LanguageTable.load(args.lang) if args.lang else None
+    table = LanguageTable.load(cfg.lang) if cfg.lang else None
     lang = {t.name: table.get(t.language) for t in tasks} if table is not None else None
-    policy = _load_policy(args)
+    policy = _load_policy(cfg)
+    lang_path = cfg.lang
     if table is None:  # no --lang: encode the tasks' instructions once with the checkpoint's text encoder
-        args.lang = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
-        table = LanguageTable.load(args.lang)
+        lang_path = str(encode_task_language(tasks, policy.text_encoder, Path(args.out), policy.device))
+        table = LanguageTable.load(lang_path)
         lang = {t.name: table.get(t.language) for t in tasks}
     table.check_encoder(policy.text_encoder)
-    cfg = policy.runner.config
-    check_text_fits(table.hidden_size, cfg, args.lang, f"checkpoint {args.checkpoint}")
+    model_cfg = policy.runner.config
+    check_text_fits(table.hidden_size, model_cfg, lang_path, f"checkpoint {cfg.checkpoint}")
     for h in horizons:
-        check_horizon(h, cfg.pred_horizon)
-    stats = _training_stats(args, policy.pipeline)
-    info = _run_info(args, policy, stats)
-    for h in horizons:
-        out = horizon_out(Path(args.out), h, horizons)
-        summary = evaluate(
-            policy,
-            settings_from_args(args, tasks, h, policy.pipeline),
-            out,
-            lang,
-            info=info,
-            stats=stats,
-            summary_name=args.summary_name,
-        )
-        o = summary["overall"]
-        if args.tensorboard:
-            log_success(Path(args.tensorboard), summary)
-        rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
-        print(
-            f"{args.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
-            f"{o['errors']} errors -> {out / args.summary_name}"
-        )
-    return 0
-
-
-def log_success(folder: Path, summary: dict) -> bool:
-    """The summary's success rate (and episode count) as TensorBoard scalars at its checkpoint step; False when
-    tensorboard is not installed (as training's metrics, it is optional)."""
+        check_horizon(h, model_cfg.pred_horizon, what=where("exec_horizons"))
+    stats = _training_stats(cfg, policy.pipeline)
+    info = _run_info(cfg, lang_path, policy, stats)
+    tracker = _wandb(cfg, policy.pipeline)
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        log.warning("tensorboard is not installed: --tensorboard %s skipped", folder)
-        return False
-    o, step, h = summary["overall"], int(summary.get("step") or 0), int(summary["horizon"])
-    with SummaryWriter(str(folder)) as writer:
-        if o["success_rate"] is not None:
-            writer.add_scalar(f"success/H{h}", o["success_rate"], step)
-        writer.add_scalar(f"episodes/H{h}", o["episodes"] - o["errors"], step)
-    return True
+        for h in horizons:
+            out = horizon_out(Path(args.out), h, horizons)
+            summary = evaluate(
+                policy,
+                cfg.settings(tasks, h, policy.pipeline),
+                out,
+                lang,
+                info=info,
+                stats=stats,
+                summary_name=args.summary_name,
+            )
+            o = summary["overall"]
+            if cfg.tensorboard:
+                log_success(Path(cfg.tensorboard), summary)
+            if tracker is not None:
+                tracker.log(summary)
+            rate = "n/a" if o["success_rate"] is None else f"{100 * o['success_rate']:.1f}%"
+            print(
+                f"{cfg.suite} H={h}: {o['successes']}/{o['episodes'] - o['errors']} successes ({rate}), "
+                f"{o['errors']} errors -> {out / args.summary_name}"
+            )
+    finally:
+        if tracker is not None:
+            tracker.finish()
+    return 0
 
 
 def horizon_out(out: Path, horizon: int, horizons: list[int]) -> Path:

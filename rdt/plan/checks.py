@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.utils.files import read_json
 
 #: folder names under ``results`` that are not targets
-RESERVED_NAMES = ("cache", "logs", "benchmarks", "report", "train")
+RESERVED_NAMES = layout.RESERVED
 
 
 def check_target_names(runs: list[str], checkpoints: list[str]) -> None:

@@ -147,16 +147,16 @@ class Plan:
         """What `convert` reads: the expert's output folder, or the configured folder of demo files."""
         if settings["source"] in ("folder", "lerobot"):
             return settings["folder"]
-        return f"{self.results}/cache/demos/{key_of(settings)}"
+        return layout.demos_dir(self.results, key_of(settings))
 
     def data_path(self, run: str) -> str:
-        return f"{self.results}/cache/data/{key_of(self.data_settings(run))}/data.h5"
+        return layout.data_file(self.results, key_of(self.data_settings(run)))
 
     def stats_path(self, run: str) -> str:
-        return f"{self.results}/cache/data/{key_of(self.data_settings(run))}/dataset_stat.json"
+        return layout.stats_file(self.results, key_of(self.data_settings(run)))
 
     def language_path(self, run: str) -> str:
-        return f"{self.results}/cache/language/{key_of(self.language_settings(run))}/lang.safetensors"
+        return layout.language_file(self.results, key_of(self.language_settings(run)))
 
     @cached_property
     def demos(self) -> dict[str, dict]:
@@ -204,7 +204,7 @@ class Plan:
         )
 
     def train_dir(self, run: str) -> str:
-        return f"{self.results}/train/{self.train_key(run)}"
+        return layout.train_dir(self.results, self.train_key(run))
 
     def train_settings(self, run: str) -> dict:
         """RUN.yaml of a run's training: the resolved settings with the workflow's data, language and statistics
@@ -255,7 +255,7 @@ class Plan:
 
     def export_path(self, run_or_key: str, step: int) -> str:
         key = run_or_key if run_or_key in self.trainings else self.train_key(run_or_key)
-        return layout.export_dir(f"{self.results}/train/{key}", step)
+        return layout.export_dir(layout.train_dir(self.results, key), step)
 
     def previous_export(self, key: str, step: int) -> list[str]:
         prev = self.previous_step(key, step)
@@ -302,7 +302,7 @@ class Plan:
     def summary_path(self, target: str, step: int, horizon: int) -> str:
         """The evaluation's summary, named by its identity (summary-<key>.json): a changed setting, checkpoint or
         code is a missing file, so it runs again whether or not Snakemake's .snakemake/ survived."""
-        return layout.summary_path(f"{self.results}/{target}", step, horizon, self.eval_key(target, step, horizon))
+        return layout.summary_path(self.run_dir(target), step, horizon, self.eval_key(target, step, horizon))
 
     def summaries(self, target: str) -> list[str]:
         return [self.summary_path(target, s, h) for s in self.eval_steps(target) for h in self.horizons(target, s)]
@@ -326,7 +326,7 @@ class Plan:
         }
 
     def task_language_path(self, target: str) -> str:
-        return f"{self.results}/cache/language/{key_of(self.task_language_settings(target))}/tasks.safetensors"
+        return layout.task_language_file(self.results, key_of(self.task_language_settings(target)))
 
     @cached_property
     def task_language(self) -> dict[str, dict]:
@@ -343,11 +343,15 @@ class Plan:
         not a path; `rdt evaluate` loads it from the local Hugging Face cache)."""
         return self._targets[target].checkpoint_input(step)
 
-    def checkpoint_flags(self, target: str) -> str:
-        """`rdt evaluate`'s flags about the checkpoint: which weights (a run: eval.weights; a checkpoint made
-        elsewhere: its entry's, ``auto`` = EMA when the folder has them), and for a folder without pipeline.json
-        (a released checkpoint) the entry's vision encoder and control frequency."""
-        return self._targets[target].checkpoint_flags()
+    def eval_config(self, target: str, step: int, horizon: int) -> dict:
+        """The settings document of one evaluation (rdt/evaluation/config.py), which the workflow's eval_config
+        rule writes beside its summary and the evaluate rule runs with `rdt evaluate --config`: the checkpoint
+        (which weights: a run's eval.weights, a checkpoint made elsewhere its entry's, ``auto`` = null: EMA when the
+        folder has them; for a folder without pipeline.json the entry's vision encoder and control frequency), its
+        language table and statistics, the settings of :meth:`eval_settings` at that step and horizon, and where
+        success goes as it finishes (a run: its training's TensorBoard folder, and W&B with train.report_to:
+        wandb)."""
+        return self._targets[target].eval_config(step, horizon)
 
     def eval_stats(self, target: str) -> list[str]:
         """The statistics file given to an evaluation: none for a run (its export's pipeline.json carries the
@@ -359,8 +363,16 @@ class Plan:
         """``results/<target>/settings.json``: what the report audits and records as provenance."""
         return documents.settings_document(self, target)
 
+    def run_dir(self, target: str) -> str:
+        """``results/<target>``: the folder of a target's evaluations and settings document (rdt.layout)."""
+        return layout.run_dir(self.results, target)
+
+    def settings_path(self, target: str) -> str:
+        """``results/<target>/settings.json``."""
+        return layout.settings_file(self.run_dir(target))
+
     def report_folders(self) -> list[str]:
-        return [f"{self.results}/{t}" for t in self.targets]
+        return [self.run_dir(t) for t in self.targets]
 
     def eval_cost(self, target: str) -> dict:
         """What a target's evaluations cost, before anything runs (rdt/plan/cost.py): per horizon the jobs,

@@ -12,20 +12,21 @@ import json
 import os
 from pathlib import Path
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.plan.keys import code_fingerprint
 from rdt.utils.atomic import write_text
 from rdt.utils.files import read_json
 
 SETTINGS_FORMAT = "rdt-settings/1"
-SETTINGS_FILE = "settings.json"
+SETTINGS_FILE = layout.SETTINGS_FILE
 
 
 def settings_document(plan, target: str) -> dict:
     """``results/<target>/settings.json`` of a plan's target: its horizons, evaluation settings, evaluation code,
     evaluation plan (cost) and exactly the evaluations of the current plan, each by its identity-named summary (the
     report reads these); then what its kind adds (``Target.document_fields``)."""
-    folder = f"{plan.results}/{target}"
+    folder = plan.run_dir(target)
     doc = {
         "format": SETTINGS_FORMAT,
         "target": target,
@@ -50,7 +51,7 @@ def write_settings(path: str | os.PathLike, document: dict) -> None:
 def read_settings(folder: str | os.PathLike) -> dict | None:
     """The settings document of a target folder (None when it has none); ``train_folder`` is resolved to a path.
     A document of another format is a UserError naming the file."""
-    path = Path(folder) / SETTINGS_FILE
+    path = layout.settings_file(Path(folder))
     if not path.is_file():
         return None
     doc = read_json(path)
@@ -68,4 +69,4 @@ def train_folder(folder: str | os.PathLike, document: dict | None) -> Path:
     """The training folder of a target (``train/`` inside it when the document names none)."""
     if document and document.get("train_folder"):
         return Path(document["train_folder"])
-    return Path(folder) / "train"
+    return layout.own_train_dir(Path(folder))

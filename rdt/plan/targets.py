@@ -114,10 +114,38 @@ class Target(ABC):
             "code": code_fingerprint("evaluate"),
         }
 
-    def checkpoint_flags(self) -> str:
-        """`rdt evaluate`'s flags about the checkpoint: which weights (``auto``: no flag, EMA when there are any)."""
+    def eval_config(self, step: int, horizon: int) -> dict:
+        """The settings document of the evaluation of ``step`` at ``horizon`` (rdt/evaluation/config.py; the
+        workflow's eval_config rule writes it, `rdt evaluate --config` reads it): the checkpoint and its inputs, the
+        evaluation settings at that step (those of :meth:`eval_settings`, which the key covers) and where success
+        goes as it finishes. The simulator processes are the job's threads (``--envs``)."""
+        e = self.eval_settings(step)
+        stats = self.eval_stats()
+        return {
+            "checkpoint": self.checkpoint_ref(step),
+            **self.checkpoint_settings(),
+            "lang": self.plan.task_language_path(self.name),
+            "stats": stats[0] if stats else None,
+            "suite": e["suite"],
+            "tasks": e["tasks"],
+            "exec_horizons": [horizon],
+            "episodes_per_task": e["episodes_per_task"],
+            "max_steps": e["max_steps"],
+            "seed": e["seed"],
+            "videos_per_task": e["videos_per_task"],
+            **self.tracking(),
+            "run": self.name,
+        }
+
+    def checkpoint_settings(self) -> dict:
+        """The evaluation document's settings about the checkpoint: which weights (``auto``: null, EMA when there
+        are any)."""
         weights = self.eval_settings()["weights"]
-        return f"--weights {weights}" if weights != "auto" else ""
+        return {"weights": None if weights == "auto" else weights}
+
+    def tracking(self) -> dict:
+        """Where the evaluation document sends success besides summary.json: nowhere."""
+        return {}
 
     # ------------------------------------------------------------------------------------------------ the report
     @abstractmethod
@@ -175,6 +203,15 @@ class Run(Target):
         """None: the export's pipeline.json carries the statistics it was trained with."""
         return []
 
+    def tracking(self) -> dict:
+        """Success per checkpoint and horizon beside the training's curves: the training's TensorBoard folder
+        (tensorboard/eval-<run>), and W&B when the training reports to it (train.report_to: wandb)."""
+        wandb = self.plan.resolved_train(self.name)["report_to"] == "wandb"
+        return {
+            "tensorboard": f"{self.plan.train_dir(self.name)}/tensorboard/eval-{self.name}",
+            "report_to": "wandb" if wandb else "none",
+        }
+
     def document_fields(self) -> dict:
         plan, s = self.plan, self.settings
         return {
@@ -183,7 +220,7 @@ class Run(Target):
             "demos_per_task": s["data"]["demos_per_task"],
             "gpus": s["train"]["gpus"],
             "train": plan.train_settings(self.name),
-            "train_folder": os.path.relpath(plan.train_dir(self.name), f"{plan.results}/{self.name}"),
+            "train_folder": os.path.relpath(plan.train_dir(self.name), plan.run_dir(self.name)),
             "train_code": plan.train_identity(self.name)["code"],
             "max_steps": s["train"]["max_steps"],
             "workflow": s,
@@ -311,14 +348,15 @@ class Checkpoint(Target):
             return [ref]
         return []
 
-    def checkpoint_flags(self) -> str:
+    def checkpoint_settings(self) -> dict:
         """Which weights, and for a folder without pipeline.json (a released checkpoint) the entry's vision encoder
         and control frequency."""
-        c, weights = self.entry, super().checkpoint_flags()
-        flags = [weights] if weights else []
-        flags += [f"--vision-encoder {c['vision_encoder']}"] if c.get("vision_encoder") else []
-        flags += [f"--control-frequency {c['control_frequency']}"] if c.get("control_frequency") else []
-        return " ".join(flags)
+        c = self.entry
+        return {
+            **super().checkpoint_settings(),
+            "vision_encoder": c.get("vision_encoder") or None,
+            "control_frequency": c.get("control_frequency") or None,
+        }
 
     def eval_stats(self) -> list[str]:
         """The configured statistics file (its training data's), if any."""

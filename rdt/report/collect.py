@@ -17,7 +17,7 @@ from typing import Any
 from rdt import layout, plan
 from rdt import report_stats as rs
 from rdt.errors import UserError
-from rdt.evaluation.ledger import EPISODES_FILE, read_episodes, select_records, success_counts
+from rdt.evaluation.ledger import EPISODES_FILE, VIDEO_DIR, read_episodes, select_records, success_counts
 from rdt.training.run_folder import read_metrics
 from rdt.utils.files import read_json
 
@@ -217,7 +217,7 @@ def pick_videos(runs: list[Run], per_run: int) -> list[tuple[str, Path]]:
             continue
         last = [r for r in run.results if r.step == run.steps[-1]]
         videos = sorted(
-            (v for r in last for v in (r.folder / "videos").glob("*.mp4")),
+            (v for r in last for v in (r.folder / VIDEO_DIR).glob("*.mp4")),
             key=lambda v: (v.name, natural_key(v.parent.parent.name)),  # a task's videos in horizon order
         )
         good = [v for v in videos if v.stem.endswith("__success")]

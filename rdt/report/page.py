@@ -195,7 +195,7 @@ def _links(run: Run, step: int, horizon: int, out: Path) -> str:
     """Links of one result row: the run's settings document and the report's videos of that step and horizon
     (relative to the page, so they work where the results folder is)."""
     links = []
-    settings = run.folder / "settings.json"
+    settings = layout.settings_file(run.folder)
     if settings.is_file():
         links.append(f'<a href="{esc(os.path.relpath(settings, out))}">settings</a>')
     prefix = video_prefix(run.name, layout.step_name(step), layout.horizon_name(horizon))

@@ -50,9 +50,9 @@ def report_inputs():
     so a new identity-named summary (a changed setting or code) is requested directly, which then updates the
     report (its input is newer), with or without .snakemake/ metadata."""
     return (
-        [f"{RESULTS}/report/{report_files.RESULTS_TABLE}"]
+        [layout.report_file(RESULTS, report_files.RESULTS_TABLE)]
         + PLAN.all_summaries()
-        + [f"{RESULTS}/{t}/settings.json" for t in TARGETS]
+        + [PLAN.settings_path(t) for t in TARGETS]
     )
 
 

@@ -8,41 +8,52 @@ from rdt.plan import REPLAY_HORIZON, REPLAY_STEP
 # job before running it again, and the evaluator resumes a killed job from the episodes already recorded there.
 # Each record carries a key of what decides its outcome (settings, the checkpoint's identity from its pipeline.json
 # or the hash of its weights, the evaluation code, the task's instruction embedding): records of a retrained model,
-# other settings or other code run again. A run's statistics come from its export's pipeline.json; --stats only
+# other settings or other code run again. A run's statistics come from its export's pipeline.json; stats only
 # for evaluation-only checkpoints that configure them.
+# The job's settings are a document beside its summary (eval-<key>.yaml, rdt/evaluation/config.py), written by the
+# plan like run.yaml for training: `rdt evaluate --config` reads it; only the job's threads (--envs) and the output
+# names are flags.
+
+
+rule eval_config:
+    output:
+        layout.eval_config_path(layout.run_dir(RESULTS, "{target}"), "{step}", "{horizon}", "{key}"),
+    wildcard_constraints:
+        target="|".join(map(re.escape, EVALUATED)) or "(?!)",
+    params:
+        settings=lambda w: PLAN.eval_config(w.target, int(w.step), int(w.horizon)),
+    log:
+        layout.log_file(RESULTS, "eval_config", "{target}", layout.eval_job_name("{step}", "{horizon}", "{key}")),
+    localrule: True
+    run:
+        from rdt.evaluation import config as eval_config
+
+        write_text(output[0], eval_config.dump(params.settings))
+        write_text(log[0], f"wrote {output[0]}\n")
 
 
 rule evaluate:
     input:
+        # the key in its name is the request's identity; what else the document says (where success is logged,
+        # the paths of the same inputs) rewrites it without evaluating again
+        config=ancient(
+            layout.eval_config_path(layout.run_dir(RESULTS, "{target}"), "{step}", "{horizon}", "{key}")
+        ),
         checkpoint=checkpoint_input,
         lang=lambda w: PLAN.task_language_path(w.target),
         stats=lambda w: PLAN.eval_stats(w.target),
     output:
-        summary=layout.summary_path(f"{RESULTS}/{{target}}", "{step}", "{horizon}", "{key}"),
+        summary=layout.summary_path(layout.run_dir(RESULTS, "{target}"), "{step}", "{horizon}", "{key}"),
     wildcard_constraints:
         target="|".join(map(re.escape, EVALUATED)) or "(?!)",
     params:
         out=lambda w, output: str(Path(output.summary).parent),
         name=lambda w, output: Path(output.summary).name,
-        checkpoint=lambda w: PLAN.checkpoint_ref(w.target, int(w.step)),
-        checkpoint_flags=lambda w: PLAN.checkpoint_flags(w.target),
-        settings=lambda w: PLAN.eval_settings(w.target, int(w.step)),
-        stats=lambda w, input: f"--stats {input.stats}" if input.stats else "",
-        tasks=lambda w: PLAN.eval_settings(w.target)["tasks"],
-        max_steps=lambda w: (
-            f"--max-steps {PLAN.eval_settings(w.target)['max_steps']}"
-            if PLAN.eval_settings(w.target)["max_steps"]
-            else ""
-        ),
         code=CODE["evaluate"],
-        # success per checkpoint and horizon beside the training curves (tensorboard --logdir results)
-        tensorboard=lambda w: (
-            f"--tensorboard {PLAN.train_dir(w.target)}/tensorboard/eval-{w.target}" if w.target in PLAN.runs else ""
-        ),
     log:
-        f"{RESULTS}/logs/evaluate/{{target}}/step-{{step}}-h{{horizon}}-{{key}}.log",
+        layout.log_file(RESULTS, "evaluate", "{target}", layout.eval_job_name("{step}", "{horizon}", "{key}")),
     benchmark:
-        f"{RESULTS}/benchmarks/evaluate/{{target}}/step-{{step}}-h{{horizon}}-{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "evaluate", "{target}", layout.eval_job_name("{step}", "{horizon}", "{key}"))
     threads: 1
     resources:
         mem_mb=8000,
@@ -51,13 +62,9 @@ rule evaluate:
     conda:
         "../envs/rdt.yaml"
     shell:
-        "python -m rdt evaluate --checkpoint {params.checkpoint} {params.checkpoint_flags} --lang {input.lang}"
-        " {params.stats}"
-        " --horizon {wildcards.horizon} --suite {params.settings[suite]} --tasks {params.tasks:q}"
-        " --episodes {params.settings[episodes_per_task]} {params.max_steps} --envs {threads}"
-        " --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
-        " {params.tensorboard}"
+        "python -m rdt evaluate --config {input.config} --envs {threads}"
         " --out {params.out} --summary-name {params.name} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule evaluate --log {log} --mem-mb {resources.mem_mb}"
 
 
 # Replay runs (runs.<name>.kind: replay): the run's demos replayed open-loop on the evaluation's (task, init state,
@@ -66,7 +73,7 @@ rule replay:
     input:
         demos=lambda w: PLAN.replay_settings(w.target)["demos"],
     output:
-        summary=layout.summary_path(f"{RESULTS}/{{target}}", REPLAY_STEP, REPLAY_HORIZON, "{key}"),
+        summary=layout.summary_path(layout.run_dir(RESULTS, "{target}"), REPLAY_STEP, REPLAY_HORIZON, "{key}"),
     wildcard_constraints:
         target="|".join(map(re.escape, REPLAYS)) or "(?!)",
     params:
@@ -86,9 +93,9 @@ rule replay:
         ),
         code=CODE["replay"],
     log:
-        f"{RESULTS}/logs/replay/{{target}}-{{key}}.log",
+        layout.log_file(RESULTS, "replay", layout.job_name("{target}", "{key}")),
     benchmark:
-        f"{RESULTS}/benchmarks/replay/{{target}}-{{key}}.tsv"
+        layout.benchmark_file(RESULTS, "replay", layout.job_name("{target}", "{key}"))
     threads: 1
     resources:
         mem_mb=4000,
@@ -100,3 +107,4 @@ rule replay:
         " --tasks {params.tasks:q} --episodes {params.settings[episodes_per_task]} {params.max_steps}"
         " --envs {threads} --seed {params.settings[seed]} --videos-per-task {params.settings[videos_per_task]}"
         " --out {params.out} --summary-name {params.name} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule replay --log {log} --mem-mb {resources.mem_mb}"

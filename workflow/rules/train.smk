@@ -7,11 +7,11 @@
 
 rule run_config:
     output:
-        f"{RESULTS}/train/{{key}}/run.yaml",
+        layout.run_config(layout.train_dir(RESULTS, "{key}")),
     params:
         settings=lambda w: PLAN.train_settings(train_run(w)),
     log:
-        f"{RESULTS}/logs/run_config/{{key}}.log",
+        layout.log_file(RESULTS, "run_config", "{key}"),
     localrule: True
     run:
         write_text(output[0], train_config.dump(params.settings))
@@ -22,13 +22,13 @@ rule train:
     input:
         # bookkeeping keys (log_period, checkpoints_total_limit, ...) rewrite run.yaml without retraining; what
         # decides the weights is params.identity
-        config=ancient(f"{RESULTS}/train/{{key}}/run.yaml"),
+        config=ancient(layout.run_config(layout.train_dir(RESULTS, "{key}"))),
         data=lambda w: PLAN.data_path(train_run(w)),
         stats=lambda w: PLAN.stats_path(train_run(w)),
         lang=lambda w: PLAN.language_path(train_run(w)),
         previous=previous_export,
     output:
-        directory(layout.export_dir(f"{RESULTS}/train/{{key}}", "{step}")),
+        directory(layout.export_dir(layout.train_dir(RESULTS, "{key}"), "{step}")),
     params:
         out=lambda w, output: str(Path(output[0]).parent.parent),
         identity=lambda w: PLAN.train_identity(train_run(w)),
@@ -39,9 +39,9 @@ rule train:
         ),
         precision=launch_precision,
     log:
-        f"{RESULTS}/logs/train/{{key}}/step-{{step}}.log",
+        layout.log_file(RESULTS, "train", "{key}", layout.step_name("{step}")),
     benchmark:
-        f"{RESULTS}/benchmarks/train/{{key}}/step-{{step}}.tsv"
+        layout.benchmark_file(RESULTS, "train", "{key}", layout.step_name("{step}"))
     threads: 2
     resources:
         mem_mb=8000,
@@ -54,3 +54,4 @@ rule train:
         "accelerate launch --num_machines 1 {params.processes} --mixed_precision {params.precision}"
         " --dynamo_backend no -m rdt train --config {input.config} --until-step {wildcards.step}"
         " {params.previous} --out {params.out} > {log} 2>&1"
+        " || python -m rdt.job_exit $? --rule train --log {log} --mem-mb {resources.mem_mb}"
