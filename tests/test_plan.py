@@ -417,7 +417,12 @@ def test_a_released_checkpoint_by_hub_id_is_evaluated_through_the_workflow(tmp_p
     assert p.checkpoint_input("released", 0) == [] and p.checkpoint_ref("released", 0) == entry["path"]
     doc = p.eval_config("released", 0, 8)
     assert doc["weights"] is None  # weights: auto
-    assert (doc["vision_encoder"], doc["control_frequency"]) == ("google/siglip-so400m-patch14-384", 20)
+    # a released folder has no pipeline.json: the document carries the entry's encoders and frequency
+    assert (doc["text_encoder"], doc["vision_encoder"], doc["control_frequency"]) == (
+        "tiny",
+        "google/siglip-so400m-patch14-384",
+        20,
+    )
     assert doc["checkpoint"] == entry["path"] and doc["exec_horizons"] == [8] and "tensorboard" not in doc
     files = p.eval_identity("released", 0, 8)["weights"]["files"]
     assert set(files) == {n for n in ("config.json", "pytorch_model.bin", "model.safetensors") if (PARITY / n).exists()}

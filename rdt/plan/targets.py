@@ -349,11 +349,12 @@ class Checkpoint(Target):
         return []
 
     def checkpoint_settings(self) -> dict:
-        """Which weights, and for a folder without pipeline.json (a released checkpoint) the entry's vision encoder
-        and control frequency."""
+        """Which weights, and for a folder without pipeline.json (a released checkpoint) the entry's encoders and
+        control frequency."""
         c = self.entry
         return {
             **super().checkpoint_settings(),
+            "text_encoder": c.get("text_encoder") or None,
             "vision_encoder": c.get("vision_encoder") or None,
             "control_frequency": c.get("control_frequency") or None,
         }
