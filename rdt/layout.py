@@ -48,6 +48,13 @@ LANGUAGE_FILE, TASK_LANGUAGE_FILE = "lang.safetensors", "tasks.safetensors"
 RUN_CONFIG = "run.yaml"
 SETTINGS_FILE = "settings.json"
 LOG_SUFFIX, BENCHMARK_SUFFIX = ".log", ".tsv"
+#: a checkpoint folder's files (ours and the released ones'): read by rdt.model.checkpoint, by the plan before any
+#: model code loads, and by the bundle writer
+CONFIG_FILE, SAFETENSORS_FILE, BIN_FILE = "config.json", "model.safetensors", "pytorch_model.bin"
+EMA_FILE, PIPELINE_FILE = "ema/model.safetensors", "pipeline.json"
+CHECKPOINT_FILES = (CONFIG_FILE, PIPELINE_FILE, SAFETENSORS_FILE, BIN_FILE, EMA_FILE)
+#: a training folder's TensorBoard events, and each evaluated run's success beside them
+TENSORBOARD = "tensorboard"
 EXPORT = "export"
 EVAL = "eval"
 SUMMARY = "summary.json"  # the name without a request key (rdt evaluate run by hand)
@@ -182,6 +189,12 @@ def benchmark_file(results: P, rule: str, *job: str) -> P:
 
 
 # ----------------------------------------------------------------------------------------------- exports, evaluations
+def eval_tensorboard_dir(train_folder: P, run: str) -> P:
+    """``<train_folder>/tensorboard/eval-<run>``: a run's success per checkpoint and horizon, beside its training's
+    curves (``tensorboard --logdir results``)."""
+    return _join(train_folder, TENSORBOARD, f"eval-{run}")
+
+
 def export_dir(train_folder: P, step: int | str) -> P:
     """``<train_folder>/export/step-<step>``."""
     return _join(train_folder, EXPORT, step_name(step))

@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.evaluation.settings import Settings, check_episodes, check_horizon
 from rdt.libero import suites
@@ -281,7 +282,7 @@ def trained_suite_and_tasks(checkpoint: str, suite: str | None, tasks: list[str]
     """``suite``/``tasks`` with their defaults: the suite and tasks the checkpoint's pipeline.json says it was
     trained on (the tasks only when the suite is that one; otherwise all tasks)."""
     try:
-        trained = read_json(Path(checkpoint) / "pipeline.json")
+        trained = read_json(Path(checkpoint) / layout.PIPELINE_FILE)
     except UserError:  # none (a checkpoint made elsewhere) or unreadable: no defaults from it
         trained = {}
     if suite is None:

@@ -19,16 +19,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from rdt.errors import UserError
+from rdt.layout import BIN_FILE, CONFIG_FILE, EMA_FILE, PIPELINE_FILE, SAFETENSORS_FILE  # noqa: F401 (re-exported)
 from rdt.model.config import RDTConfig
 from rdt.model.runner import RDTRunner
 from rdt.utils.atomic import atomic_dir
 from rdt.utils.files import read_json
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-BIN_FILE = "pytorch_model.bin"
-EMA_FILE = "ema/model.safetensors"
-PIPELINE_FILE = "pipeline.json"
 WEIGHT_KINDS = ("model", "ema")
 
 

@@ -151,7 +151,7 @@ def check_checkpoint(plan, name: str, c: dict) -> None:
             f"evaluate_checkpoints.{name}: stats {c['stats']!r} does not exist (expected the "
             "dataset_stat.json of the checkpoint's training data, or null)"
         )
-    pipeline = plan.local_path(c["path"]) / "pipeline.json"
+    pipeline = plan.local_path(c["path"]) / layout.PIPELINE_FILE
     if c.get("stats") and pipeline.is_file() and "dataset_stat" in _json_or_empty(pipeline):
         raise UserError(
             f"evaluate_checkpoints.{name}: stats {c['stats']!r} is set but {pipeline} carries the "

@@ -19,6 +19,7 @@ import os
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.plan import checks
 from rdt.plan.hub import hub_snapshot, looks_like_hub_id
@@ -208,7 +209,7 @@ class Run(Target):
         (tensorboard/eval-<run>), and W&B when the training reports to it (train.report_to: wandb)."""
         wandb = self.plan.resolved_train(self.name)["report_to"] == "wandb"
         return {
-            "tensorboard": f"{self.plan.train_dir(self.name)}/tensorboard/eval-{self.name}",
+            "tensorboard": layout.eval_tensorboard_dir(self.plan.train_dir(self.name), self.name),
             "report_to": "wandb" if wandb else "none",
         }
 
@@ -320,14 +321,14 @@ class Checkpoint(Target):
         folder = self.plan.local_path(path)
         if not folder.exists() and looks_like_hub_id(path):
             folder = hub_snapshot(path) or folder
-        names = ("config.json", "pipeline.json", "model.safetensors", "pytorch_model.bin", "ema/model.safetensors")
+        names = layout.CHECKPOINT_FILES
         return {n: file_identity(folder / n) for n in names if (folder / n).is_file()}
 
     def text_encoder(self) -> str:
         """Configured, else its pipeline.json's."""
         if self.entry.get("text_encoder"):
             return self.entry["text_encoder"]
-        pipeline = self.plan.local_path(self.entry["path"]) / "pipeline.json"
+        pipeline = self.plan.local_path(self.entry["path"]) / layout.PIPELINE_FILE
         try:
             return read_json(pipeline)["text_encoder"]
         except (UserError, KeyError, TypeError):

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rdt import layout
 from rdt.errors import UserError
 from rdt.libero.mapping import ACTION_SLOTS
 from rdt.utils.atomic import write_text
@@ -147,7 +148,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(Path(out) / "tensorboard"), purge_step=start_step + 1)
+            self.tb = SummaryWriter(str(Path(out) / layout.TENSORBOARD), purge_step=start_step + 1)
         except ImportError:
             pass
 
