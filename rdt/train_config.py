@@ -296,6 +296,18 @@ def _check_type(key: str, value: Any, annotation: str, source: str) -> Any:
 _HINTS = typing.get_type_hints(TrainConfig)
 
 
+def check_tracker_installed(report_to: str, what: str, anyway: str) -> None:
+    """A tracker asked for (``report_to``, training's or evaluation's) must be importable: an error saying ``what``
+    asked for it and that ``anyway`` is written without it."""
+    import importlib.util
+
+    if report_to != "none" and importlib.util.find_spec(report_to) is None:
+        raise UserError(
+            f"{what}: the {report_to} package is not installed in this environment (pip install {report_to}); "
+            f"or set report_to: none ({anyway} are written anyway)"
+        )
+
+
 def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig:
     """Validate a mapping of settings into a TrainConfig; unknown keys, wrong types or values are UserErrors."""
     if not isinstance(values, dict):
@@ -337,15 +349,9 @@ def from_dict(values: dict[str, Any], source: str = "run config") -> TrainConfig
         )
     if cfg.ema_min > cfg.ema_max:
         raise UserError(f"{source}: ema_min={cfg.ema_min} > ema_max={cfg.ema_max}")
-    if cfg.report_to != "none":
-        import importlib.util
-
-        if importlib.util.find_spec(cfg.report_to) is None:
-            raise UserError(
-                f"{source}: key 'report_to' = {cfg.report_to!r}, but the {cfg.report_to} package is not "
-                f"installed in this environment (pip install {cfg.report_to}); or set report_to: none "
-                "(metrics.csv and the TensorBoard files are written anyway)"
-            )
+    check_tracker_installed(
+        cfg.report_to, f"{source}: key 'report_to' = {cfg.report_to!r}", "metrics.csv and the TensorBoard files"
+    )
     for key in _REQUIRED:
         if getattr(cfg, key) is None:
             raise UserError(f"{source}: key {key!r} is required (path to the {_REQUIRED_WHAT[key]})")

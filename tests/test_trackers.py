@@ -36,7 +36,7 @@ def test_a_tracker_that_is_not_installed_is_a_clear_error_at_config_time(monkeyp
     with pytest.raises(UserError) as info:
         train_config.from_dict({**PATHS, "report_to": "wandb"}, source="config runs.default.train")
     assert str(info.value).startswith(
-        "config runs.default.train: key 'report_to' = 'wandb', but the wandb package is not installed"
+        "config runs.default.train: key 'report_to' = 'wandb': the wandb package is not installed"
     )
     assert "pip install wandb" in str(info.value) and "report_to: none" in str(info.value)
     train_config.from_dict({**PATHS, "report_to": "none"})  # never required

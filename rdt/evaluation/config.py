@@ -29,6 +29,7 @@ from rdt import layout
 from rdt.errors import UserError
 from rdt.evaluation.settings import Settings, check_episodes, check_horizon
 from rdt.libero import suites
+from rdt.train_config import check_tracker_installed
 from rdt.utils.files import read_json, read_yaml
 
 DEFAULT_EPISODES = 50  # per task: the published LIBERO evaluations
@@ -245,15 +246,8 @@ def from_dict(
     check_episodes(cfg.episodes_per_task, what=where("episodes_per_task"))
     if cfg.tasks is not None and not cfg.tasks:
         raise where.error("tasks", cfg.tasks, "at least one task (or null: the trained tasks)")
-    if cfg.report_to != "none":
-        import importlib.util
-
-        if importlib.util.find_spec(cfg.report_to) is None:
-            raise UserError(
-                f"{where('report_to')} {cfg.report_to}: the {cfg.report_to} package is not installed in this "
-                f"environment (pip install {cfg.report_to}); or report to none (summary.json and the TensorBoard "
-                "scalars are written anyway)"
-            )
+    anyway = "summary.json and the TensorBoard scalars"
+    check_tracker_installed(cfg.report_to, f"{where('report_to')} {cfg.report_to}", anyway)
     return cfg
 
 
