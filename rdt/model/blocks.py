@@ -10,11 +10,44 @@ from torch import nn
 from rdt.model.posemb import timestep_sinusoid
 
 
+class _VarRMSNorm(torch.autograd.Function):
+    """``x * rsqrt(var_unbiased(x) + eps) * w`` over the last dim, with the forward ops of timm 1.0.3's ``rms_norm``
+    and, in backward, the formulas autograd applies to them, in the same order: in float32, results and gradients
+    are bit-identical to the original code's, but only ``x``, ``w`` and the per-row ``rsqrt`` are kept for backward
+    (autograd keeps ``x * rsqrt`` too, a tensor the size of ``x``: +1 activation per norm, the image keys' norm of
+    every odd block included). ``x`` comes in twice so that its two gradient terms (direct, through the variance)
+    reach autograd as two contributions, summed in the order autograd sums them for the unfused ops."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, x_again: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+        r = torch.rsqrt(torch.var(x, dim=-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, w, r)
+        return x * r * w
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        # products are formed as autograd forms them (a * b and b * a round alike); the in-place ones reuse
+        # temporaries of this function only, so that at most three x-sized tensors are alive at once
+        x, w, r = ctx.saved_tensors
+        gw = None
+        if ctx.needs_input_grad[2]:  # mul backward of (x * r) * w, for w: sum_to(grad * (x * r))
+            gw = (x * r).mul_(g).sum_to_size(w.shape)
+        gxr = g * w  # ... for x * r: grad * w
+        gx = gxr * r  # mul backward of x * r, for x
+        gr = gxr.mul_(x).sum_to_size(r.shape)  # ... for r
+        del gxr
+        gv = -0.5 * gr * r.pow(3)  # rsqrt backward; the + eps passes the gradient on
+        # torch's var_backward: (2 / (N - 1)) * grad * (x - mean(x))
+        gx_var = (x - x.mean(dim=-1, keepdim=True)).mul_((2.0 / (x.shape[-1] - 1)) * gv)
+        return gx, gx_var, gw, None
+
+
 class RMSNorm(nn.Module):
     """Per-token normalisation over the last dim, eps 1e-6, learned scale ``weight`` (init 1), no bias.
 
     ``kind="unbiased_var"``: ``x * rsqrt(var_unbiased(x) + eps) * w`` - what RDT's pinned timm 1.0.3 computes
-    (its fallback ``rms_norm`` divides by the mean-subtracted, /(N-1) variance). ``kind="mean_square"``:
+    (its fallback ``rms_norm`` divides by the mean-subtracted, /(N-1) variance); one autograd node
+    (:class:`_VarRMSNorm`) with the original's numerics that keeps less for backward. ``kind="mean_square"``:
     ``x * rsqrt(mean(x^2) + eps) * w``. Computed in the input dtype; the result has the input dtype.
     """
 
@@ -27,16 +60,10 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind == "unbiased_var" and x.dtype == torch.float32:
-            # the same two-pass formula torch.var uses, written out: its CPU kernel (forward + backward) is 3.5x
-            # slower than these four ops (bench/train_throughput.py); results agree to 2e-7 relative
-            centred = x - x.mean(dim=-1, keepdim=True)
-            denom = centred.pow(2).sum(dim=-1, keepdim=True) / (x.shape[-1] - 1)
-        elif self.kind == "unbiased_var":
-            denom = torch.var(x, dim=-1, keepdim=True, unbiased=True)
-        else:
-            denom = x.pow(2).mean(dim=-1, keepdim=True)
-        return x * torch.rsqrt(denom + self.eps) * self.weight.to(x.dtype)
+        w = self.weight.to(x.dtype)
+        if self.kind == "unbiased_var":
+            return _VarRMSNorm.apply(x, x, w, self.eps)
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * w
 
 
 class Mlp(nn.Module):
