@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
+from rdt.resources import resource_value
 from slurm_cluster import PARTITION
 from workflow_helpers import REPO, SNAKEMAKE, TINY, copy_repo, current_summary, env_for, variant, write_config
 
@@ -49,7 +50,8 @@ def test_profile_of_the_repository():
     for env in ({}, {"SLURM_PARTITION": "", "SLURM_ACCOUNT": ""}):
         resources = processed_profile(env)["default-resources"]
         assert "slurm_account" not in resources and "slurm_partition" not in resources, resources
-        assert resources["mem_mb"] > 0
+        first = resource_value(resources["mem_mb"], "default-resources mem_mb")
+        assert first > 0 and resource_value(resources["mem_mb"], "default-resources mem_mb", attempt=2) == 2 * first
 
 
 def slurm_profile(root: Path) -> Path:
@@ -58,9 +60,10 @@ def slurm_profile(root: Path) -> Path:
     that fit a 2-CPU node, squeue for job status."""
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["__use_yte__"] is True
-    profile["default-resources"].update(mem_mb=500, runtime=30)
+    # memory as the profile writes it: grown with the attempt (the executor evaluates the expression)
+    profile["default-resources"].update(mem_mb="500 * attempt", runtime=30)
     profile["set-threads"] = {rule: 1 for rule in profile["set-threads"]}
-    profile["set-resources"] = {rule: {"mem_mb": 500, "runtime": 30} for rule in profile["set-resources"]}
+    profile["set-resources"] = {rule: {"mem_mb": "500 * attempt", "runtime": 30} for rule in profile["set-resources"]}
     profile.update(
         {
             "jobs": 2,
