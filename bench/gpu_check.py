@@ -35,7 +35,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-LANG_TOKENS = 32
+sys.path.insert(0, str(REPO / "bench"))
+
+from train_step import random_inputs  # noqa: E402  (the same inputs as bench/train_step.py)
 
 
 def _free_port() -> int:
@@ -77,17 +79,7 @@ def train_row(preset: str, batch: int, zero: str, steps: int, out: Path) -> dict
     ema = optim.ema(runner, cfg)
     model, optimizer = accelerator.prepare(LossModel(runner), optimizer)
     ema.model.to(device)
-    g = torch.Generator().manual_seed(0)
-    inputs = {
-        "lang_tokens": torch.randn(batch, LANG_TOKENS, c.lang_token_dim, generator=g),
-        "lang_mask": torch.ones(batch, LANG_TOKENS, dtype=torch.bool),
-        "img_tokens": torch.randn(batch, c.img_cond_len, c.img_token_dim, generator=g),
-        "state_tokens": torch.randn(batch, 1, c.state_token_dim, generator=g),
-        "action_gt": torch.randn(batch, c.pred_horizon, c.action_dim, generator=g),
-        "action_mask": torch.ones(batch, 1, c.action_dim),
-        "ctrl_freqs": torch.full((batch,), 20),
-    }
-    inputs = {k: v.to(device) for k, v in inputs.items()}
+    inputs = random_inputs(c, batch, device, seed=0)
 
     def step() -> None:
         with backend.sync(model, last=True):

@@ -26,6 +26,24 @@ REPO = Path(__file__).resolve().parents[1]
 LANG_TOKENS = 32
 
 
+def random_inputs(c, batch: int, device, seed: int | None = None) -> dict:
+    """``compute_loss`` inputs of model config ``c``'s full shapes (LANG_TOKENS language tokens, every image token),
+    random values (from ``seed`` when given), on ``device``; shared with bench/gpu_check.py."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed) if seed is not None else None
+    inputs = {
+        "lang_tokens": torch.randn(batch, LANG_TOKENS, c.lang_token_dim, generator=g),
+        "lang_mask": torch.ones(batch, LANG_TOKENS, dtype=torch.bool),
+        "img_tokens": torch.randn(batch, c.img_cond_len, c.img_token_dim, generator=g),
+        "state_tokens": torch.randn(batch, 1, c.state_token_dim, generator=g),
+        "action_gt": torch.randn(batch, c.pred_horizon, c.action_dim, generator=g),
+        "action_mask": torch.ones(batch, 1, c.action_dim),
+        "ctrl_freqs": torch.full((batch,), 20),
+    }
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
 def one(preset: str, batch: int, device: str, steps: int) -> dict:
     import torch
 
@@ -40,15 +58,7 @@ def one(preset: str, batch: int, device: str, steps: int) -> dict:
     ema = optim.ema(runner, recipe)
     opt = optim.adamw(runner.parameters(), recipe)
     schedule = optim.lr_schedule(opt, recipe)
-    inputs = dict(
-        lang_tokens=torch.randn(batch, LANG_TOKENS, c.lang_token_dim, device=device),
-        lang_mask=torch.ones(batch, LANG_TOKENS, dtype=torch.bool, device=device),
-        img_tokens=torch.randn(batch, c.img_cond_len, c.img_token_dim, device=device),
-        state_tokens=torch.randn(batch, 1, c.state_token_dim, device=device),
-        action_gt=torch.randn(batch, c.pred_horizon, c.action_dim, device=device),
-        action_mask=torch.ones(batch, 1, c.action_dim, device=device),
-        ctrl_freqs=torch.full((batch,), 20, device=device),
-    )
+    inputs = random_inputs(c, batch, device)
     amp = (
         torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         if device == "cuda"
