@@ -2,6 +2,7 @@
 
     <results>/
         cache/demos/<key>/                       demos_dir           the scripted expert's demos (rdt expert)
+            expert_summary.json                  EXPERT_SUMMARY      what it made, with what code, their digest
         cache/data/<key>/data.h5                 data_file           the training file (rdt convert)
         cache/data/<key>/dataset_stat.json       stats_file          its statistics (rdt stats)
         cache/language/<key>/lang.safetensors    language_file       training language (rdt encode)
@@ -46,6 +47,8 @@ DEMOS, DATA, LANGUAGE = "demos", "data", "language"
 DATA_FILE, STATS_FILE = "data.h5", "dataset_stat.json"
 LANGUAGE_FILE, TASK_LANGUAGE_FILE = "lang.safetensors", "tasks.safetensors"
 RUN_CONFIG = "run.yaml"
+#: the scripted expert's record in its demos folder: written by rdt.libero.expert, read by the plan (rdt.plan.demos)
+EXPERT_SUMMARY = "expert_summary.json"
 SETTINGS_FILE = "settings.json"
 LOG_SUFFIX, BENCHMARK_SUFFIX = ".log", ".tsv"
 #: a checkpoint folder's files (ours and the released ones'): read by rdt.model.checkpoint, by the plan before any

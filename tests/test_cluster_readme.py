@@ -94,7 +94,7 @@ def cluster_rules() -> set[str]:
     """Rules of the workflow that run as Slurm jobs (all but the ones marked localrule)."""
     rules = set()
     for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^(?:rule|checkpoint) ", smk.read_text(), flags=re.M)[1:]:
             name, body = block.split(":", 1)
             if not re.search(r"^\s+localrule: True", body.split("\nrule ")[0], flags=re.M):
                 rules.add(name.strip())
@@ -122,7 +122,7 @@ def test_small_overlay_replaces_every_request_and_keeps_the_rest():
 def planned_jobs(text: str) -> dict[str, dict]:
     """rule -> its threads and resources as a dry run prints them (the last job of each rule)."""
     jobs = {}
-    for block in text.split("\nrule ")[1:]:
+    for block in re.split(r"\n(?:rule|checkpoint) ", text)[1:]:
         rule = block.split(":", 1)[0].strip()
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         res = re.search(r"^\s+resources: (.*)$", block, re.M)

@@ -10,12 +10,14 @@ import pytest
 from robosuite.utils.transform_utils import quat2axisangle
 
 from libero_helpers import EXPERT_EPISODES, EXPERT_TASK, expert_demo_file, expert_summary, run_rdt
+from rdt import fingerprint
 from rdt.errors import UserError
 from rdt.libero import env as libero_env
 from rdt.libero.demo_file import replay_start
 from rdt.libero.expert_scene import task_goal
 from rdt.libero.mapping import upright
 from rdt.libero.suites import DEMO_CAMERA_SIZE, select_tasks
+from rdt.utils.hashing import file_sha256, files_digest
 
 pytestmark = pytest.mark.sim
 
@@ -31,6 +33,16 @@ DATA_ATTRS = {
 }
 OBS_KEYS = {"agentview_rgb", "eye_in_hand_rgb", "gripper_states", "joint_states", "ee_states", "ee_pos", "ee_ori"}
 DEMO_KEYS = {"actions", "states", "robot_states", "rewards", "dones", "obs"}
+
+
+def test_the_summary_records_the_code_and_a_digest_of_the_demos(expert_demo_dir):
+    """What the workflow's early cutoff reads (rdt/plan/demos.py): the fingerprint of the code that made the demos
+    and a digest of exactly the demo files, names and contents (not the summary with its timings)."""
+    summary = expert_summary(expert_demo_dir)
+    assert summary["code"] == fingerprint.fingerprint("rdt.libero.expert")
+    [demo] = expert_demo_dir.glob("*_demo.hdf5")
+    assert summary["content"] == files_digest(expert_demo_dir, "*_demo.hdf5") != files_digest(expert_demo_dir, "*")
+    assert summary["content"] != file_sha256(demo) and summary["finished"].endswith("+00:00")
 
 
 def test_official_layout(expert_demo_dir):

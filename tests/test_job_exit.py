@@ -77,7 +77,7 @@ def test_cuda_out_of_memory_in_the_log_does_not_ask_for_host_memory(tmp_path):
 
 def test_every_rule_that_runs_a_command_explains_its_failures():
     for smk in sorted((REPO / "workflow" / "rules").glob("*.smk")):
-        for block in re.split(r"^rule ", smk.read_text(), flags=re.M)[1:]:
+        for block in re.split(r"^(?:rule|checkpoint) ", smk.read_text(), flags=re.M)[1:]:
             name = block.split(":", 1)[0].strip()
             if "\n    shell:" not in block:
                 continue

@@ -222,6 +222,78 @@ def test_runs_share_demos_conversion_and_language_where_settings_are_equal():
     assert demos[0] == demos[1]
 
 
+# ---------------------------------------------------------------------------------------------------- expert demos
+def _generation(tmp_path, settings: dict, code: str, content: str, finished: str):
+    """A finished generation folder of expert demos as `rdt expert` leaves it: named by the settings with its code,
+    its summary recording that code, the demos' digest and when it finished."""
+    folder = tmp_path / "results" / "cache" / "demos" / plan.key_of({**settings, "code": code})
+    folder.mkdir(parents=True)
+    record = {"suite": settings["suite"], "code": code, "content": content, "finished": finished}
+    (folder / "expert_summary.json").write_text(json.dumps(record))
+    return folder
+
+
+class Waits(Exception):
+    """Stands for Snakemake's IncompleteCheckpointException."""
+
+
+def test_an_expert_code_edit_keeps_the_data_of_identical_demos_and_changes_it_for_other_ones(tmp_path):
+    """Issue 20 item 6: an edit of the simulator wrapper (part of the expert's code) regenerates the demos; the data
+    and trainings made from them are keyed by the earliest generation with the same content."""
+    waited: list[str] = []
+    p = make(base_dir=tmp_path, await_demos=waited.append)
+    current = p.demo_settings("default")
+    # nothing generated yet: the current code's generation, with nothing to wait for
+    assert p.demos_used("default") == current and waited == []
+    fresh = (p.data_path("default"), p.train_key("default"), p.demos_input(p.data_settings("default")["demos"]))
+    assert fresh[2] == f"results/cache/demos/{plan.key_of(current)}"
+
+    # an earlier code's generation exists, the current one not: undecided, so the plan waits for the current one
+    # (predicting it, when the wait returns without it); a wait that raises decides nothing
+    old = _generation(tmp_path, current, "old-code", "digest-a", "2026-12-01T00:00:00+00:00")
+    waiting = make(base_dir=tmp_path, await_demos=lambda key: (waited.append(key), (_ for _ in ()).throw(Waits()))[0])
+    with pytest.raises(Waits):
+        waiting.train_key("default")
+    assert waited == [plan.key_of(current)]
+    assert make(base_dir=tmp_path).data_path("default") == fresh[0]
+
+    # the current code made the same demos: the data, language and training stay the earlier generation's
+    new = _generation(tmp_path, current, current["code"], "digest-a", "2026-12-05T00:00:00+00:00")
+    assert waiting.demos_used("default") == {**current, "code": "old-code"}  # (the raised wait kept nothing)
+    same = make(base_dir=tmp_path)
+    assert same.demos_used("default") == {**current, "code": "old-code"}
+    assert same.demos_input(same.data_settings("default")["demos"]) == str(old.relative_to(tmp_path))
+    assert same.data_path("default") != fresh[0] and same.train_key("default") != fresh[1]
+    assert set(same.demos) == {new.name}  # the current code's generation is still the one generated
+
+    # other demos: the current code's generation, and new keys after it
+    (new / "expert_summary.json").write_text(
+        json.dumps({"code": current["code"], "content": "digest-b", "finished": "2026-12-05T00:00:00+00:00"})
+    )
+    other = make(base_dir=tmp_path)
+    assert other.demos_used("default") == current and other.data_path("default") == fresh[0]
+    assert other.train_key("default") == fresh[1]
+
+
+def test_generations_are_found_by_their_recorded_code_and_the_earliest_identical_one_is_used(tmp_path):
+    p = make(base_dir=tmp_path)
+    current = p.demo_settings("default")
+    other_settings = {**current, "seed": 7}
+    _generation(tmp_path, other_settings, "old-code", "digest-a", "2026-11-01T00:00:00+00:00")  # other settings
+    legacy = tmp_path / "results" / "cache" / "demos" / plan.key_of({**current, "code": "legacy"})
+    legacy.mkdir()
+    (legacy / "expert_summary.json").write_text(json.dumps({"suite": "libero_object"}))  # written before the records
+    _generation(tmp_path, current, "second", "digest-a", "2026-12-02T00:00:00+00:00")
+    _generation(tmp_path, current, "first", "digest-a", "2026-12-01T00:00:00+00:00")
+    _generation(tmp_path, current, "changed", "digest-b", "2026-11-01T00:00:00+00:00")
+    _generation(tmp_path, current, current["code"], "digest-a", "2026-12-03T00:00:00+00:00")
+    found = plan.demos.generations(tmp_path / "results" / "cache" / "demos", current)
+    assert sorted(g.code for g in found.values()) == sorted(["second", "first", "changed", current["code"]])
+    assert p.demos_used("default")["code"] == "first"
+    replay = make(lambda c: c["runs"].update(replay={"kind": "replay"}), base_dir=tmp_path)
+    assert replay.replay_settings("replay")["demos"].endswith(plan.key_of({**current, "code": "first"}))
+
+
 # ---------------------------------------------------------------------------------------------------- schedule
 def test_segments_resume_the_previous_segment_end_of_the_same_training():
     p = make(lambda c: c["train"].update(max_steps=7, checkpointing_period=3))
@@ -353,7 +425,7 @@ def test_replay_runs_evaluate_the_demos_of_their_settings_without_training():
     # one evaluation: step 0, horizon 0 (open loop); the demos are the runs' (one expert job for all four)
     [summary] = p.summaries("replay")
     assert summary == f"results/replay/eval/step-0/h0/summary-{p.eval_key('replay', 0, 0)}.json"
-    assert len(p.demos) == 1 and p.replay_settings("replay")["demos"] == p.demos_input(p.demo_settings("default"))
+    assert len(p.demos) == 1 and p.replay_settings("replay")["demos"] == p.demos_input(p.demos_used("default"))
     assert (
         p.replay_settings("replay_one")["demos_per_task"] == 1 and p.replay_settings("replay")["demos_per_task"] is None
     )

@@ -250,8 +250,8 @@ def test_paper_config_runs_end_to_end_on_cpu(standin_hub, tmp_path):
 def slurm_jobs(text: str) -> list[dict]:
     """Every job of a dry run's listing: rule, threads and resources as Snakemake would submit them."""
     jobs = []
-    for block in re.split(r"^(?=(?:local)?rule \S+:$)", text, flags=re.M)[1:]:
-        rule = re.match(r"(?:local)?rule (\S+):", block).group(1)
+    for block in re.split(r"^(?=(?:local)?(?:rule|checkpoint) \S+:$)", text, flags=re.M)[1:]:
+        rule = re.match(r"(?:local)?(?:rule|checkpoint) (\S+):", block).group(1)
         threads = re.search(r"^\s+threads: (\d+)$", block, re.M)
         res = re.search(r"^\s+resources: (.*)$", block, re.M)
         fields = dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}

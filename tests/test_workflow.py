@@ -76,7 +76,7 @@ def test_switching_to_a_config_whose_demo_folder_is_missing_names_it(tiny_run, t
 
 def test_every_rule_has_log_benchmark_and_resources(workdir):
     text = "\n".join(p.read_text() for p in (workdir / "workflow" / "rules").glob("*.smk"))
-    rules = re.split(r"^rule ", text, flags=re.M)[1:]
+    rules = re.split(r"^(?:rule|checkpoint) ", text, flags=re.M)[1:]
     assert len(rules) >= 9
     for rule in rules:
         name = rule.split(":", 1)[0]
@@ -321,3 +321,78 @@ def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_show
     assert {(r["step"], r["horizon"]) for r in rows} == {("2", "8"), ("4", "8")}
     provenance = json.loads((moved / "report" / PROVENANCE).read_text())
     assert {r["settings"]["seed"] for r in provenance["runs"]["default"]["results"]} == {1}
+
+
+def _ran(proc) -> dict[str, int]:
+    """The jobs a Snakemake run executed, by rule (from its log: `rule X:`, `localrule X:`, `checkpoint X:`)."""
+    names = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", proc.stdout + proc.stderr, re.MULTILINE)
+    return {name: names.count(name) for name in sorted(set(names))}
+
+
+def _made(work) -> dict:
+    """What the training side made (data, statistics, language, exported weights): path -> (mtime, sha256)."""
+    files = [*(work / "results" / "cache").glob("data/*/*"), *(work / "results" / "cache").glob("language/*/*")]
+    return {
+        **{str(p.relative_to(work)): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files},
+        **_exports(work),
+    }
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_retrain(tiny_run, tmp_path):
+    """Issue 20 item 6: an edit of the simulator wrapper (rdt/libero/env.py, part of the expert's code and the
+    evaluator's) planned conversion, statistics, language and training again. Now the demos are generated again and
+    what is made from them keeps the earliest generation with identical demos (rdt/plan/demos.py): the training side
+    is untouched. An expert edit that changes the demos retrains, as it must."""
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    cfg = variant(work, "h8", lambda c: c["eval"].update(exec_horizons=[8]))  # one horizon keeps the test short
+    snakemake(work, "--configfile", cfg)
+    before = _made(work)
+    demos = work / "results" / "cache" / "demos"
+    [first] = [json.loads((d / "expert_summary.json").read_text()) for d in demos.iterdir()]
+
+    env_py = work / "rdt" / "libero" / "env.py"
+    env_py.write_text(env_py.read_text() + "\n_EDITED = True\n")
+    ran = _ran(snakemake(work, "--configfile", cfg))
+    assert ran == {"all": 1, "eval_config": 2, "evaluate": 2, "expert_demos": 1, "report": 1, "target_settings": 1}
+    assert _made(work) == before
+    records = [json.loads((d / "expert_summary.json").read_text()) for d in demos.iterdir()]
+    assert len(records) == 2 and {r["content"] for r in records} == {first["content"]}
+    settings = json.loads((work / "results" / "default" / "settings.json").read_text())
+    assert settings["demos"]["code"] == first["code"] != max(records, key=lambda r: r["finished"])["code"]
+    for name, s in _summaries(work).items():  # evaluated again with the edited simulator wrapper
+        assert s["episodes_this_run"] == s["overall"]["episodes"] == 1, name
+
+    # the expert steers differently: other demos, so new data and a new training (the old ones stay untouched)
+    policy_py = work / "rdt" / "libero" / "expert_policy.py"
+    policy_py.write_text(policy_py.read_text() + "\nPOS_GAIN = 8.0\n")
+    ran = _ran(snakemake(work, "--configfile", cfg))
+    assert ran == {
+        "all": 1,
+        "convert": 1,
+        "encode": 1,
+        "eval_config": 2,
+        "evaluate": 2,
+        "expert_demos": 1,
+        "report": 1,
+        "run_config": 1,
+        "stats": 1,
+        "target_settings": 1,
+        "train": 2,
+    }
+    after = _made(work)
+    new = {k: v for k, v in after.items() if k not in before}
+    assert {k: after[k] for k in before} == before  # the evaluated tasks' language is the same file
+    assert sorted(Path(k).name for k in new) == [
+        "data.h5",
+        "dataset_stat.json",
+        "lang.safetensors",
+        "model.safetensors",
+        "model.safetensors",
+    ]
+    assert not {v[1] for v in new.values()} & {v[1] for v in before.values()}
+    assert (
+        len({r["content"] for r in (json.loads((d / "expert_summary.json").read_text()) for d in demos.iterdir())}) == 2
+    )

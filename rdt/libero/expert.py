@@ -15,7 +15,10 @@ Two passes per attempt: the expert runs closed-loop in an env without camera obs
 step, 5-9x faster); only when it succeeds are its actions replayed open-loop in a camera env (same seed, init state
 and settle steps; the physics is bit-identical) to record the images, and the episode is written if the replay
 succeeds too. Failures are counted and never written. ``expert_summary.json`` next to the demo files lists per
-task the attempts, successes, the success rate and for every written demo its init state and seed.
+task the attempts, successes, the success rate and for every written demo its init state and seed; it is written
+last and also records the code that generated the demos (``code``: the expert's fingerprint, which covers the
+simulator wrapper), a digest of the demo files (``content``) and when it finished: the workflow keeps using an
+earlier generation whose demos are identical (rdt/plan/demos.py).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from rdt import fingerprint, layout
 from rdt.errors import UserError
 from rdt.libero import env as libero_env
 from rdt.libero.demo_file import DemoWriter, record_episode
@@ -42,9 +47,11 @@ from rdt.libero.suites import (
     suite_names,
 )
 from rdt.utils.atomic import write_json
+from rdt.utils.hashing import files_digest
 from rdt.utils.progress import Progress
 
-SUMMARY_FILE = "expert_summary.json"
+SUMMARY_FILE = layout.EXPERT_SUMMARY
+DEMO_FILES = "*_demo.hdf5"  # what the content digest covers (the summary records timings)
 
 
 # ------------------------------------------------------------------------------------------------ attempts
@@ -320,6 +327,9 @@ def main(args: argparse.Namespace) -> int:
                 flush=True,
             )
     summary["seconds"] = round(time.monotonic() - start, 1)
+    summary["code"] = fingerprint.fingerprint("rdt.libero.expert")  # this module and what it imports
+    summary["content"] = files_digest(args.out, DEMO_FILES)
+    summary["finished"] = datetime.now(UTC).isoformat(timespec="microseconds")
     write_json(args.out / SUMMARY_FILE, summary)
     short = [e["task"] for e in summary["tasks"] if e["successes"] < args.episodes]
     if short:

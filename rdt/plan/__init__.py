@@ -6,7 +6,9 @@ defaults, validates it, and answers every question the rules ask:
 
 - the runs' effective settings (the base sections with each run's overrides);
 - the content keys of the shared stages (demos, training data, training language, per-task evaluation language,
-  training) and their paths under ``results/cache`` and ``results/train``;
+  training) and their paths under ``results/cache`` and ``results/train``; the data of expert demos is keyed by
+  the earliest generation with the current code's content, so an expert-code edit that regenerates identical
+  demos retrains nothing (``demos``);
 - a training's identity: its settings (minus the bookkeeping keys that do not change the weights) and the
   fingerprint of the code that determines its weights (``rdt.train_config.code_fingerprint``), the same identity
   the trainer checks before resuming and records in each export's ``pipeline.json``;
@@ -20,6 +22,7 @@ config     the configuration: the schema, --config strings to its types, default
 keys       content keys (key_of) and the stages' code fingerprints (STAGE_MODULES)
 checks     the checks at parse time: target names, numbers that must fit, task selections, files the config names
 hub        checkpoints named by a Hugging Face id: an id or a path, and the local cache
+demos      which generation of expert demos a run's data is made from (an early cutoff for expert-code edits)
 targets    the three kinds of target (a run, a replay run, an evaluation-only checkpoint), each answering for itself
 core       the Plan: settings, shared stages, trainings and segments; per-target questions go to the targets
 cost       what a target's evaluations and a run's training cost, and the table `python -m rdt plan` prints

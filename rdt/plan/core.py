@@ -8,12 +8,13 @@ shared stages, the trainings and their segments) and hands each per-target quest
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from functools import cached_property
 from pathlib import Path
 
 from rdt import layout, train_config
 from rdt.errors import UserError
-from rdt.plan import cost, documents
+from rdt.plan import cost, demos, documents
 from rdt.plan.checks import check_target_names
 from rdt.plan.config import SECTIONS, deep_merge, validate
 from rdt.plan.hub import in_hub_cache, looks_like_hub_id
@@ -26,12 +27,22 @@ WORKFLOW_TRAIN_KEYS = ("gpus", "max_steps")
 
 class Plan:
     """Everything the workflow derives from its configuration. ``base_dir``: where relative paths of the config
-    (demo folders, checkpoints, statistics) are taken from (the working directory of Snakemake)."""
+    (demo folders, checkpoints, statistics) are taken from (the working directory of Snakemake). ``await_demos``:
+    called with the key of a generation of expert demos whose content decides the keys after it, before it exists
+    (rdt.plan.demos; the workflow passes its checkpoint); without it, the plan predicts that generation's own."""
 
-    def __init__(self, config: dict, base_dir: str | os.PathLike = ".", check_files: bool = True):
+    def __init__(
+        self,
+        config: dict,
+        base_dir: str | os.PathLike = ".",
+        check_files: bool = True,
+        await_demos: Callable[[str], None] | None = None,
+    ):
         self.config = validate(config)
         self.base_dir = Path(base_dir)
         self.results = self.config["results"]
+        self._await_demos = await_demos or (lambda key: None)
+        self._demos_used: dict[str, dict] = {}
         check_target_names(list(self.config["runs"]), [c["name"] for c in self.config["evaluate_checkpoints"]])
         entries = self.config["runs"].items()
         #: the settings sections of trained runs, and of replay runs (kind: replay): open-loop replay of the run's
@@ -121,11 +132,24 @@ class Plan:
             **noise,
         }
 
+    def demos_used(self, run: str) -> dict:
+        """The settings of the demos a run's data (or replay) is made from: :meth:`demo_settings`, except that for
+        expert demos the code is that of the earliest generation with the current code's content, so an expert-code
+        edit that regenerates identical demos reruns nothing made from them (rdt/plan/demos.py)."""
+        settings = self.demo_settings(run)
+        if settings["source"] != "expert":
+            return settings
+        key = key_of(settings)
+        if key not in self._demos_used:  # decided once (the result of a wait that raises is not kept)
+            root = layout.cache_dir(self.local_path(self.results), layout.DEMOS)
+            self._demos_used[key] = demos.settings_used(root, settings, self._await_demos)
+        return self._demos_used[key]
+
     def data_settings(self, run: str) -> dict:
         d, s = self.runs[run]["demos"], self.runs[run]["data"]
         return {
             "code": stage_code("convert", "stats"),
-            "demos": self.demo_settings(run),
+            "demos": self.demos_used(run),
             "suite": d["suite"],
             "tasks": [str(t) for t in d["tasks"]],
             "demos_per_task": s["demos_per_task"],
@@ -144,7 +168,8 @@ class Plan:
         }
 
     def demos_input(self, settings: dict) -> str:
-        """What `convert` reads: the expert's output folder, or the configured folder of demo files."""
+        """What `convert` reads: the expert's output folder (of :meth:`demos_used`), or the configured folder of
+        demo files."""
         if settings["source"] in ("folder", "lerobot"):
             return settings["folder"]
         return layout.demos_dir(self.results, key_of(settings))
@@ -160,11 +185,23 @@ class Plan:
 
     @cached_property
     def demos(self) -> dict[str, dict]:
+        """The generations of expert demos the current code makes, by key: every one is generated (those in use
+        and those whose content decides which earlier one is used)."""
         return {
             key_of(self.demo_settings(r)): self.demo_settings(r)
             for r in [*self.runs, *self.replays]
             if self.demo_settings(r)["source"] == "expert"
         }
+
+    def demo_generation(self, key: str) -> dict:
+        """The settings of a generation of expert demos by its key: one the current code makes (:attr:`demos`), or
+        an earlier one whose identical demos a run's data keeps using (:meth:`demos_used`; its folder exists)."""
+        if key in self.demos:
+            return self.demos[key]
+        for run in [*self.runs, *self.replays]:
+            if key_of(self.demos_used(run)) == key:
+                return self.demos_used(run)
+        raise UserError(f"{layout.demos_dir(self.results, key)}: not a generation of expert demos this config uses")
 
     @cached_property
     def data(self) -> dict[str, dict]:

@@ -217,7 +217,7 @@ class Run(Target):
         plan, s = self.plan, self.settings
         return {
             "kind": self.kind,
-            "demos": plan.demo_settings(self.name),
+            "demos": plan.demos_used(self.name),
             "demos_per_task": s["data"]["demos_per_task"],
             "gpus": s["train"]["gpus"],
             "train": plan.train_settings(self.name),
@@ -249,7 +249,7 @@ class Replay(Target):
     def replay_settings(self) -> dict:
         """What the replay rule passes on: the demos (their folder), which of them, and the evaluation pairs."""
         return {
-            "demos": self.plan.demos_input(self.plan.demo_settings(self.name)),
+            "demos": self.plan.demos_input(self.plan.demos_used(self.name)),
             "demos_per_task": self.settings["data"]["demos_per_task"],
             **self.eval_settings(),
         }
@@ -257,7 +257,7 @@ class Replay(Target):
     def evaluated_weights(self, step: int) -> dict:
         """No weights: the replayed demos and how many of them."""
         return {
-            "demos": self.plan.demo_settings(self.name),
+            "demos": self.plan.demos_used(self.name),
             "demos_per_task": self.settings["data"]["demos_per_task"],
         }
 

@@ -138,12 +138,13 @@ def is_replay(run: Run) -> bool:
 
 def replay_baselines(run: Run, runs: list[Run]) -> list[Run]:
     """The replay runs ``run`` is compared with: the replay of its own demos (the same demo settings but for the
-    noise injected while recording them, whose replay is the clean demos' from the same init states, and the same
-    demos per task, in the settings documents), else every replay run."""
+    noise injected while recording them, whose replay is the clean demos' from the same init states, and the code
+    of the generation each keeps using (rdt/plan/demos.py), and the same demos per task, in the settings documents),
+    else every replay run."""
 
     def demos(settings: dict | None) -> dict | None:
         d = (settings or {}).get("demos")
-        return None if d is None else {k: v for k, v in d.items() if k != "action_noise"}
+        return None if d is None else {k: v for k, v in d.items() if k not in ("action_noise", "code")}
 
     replays = [r for r in runs if is_replay(r) and r.results]
     s = run.settings or {}

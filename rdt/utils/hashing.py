@@ -34,6 +34,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def files_digest(folder: str | os.PathLike, pattern: str) -> str:
+    """sha256 of the files of ``folder`` matching ``pattern``: their names and contents, in name order (a folder of
+    generated files is the same content exactly when this is equal)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(folder).glob(pattern)):
+        h.update(path.name.encode() + b"\0" + file_sha256(path).encode() + b"\0")
+    return h.hexdigest()
+
+
 def file_identity(path: str | os.PathLike | None) -> str | None:
     """Identity of a data file: the content hash of a small file; for a large one (the training HDF5) the hash of
     its size and first and last MiB. A path that is not a file stands for itself; None stays None."""

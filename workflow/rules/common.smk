@@ -12,8 +12,16 @@ from rdt.plan import Plan, code_fingerprint, write_settings
 from rdt.report import names as report_files  # the report folder's file names
 from rdt.utils.atomic import write_text
 
+
+def await_demos(key):
+    """Whether an expert-code edit left the demos as they were is known once the current code's generation exists
+    (rdt/plan/demos.py): until then this raises Snakemake's IncompleteCheckpointException, and the jobs whose keys
+    depend on it are planned after the checkpoint expert_demos of that key has run."""
+    checkpoints.expert_demos.get(key=key)
+
+
 try:
-    PLAN = Plan(config)
+    PLAN = Plan(config, await_demos=await_demos)
 except UserError as e:
     raise WorkflowError(str(e)) from None
 
@@ -44,11 +52,18 @@ def checkpoint_input(wildcards):
     return PLAN.checkpoint_input(wildcards.target, int(wildcards.step))
 
 
-def report_inputs():
+def expert_demos():
+    """Every generation of expert demos the current code makes: named by `all` so that all of them run at once
+    (those whose content decides the keys after them included)."""
+    return [layout.demos_dir(RESULTS, key) for key in PLAN.demos]
+
+
+def report_inputs(wildcards):
     """What `all` asks for: the report, and every evaluation and settings document it reads. Naming the
     evaluations here matters: Snakemake does not rerun a job whose output exists when one of its inputs is missing,
     so a new identity-named summary (a changed setting or code) is requested directly, which then updates the
-    report (its input is newer), with or without .snakemake/ metadata."""
+    report (its input is newer), with or without .snakemake/ metadata. A function: the keys are known only once
+    the expert demos they depend on are (await_demos)."""
     return (
         [layout.report_file(RESULTS, report_files.RESULTS_TABLE)]
         + PLAN.all_summaries()

@@ -21,7 +21,7 @@ rule target_settings:
 
 rule report:
     input:
-        summaries=PLAN.all_summaries(),
+        summaries=lambda w: PLAN.all_summaries(),
         settings=[PLAN.settings_path(t) for t in TARGETS],
     output:
         # the report folder's files: rdt/report/names.py (report_files) names them, so a figure added there is
