@@ -12,20 +12,24 @@
             export/step-<S>/                     export_dir          an evaluation checkpoint (rdt train)
         <target>/                                run_dir             a run, replay run or evaluation-only checkpoint:
             settings.json                        settings_file       its settings document (rdt.plan.documents)
+            .settings-<key>                      settings_marker     the document's key (rdt.plan.documents)
             eval/step-<S>/h<H>/                  eval_dir            one checkpoint at one execution horizon:
                 summary-<key>.json               summary_path        one evaluation request (rdt evaluate), read by
                                                                      rdt report; <key>: rdt.plan.Plan.eval_key
                 eval-<key>.yaml                  eval_config_path    its settings (rdt evaluate --config)
                 episodes.jsonl                                       every episode run there, under any identity
         report/<file>                            report_file         the report (rdt.report.names names its files)
+        .report-<key>                            report_marker       the key of what the report shows (outside report/,
+                                                                     which the report replaces as a whole)
         logs/<rule>/<job>.log                    log_file            each workflow job's log
         benchmarks/<rule>/<job>.tsv              benchmark_file      each workflow job's time and memory
 
-``<key>``: the content key of a cache entry or training (rdt.plan.keys); ``<job>``: the job's wildcards, e.g.
-``<key>/step-<S>`` or ``<target>/step-<S>-h<H>-<key>`` (:func:`job_name`). The files inside a training folder
-(metrics.csv, checkpoints/, tensorboard/) are named by rdt.training.run_folder, those of a checkpoint folder
-(pipeline.json, ...) by rdt.model.checkpoint, those of an evaluation folder (episodes.jsonl, videos/) by
-rdt.evaluation.ledger; the folders holding them are built here.
+``<key>``: the content key of a cache entry or training (rdt.plan.keys); a marker's: of what decides a file whose
+inputs alone cannot show a change (e.g. a setting reverted without Snakemake's metadata). ``<job>``: the job's
+wildcards, e.g. ``<key>/step-<S>`` or ``<target>/step-<S>-h<H>-<key>`` (:func:`job_name`). The files inside a
+training folder (metrics.csv, checkpoints/, tensorboard/) are named by rdt.training.run_folder, those of a
+checkpoint folder (pipeline.json, ...) by rdt.model.checkpoint, those of an evaluation folder (episodes.jsonl,
+videos/) by rdt.evaluation.ledger; the folders holding them are built here.
 
 The plan (rdt/plan/), the workflow's rules, the trainer, the evaluator, the report, the results bundles and the
 scripts build their paths here. The path functions take ``str`` (also Snakemake wildcard patterns such as
@@ -50,6 +54,7 @@ RUN_CONFIG = "run.yaml"
 #: the scripted expert's record in its demos folder: written by rdt.libero.expert, read by the plan (rdt.plan.demos)
 EXPERT_SUMMARY = "expert_summary.json"
 SETTINGS_FILE = "settings.json"
+SETTINGS_MARKER, REPORT_MARKER = ".settings-", ".report-"  # + the key (key markers: rdt.plan.documents)
 LOG_SUFFIX, BENCHMARK_SUFFIX = ".log", ".tsv"
 #: a checkpoint folder's files (ours and the released ones'): read by rdt.model.checkpoint, by the plan before any
 #: model code loads, and by the bundle writer
@@ -161,6 +166,18 @@ def own_train_dir(run_folder: P) -> P:
 
 
 # --------------------------------------------------------------------------------------------------- the report, jobs
+def settings_marker(run_folder: P, key: str) -> P:
+    """``<run_folder>/.settings-<key>``: the key of the target's settings document, the input that makes
+    settings.json be written again when its document changes (only the current marker is kept)."""
+    return _join(run_folder, f"{SETTINGS_MARKER}{key}")
+
+
+def report_marker(results: P, key: str) -> P:
+    """``<results>/.report-<key>``: the key of what the report shows (its targets, settings and code); beside the
+    report folder, which the report replaces as a whole."""
+    return _join(results, f"{REPORT_MARKER}{key}")
+
+
 def report_dir(results: P) -> P:
     """``<results>/report``: the report folder."""
     return _join(results, REPORT)

@@ -31,6 +31,8 @@ DOCUMENTED = [
     (layout.export_dir, (20,), "export/step-20"),
     (layout.run_dir, ("main",), "main"),
     (layout.settings_file, (), "settings.json"),
+    (layout.settings_marker, ("k",), ".settings-k"),
+    (layout.report_marker, ("k",), ".report-k"),
     (layout.own_train_dir, (), "train"),
     (layout.eval_dir, (20, 8), "eval/step-20/h8"),
     (layout.summary_path, (20, 8, "e"), "eval/step-20/h8/summary-e.json"),

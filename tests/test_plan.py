@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 
 import pytest
@@ -360,8 +361,9 @@ def test_settings_document_round_trip(tmp_path):
     p = make(lambda c: c.update(results=str(tmp_path / "results")))
     doc = p.settings_document("default")
     assert doc["kind"] == "run" and doc["train"]["learning_rate"] == 1e-4 and doc["exec_horizons"] == [8, 16]
-    assert doc["train"]["lang"] == p.language_path("default") and doc["train_code"] == train_config.code_fingerprint()
     folder = tmp_path / "results" / "default"
+    assert (folder / doc["train"]["lang"]).resolve() == (tmp_path / p.language_path("default")).resolve()
+    assert doc["train_code"] == train_config.code_fingerprint()
     plan.write_settings(folder / plan.SETTINGS_FILE, json.loads(json.dumps(doc)))
     back = plan.read_settings(folder)
     assert plan.train_folder(folder, back).resolve() == (tmp_path / "results" / "train" / p.train_key("default"))
@@ -369,6 +371,28 @@ def test_settings_document_round_trip(tmp_path):
     (folder / plan.SETTINGS_FILE).write_text(json.dumps({"kind": "run"}))
     with pytest.raises(UserError, match=r"settings.json: not a settings document of format 'rdt-settings/1'"):
         plan.read_settings(folder)
+
+
+def test_key_markers_follow_the_documents_and_not_where_the_results_folder_is(tmp_path):
+    """The settings document names its files relative to its folder, so its key marker (an input of the workflow's
+    target_settings rule) stays the same when the results folder moves, and changes with a setting; writing a marker
+    removes the other markers of its kind only (going back to a key is a missing file again)."""
+    here = make(lambda c: c.update(results=str(tmp_path / "results")))
+    moved = make(lambda c: c.update(results=str(tmp_path / "elsewhere")))
+    seed1 = make(lambda c: c.update(results=str(tmp_path / "results"), eval={**c["eval"], "seed": 1}))
+
+    def name(path: str) -> str:
+        return os.path.basename(path)
+
+    assert name(here.settings_marker("default")) == name(moved.settings_marker("default"))
+    assert name(here.report_marker()) == name(moved.report_marker()) == name(seed1.report_marker())
+    assert name(seed1.settings_marker("default")) != name(here.settings_marker("default"))
+    plan.write_marker(here.settings_marker("default"))
+    plan.write_marker(here.report_marker())
+    plan.write_marker(seed1.settings_marker("default"))
+    assert sorted(p.name for p in (tmp_path / "results").rglob(".*")) == sorted(
+        [name(seed1.settings_marker("default")), name(here.report_marker())]
+    )
 
 
 def test_the_shipped_configs_are_valid_plans():

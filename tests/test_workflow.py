@@ -100,6 +100,8 @@ def test_dag_of_the_tiny_config(workdir):
         "eval_config": 6,
         "evaluate": 6,
         "target_settings": 1,
+        "settings_marker": 1,
+        "report_marker": 1,
         "report": 1,
         "all": 1,
     }
@@ -115,7 +117,16 @@ def test_evaluation_only_mode(workdir, tmp_path):
         cfg["evaluate_checkpoints"] = [{"name": "seed_current", "path": str(ckpt), "step": 19000}]
 
     jobs = planned_jobs(workdir, "--configfile", variant(workdir, "evalonly", evaluate_only))
-    assert jobs == {"encode_tasks": 1, "eval_config": 3, "evaluate": 3, "target_settings": 1, "report": 1, "all": 1}
+    assert jobs == {
+        "encode_tasks": 1,
+        "eval_config": 3,
+        "evaluate": 3,
+        "target_settings": 1,
+        "settings_marker": 1,
+        "report_marker": 1,
+        "report": 1,
+        "all": 1,
+    }
     config = variant(workdir, "evalonly", evaluate_only)
     proc = snakemake(workdir, "--configfile", config, "-n", "-p")
     assert "--config results/seed_current/eval/step-19000/h16/eval-" in proc.stdout
@@ -174,7 +185,7 @@ def test_tiny_run_produces_every_output(tiny_run):
 def test_adding_a_horizon_schedules_only_its_evaluations_and_the_report(tiny_run):
     cfg = variant(tiny_run, "h32", lambda c: c["eval"].update(exec_horizons=[8, 16, 32, 64]))
     jobs = planned_jobs(tiny_run, "--configfile", cfg)
-    assert jobs == {"eval_config": 2, "evaluate": 2, "target_settings": 1, "report": 1, "all": 1}
+    assert jobs == {"eval_config": 2, "evaluate": 2, "target_settings": 1, "settings_marker": 1, "report": 1, "all": 1}
     proc = snakemake(tiny_run, "--configfile", cfg, "-n", "-p")
     outputs = re.findall(r"rule evaluate:\n\s+input:.*?\n\s+output: (\S+)", proc.stdout, flags=re.S)
     assert len(outputs) == 2 and all("/h32/summary-" in o for o in outputs), outputs
@@ -192,7 +203,14 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         evaluate_py.write_text(original_eval + "\n_EDITED = True\n")
         # (the settings document records the code fingerprints: provenance)
         # (a new evaluation key: a new settings document for each evaluation)
-        assert planned_jobs(tiny_run) == {"eval_config": 6, "evaluate": 6, "target_settings": 1, "report": 1, "all": 1}
+        assert planned_jobs(tiny_run) == {
+            "eval_config": 6,
+            "evaluate": 6,
+            "target_settings": 1,
+            "settings_marker": 1,
+            "report": 1,
+            "all": 1,
+        }
         # training code determines the weights: its identity changes, every segment and what follows reruns
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
@@ -203,6 +221,7 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
             "eval_config": 6,
             "evaluate": 6,
             "target_settings": 1,
+            "settings_marker": 1,
             "report": 1,
             "all": 1,
         }
@@ -322,6 +341,38 @@ def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_show
     provenance = json.loads((moved / "report" / PROVENANCE).read_text())
     assert {r["settings"]["seed"] for r in provenance["runs"]["default"]["results"]} == {1}
 
+    # back to seed 0, again without .snakemake/: its summaries are there, older than settings.json and the report,
+    # which showed seed 1 ("Nothing to be done"); the settings document's key marker is missing again, so the
+    # document and the report are written again, and nothing is evaluated
+    shutil.rmtree(clone / ".snakemake")
+    seed0 = variant(clone, "seed0", lambda c: (at_moved(c), c["eval"].update(exec_horizons=[8])))
+    ran = _ran(snakemake(clone, "--configfile", seed0))
+    assert ran == {"all": 1, "report": 1, "settings_marker": 1, "target_settings": 1}
+    provenance = json.loads((moved / "report" / PROVENANCE).read_text())
+    assert {r["settings"]["seed"] for r in provenance["runs"]["default"]["results"]} == {0}
+    assert [p.name for p in (moved / "default").glob(".settings-*")] == [f".settings-{_settings_key(clone, seed0)}"]
+
+    # a report setting, without .snakemake/: the report's own marker
+    shutil.rmtree(clone / ".snakemake")
+    assert len(list((moved / "report" / "videos").glob("*.mp4"))) == 1
+
+    def no_videos(c):
+        at_moved(c)
+        c["eval"].update(exec_horizons=[8])
+        c["report"].update(videos=0)
+
+    assert _ran(snakemake(clone, "--configfile", variant(clone, "no_videos", no_videos))) == {
+        "all": 1,
+        "report": 1,
+        "report_marker": 1,
+    }
+    assert not list((moved / "report" / "videos").glob("*.mp4"))
+
+
+def _settings_key(work, configfile) -> str:
+    plan = Plan(yaml.safe_load(Path(configfile).read_text()), base_dir=work, check_files=False)
+    return Path(plan.settings_marker("default")).name.removeprefix(".settings-")
+
 
 def _ran(proc) -> dict[str, int]:
     """The jobs a Snakemake run executed, by rule (from its log: `rule X:`, `localrule X:`, `checkpoint X:`)."""
@@ -356,7 +407,15 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
     env_py = work / "rdt" / "libero" / "env.py"
     env_py.write_text(env_py.read_text() + "\n_EDITED = True\n")
     ran = _ran(snakemake(work, "--configfile", cfg))
-    assert ran == {"all": 1, "eval_config": 2, "evaluate": 2, "expert_demos": 1, "report": 1, "target_settings": 1}
+    assert ran == {
+        "all": 1,
+        "eval_config": 2,
+        "evaluate": 2,
+        "expert_demos": 1,
+        "report": 1,
+        "settings_marker": 1,
+        "target_settings": 1,
+    }
     assert _made(work) == before
     records = [json.loads((d / "expert_summary.json").read_text()) for d in demos.iterdir()]
     assert len(records) == 2 and {r["content"] for r in records} == {first["content"]}
@@ -380,6 +439,7 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
         "run_config": 1,
         "stats": 1,
         "target_settings": 1,
+        "settings_marker": 1,
         "train": 2,
     }
     after = _made(work)

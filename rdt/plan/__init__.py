@@ -37,7 +37,7 @@ from __future__ import annotations
 from rdt.plan.checks import check_target_names
 from rdt.plan.config import load_schema
 from rdt.plan.core import Plan
-from rdt.plan.documents import SETTINGS_FILE, read_settings, train_folder, write_settings
+from rdt.plan.documents import SETTINGS_FILE, read_settings, train_folder, write_marker, write_settings
 from rdt.plan.keys import STAGE_MODULES, code_fingerprint, key_of
 from rdt.plan.targets import REPLAY, REPLAY_HORIZON, REPLAY_STEP
 
@@ -54,5 +54,6 @@ __all__ = [
     "load_schema",
     "read_settings",
     "train_folder",
+    "write_marker",
     "write_settings",
 ]

@@ -408,8 +408,24 @@ class Plan:
         """``results/<target>/settings.json``."""
         return layout.settings_file(self.run_dir(target))
 
+    def settings_marker(self, target: str) -> str:
+        """``results/<target>/.settings-<key>``, the key of its settings document: an input of the target_settings
+        rule, so a changed document (a setting changed, or changed back) is a missing file, with or without
+        Snakemake's .snakemake/ metadata. The document names its files relative to the target's folder, so moving
+        the results folder keeps the key."""
+        return layout.settings_marker(self.run_dir(target), key_of(self.settings_document(target)))
+
     def report_folders(self) -> list[str]:
         return [self.run_dir(t) for t in self.targets]
+
+    def report_identity(self) -> dict:
+        """What decides the report beyond the documents and summaries it reads: its targets, in order, its
+        settings and the report code."""
+        return {"targets": self.targets, "report": self.config["report"], "code": code_fingerprint("report")}
+
+    def report_marker(self) -> str:
+        """``results/.report-<key>``, the key of :meth:`report_identity`: an input of the report rule."""
+        return layout.report_marker(self.results, key_of(self.report_identity()))
 
     def eval_cost(self, target: str) -> dict:
         """What a target's evaluations cost, before anything runs (rdt/plan/cost.py): per horizon the jobs,

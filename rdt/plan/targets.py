@@ -215,12 +215,15 @@ class Run(Target):
 
     def document_fields(self) -> dict:
         plan, s = self.plan, self.settings
+        train, folder = plan.train_settings(self.name), plan.run_dir(self.name)
         return {
             "kind": self.kind,
             "demos": plan.demos_used(self.name),
             "demos_per_task": s["data"]["demos_per_task"],
             "gpus": s["train"]["gpus"],
-            "train": plan.train_settings(self.name),
+            # its RUN.yaml, the data, language and statistics files relative to the target's folder (as the other
+            # paths of the document are, so that it does not change when the results folder moves)
+            "train": {**train, **{k: os.path.relpath(train[k], folder) for k in ("data", "lang", "stats")}},
             "train_folder": os.path.relpath(plan.train_dir(self.name), plan.run_dir(self.name)),
             "train_code": plan.train_identity(self.name)["code"],
             "max_steps": s["train"]["max_steps"],

@@ -8,7 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from rdt import layout, train_config
 from rdt.errors import UserError
-from rdt.plan import Plan, code_fingerprint, write_settings
+from rdt.plan import Plan, code_fingerprint, write_marker, write_settings
 from rdt.report import names as report_files  # the report folder's file names
 from rdt.utils.atomic import write_text
 
@@ -59,15 +59,18 @@ def expert_demos():
 
 
 def report_inputs(wildcards):
-    """What `all` asks for: the report, and every evaluation and settings document it reads. Naming the
-    evaluations here matters: Snakemake does not rerun a job whose output exists when one of its inputs is missing,
-    so a new identity-named summary (a changed setting or code) is requested directly, which then updates the
-    report (its input is newer), with or without .snakemake/ metadata. A function: the keys are known only once
-    the expert demos they depend on are (await_demos)."""
+    """What `all` asks for: the report, and every evaluation, settings document and key marker it reads. Naming the
+    evaluations and markers here matters: Snakemake does not rerun a job whose output exists when one of its inputs
+    is missing, so a new identity-named summary (a changed setting or code) or marker (a changed settings document,
+    also one changed back) is requested directly, which then updates the settings document and the report (their
+    input is newer), with or without .snakemake/ metadata. A function: the keys are known only once the expert
+    demos they depend on are (await_demos)."""
     return (
         [layout.report_file(RESULTS, report_files.RESULTS_TABLE)]
         + PLAN.all_summaries()
         + [PLAN.settings_path(t) for t in TARGETS]
+        + [PLAN.settings_marker(t) for t in TARGETS]
+        + [PLAN.report_marker()]
     )
 
 

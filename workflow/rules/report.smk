@@ -1,12 +1,36 @@
 # The report: figures and tables over every run and evaluation-only checkpoint, registered for `snakemake --report`.
 
 
-# settings.json lists the target's evaluations by their identity-named summaries; written after them, so a new
-# summary (a changed setting, checkpoint or code) is newer than it and it is written again, with or without
-# Snakemake's .snakemake/ metadata.
+# settings.json lists the target's evaluations by their identity-named summaries; written after them and after the
+# marker named by its document's key, so a changed document is a new marker, newer than it (a setting changed back
+# too: only the current marker is kept), and it is written again, and then the report, with or without Snakemake's
+# .snakemake/ metadata.
+rule settings_marker:
+    output:
+        layout.settings_marker(layout.run_dir(RESULTS, "{target}"), "{key}"),
+    log:
+        layout.log_file(RESULTS, "settings_marker", layout.job_name("{target}", "{key}")),
+    localrule: True
+    run:
+        write_marker(output[0])
+        write_text(log[0], f"wrote {output[0]}\n")
+
+
+rule report_marker:
+    output:
+        layout.report_marker(RESULTS, "{key}"),
+    log:
+        layout.log_file(RESULTS, "report_marker", "{key}"),
+    localrule: True
+    run:
+        write_marker(output[0])
+        write_text(log[0], f"wrote {output[0]}\n")
+
+
 rule target_settings:
     input:
-        lambda w: PLAN.summaries(w.target),
+        summaries=lambda w: PLAN.summaries(w.target),
+        marker=lambda w: PLAN.settings_marker(w.target),
     output:
         layout.settings_file(layout.run_dir(RESULTS, "{target}")),
     params:
@@ -23,6 +47,7 @@ rule report:
     input:
         summaries=lambda w: PLAN.all_summaries(),
         settings=[PLAN.settings_path(t) for t in TARGETS],
+        marker=PLAN.report_marker(),  # its targets, settings and code
     output:
         # the report folder's files: rdt/report/names.py (report_files) names them, so a figure added there is
         # declared here too, under its name without .png (success_vs_step, heatmap_last, ...)
