@@ -203,28 +203,20 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         evaluate_py.write_text(original_eval + "\n_EDITED = True\n")
         # (the settings document records the code fingerprints: provenance)
         # (a new evaluation key: a new settings document for each evaluation)
-        assert planned_jobs(tiny_run) == {
+        evaluation = {
             "eval_config": 6,
             "evaluate": 6,
-            "target_settings": 1,
             "settings_marker": 1,
+            "target_settings": 1,
             "report": 1,
             "all": 1,
         }
+        assert planned_jobs(tiny_run) == evaluation
         # training code determines the weights: its identity changes, every segment and what follows reruns
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
         # (the training key covers the code, so the retrain goes to a new folder and needs its run.yaml)
-        assert planned_jobs(tiny_run) == {
-            "run_config": 1,
-            "train": 2,
-            "eval_config": 6,
-            "evaluate": 6,
-            "target_settings": 1,
-            "settings_marker": 1,
-            "report": 1,
-            "all": 1,
-        }
+        assert planned_jobs(tiny_run) == {**evaluation, "run_config": 1, "train": 2}
     finally:
         train_py.write_text(original_train)
         evaluate_py.write_text(original_eval)
@@ -406,8 +398,8 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
 
     env_py = work / "rdt" / "libero" / "env.py"
     env_py.write_text(env_py.read_text() + "\n_EDITED = True\n")
-    ran = _ran(snakemake(work, "--configfile", cfg))
-    assert ran == {
+    # demo generation and the evaluation side only
+    evaluation = {
         "all": 1,
         "eval_config": 2,
         "evaluate": 2,
@@ -416,6 +408,7 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
         "settings_marker": 1,
         "target_settings": 1,
     }
+    assert _ran(snakemake(work, "--configfile", cfg)) == evaluation
     assert _made(work) == before
     records = [json.loads((d / "expert_summary.json").read_text()) for d in demos.iterdir()]
     assert len(records) == 2 and {r["content"] for r in records} == {first["content"]}
@@ -427,21 +420,8 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
     # the expert steers differently: other demos, so new data and a new training (the old ones stay untouched)
     policy_py = work / "rdt" / "libero" / "expert_policy.py"
     policy_py.write_text(policy_py.read_text() + "\nPOS_GAIN = 8.0\n")
-    ran = _ran(snakemake(work, "--configfile", cfg))
-    assert ran == {
-        "all": 1,
-        "convert": 1,
-        "encode": 1,
-        "eval_config": 2,
-        "evaluate": 2,
-        "expert_demos": 1,
-        "report": 1,
-        "run_config": 1,
-        "stats": 1,
-        "target_settings": 1,
-        "settings_marker": 1,
-        "train": 2,
-    }
+    training = {"convert": 1, "encode": 1, "run_config": 1, "stats": 1, "train": 2}
+    assert _ran(snakemake(work, "--configfile", cfg)) == {**evaluation, **training}
     after = _made(work)
     new = {k: v for k, v in after.items() if k not in before}
     assert {k: after[k] for k in before} == before  # the evaluated tasks' language is the same file
