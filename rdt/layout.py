@@ -9,6 +9,7 @@
         cache/language/<key>/tasks.safetensors   task_language_file  the evaluated tasks' language
         train/<key>/                             train_dir           one training, shared by the runs it serves:
             run.yaml                             run_config          its RUN.yaml (rdt train --config)
+            .run-<key>                           run_marker          the key of its RUN.yaml (rdt.plan.documents)
             export/step-<S>/                     export_dir          an evaluation checkpoint (rdt train)
         <target>/                                run_dir             a run, replay run or evaluation-only checkpoint:
             settings.json                        settings_file       its settings document (rdt.plan.documents)
@@ -54,7 +55,7 @@ RUN_CONFIG = "run.yaml"
 #: the scripted expert's record in its demos folder: written by rdt.libero.expert, read by the plan (rdt.plan.demos)
 EXPERT_SUMMARY = "expert_summary.json"
 SETTINGS_FILE = "settings.json"
-SETTINGS_MARKER, REPORT_MARKER = ".settings-", ".report-"  # + the key (key markers: rdt.plan.documents)
+SETTINGS_MARKER, REPORT_MARKER, RUN_MARKER = ".settings-", ".report-", ".run-"  # + the key (rdt.plan.documents)
 LOG_SUFFIX, BENCHMARK_SUFFIX = ".log", ".tsv"
 #: a checkpoint folder's files (ours and the released ones'): read by rdt.model.checkpoint, by the plan before any
 #: model code loads, and by the bundle writer
@@ -166,6 +167,12 @@ def own_train_dir(run_folder: P) -> P:
 
 
 # --------------------------------------------------------------------------------------------------- the report, jobs
+def run_marker(train_folder: P, key: str) -> P:
+    """``<train_folder>/.run-<key>``: the key of the training's RUN.yaml, the input that makes run.yaml be written
+    again when it changes (bookkeeping keys, or the paths of a moved results folder; only the current one is kept)."""
+    return _join(train_folder, f"{RUN_MARKER}{key}")
+
+
 def settings_marker(run_folder: P, key: str) -> P:
     """``<run_folder>/.settings-<key>``: the key of the target's settings document, the input that makes
     settings.json be written again when its document changes (only the current marker is kept)."""

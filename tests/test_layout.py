@@ -31,6 +31,7 @@ DOCUMENTED = [
     (layout.export_dir, (20,), "export/step-20"),
     (layout.run_dir, ("main",), "main"),
     (layout.settings_file, (), "settings.json"),
+    (layout.run_marker, ("k",), ".run-k"),
     (layout.settings_marker, ("k",), ".settings-k"),
     (layout.report_marker, ("k",), ".report-k"),
     (layout.own_train_dir, (), "train"),

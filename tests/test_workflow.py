@@ -96,6 +96,7 @@ def test_dag_of_the_tiny_config(workdir):
         "encode": 1,
         "encode_tasks": 1,
         "run_config": 1,
+        "run_marker": 1,
         "train": 2,
         "eval_config": 6,
         "evaluate": 6,
@@ -216,7 +217,7 @@ def test_code_edits_rerun_their_stage_and_comment_edits_nothing(tiny_run):
         # (the trainer's side of the same identity: tests/test_identity.py)
         train_py.write_text(original_train + "\n_EDITED = True\n")
         # (the training key covers the code, so the retrain goes to a new folder and needs its run.yaml)
-        assert planned_jobs(tiny_run) == {**evaluation, "run_config": 1, "train": 2}
+        assert planned_jobs(tiny_run) == {**evaluation, "run_config": 1, "run_marker": 1, "train": 2}
     finally:
         train_py.write_text(original_train)
         evaluate_py.write_text(original_eval)
@@ -315,7 +316,12 @@ def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_show
     def at_moved(c):
         c["results"] = str(moved)
 
-    assert planned_jobs(clone, "--configfile", variant(clone, "moved", at_moved)) == {}
+    # moved: nothing runs again but run.yaml, which names the training's files (its key marker is new)
+    assert planned_jobs(clone, "--configfile", variant(clone, "moved", at_moved)) == {
+        "all": 1,
+        "run_config": 1,
+        "run_marker": 1,
+    }
 
     def seed1(c):
         at_moved(c)
@@ -359,6 +365,20 @@ def test_without_snakemake_metadata_a_changed_setting_reruns_and_the_report_show
         "report_marker": 1,
     }
     assert not list((moved / "report" / "videos").glob("*.mp4"))
+
+    # a longer training in the moved folder, without .snakemake/: with run.yaml naming the old folder's files, the
+    # trainer found none there and refused the step-4 export as another training's (rewritten above, it continues)
+    shutil.rmtree(clone / ".snakemake")
+
+    def longer(c):
+        no_videos(c)
+        c["train"]["max_steps"] = 6
+
+    ran = _ran(snakemake(clone, "--configfile", variant(clone, "longer", longer)))
+    assert ran["train"] == ran["evaluate"] == 1 and "run_config" not in ran, ran
+    [train] = (moved / "train").iterdir()
+    pipeline = [json.loads((train / "export" / f"step-{s}" / "pipeline.json").read_text()) for s in (4, 6)]
+    assert pipeline[0]["identity"] == pipeline[1]["identity"]
 
 
 def _settings_key(work, configfile) -> str:
@@ -420,7 +440,7 @@ def test_a_simulator_wrapper_edit_reruns_demos_and_evaluation_and_changed_demos_
     # the expert steers differently: other demos, so new data and a new training (the old ones stay untouched)
     policy_py = work / "rdt" / "libero" / "expert_policy.py"
     policy_py.write_text(policy_py.read_text() + "\nPOS_GAIN = 8.0\n")
-    training = {"convert": 1, "encode": 1, "run_config": 1, "stats": 1, "train": 2}
+    training = {"convert": 1, "encode": 1, "run_config": 1, "run_marker": 1, "stats": 1, "train": 2}
     assert _ran(snakemake(work, "--configfile", cfg)) == {**evaluation, **training}
     after = _made(work)
     new = {k: v for k, v in after.items() if k not in before}

@@ -254,6 +254,12 @@ class Plan:
             "run": self.train_key(run),
         }
 
+    def run_marker(self, key: str) -> str:
+        """``results/train/<key>/.run-<marker>``, the key of the training's RUN.yaml (:meth:`train_settings`): an input
+        of the run_config rule, so a changed run.yaml (a bookkeeping key, or the paths of a moved results folder) is
+        written again, with or without Snakemake's .snakemake/ metadata."""
+        return layout.run_marker(layout.train_dir(self.results, key), key_of(self.train_settings(self.trainings[key])))
+
     def train_identity(self, run: str) -> dict:
         """What decides a training's weights, as Snakemake's params carry it: the settings without the
         bookkeeping keys (the data, language and statistics files by their cache keys; their contents are

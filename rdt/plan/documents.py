@@ -49,12 +49,12 @@ def write_settings(path: str | os.PathLike, document: dict) -> None:
 
 
 def write_marker(path: str | os.PathLike) -> None:
-    """Write a key marker (rdt.layout.settings_marker, report_marker): an empty file named by the key of what decides
-    a file whose inputs alone cannot show a change. Snakemake sees a changed key as a missing input, with or without
-    its metadata; the folder's other markers of the same kind are removed, so that going back to an earlier key is a
-    missing file again, not an old one."""
+    """Write a key marker (rdt.layout.run_marker, settings_marker, report_marker): an empty file named by the key of
+    what decides a file whose inputs alone cannot show a change. Snakemake sees a changed key as a missing input, with
+    or without its metadata; the folder's other markers of the same kind are removed, so that going back to an
+    earlier key is a missing file again, not an old one."""
     path = Path(path)
-    kind = path.name.rsplit("-", 1)[0] + "-"  # .settings- or .report-
+    kind = path.name.rsplit("-", 1)[0] + "-"  # .run-, .settings- or .report-
     write_text(path, "")
     for other in path.parent.glob(f"{kind}*"):
         if other != path:

@@ -61,8 +61,8 @@ def expert_demos():
 def report_inputs(wildcards):
     """What `all` asks for: the report, and every evaluation, settings document and key marker it reads. Naming the
     evaluations and markers here matters: Snakemake does not rerun a job whose output exists when one of its inputs
-    is missing, so a new identity-named summary (a changed setting or code) or marker (a changed settings document,
-    also one changed back) is requested directly, which then updates the settings document and the report (their
+    is missing, so a new identity-named summary (a changed setting or code) or marker (a changed settings document
+    or run.yaml, also one changed back) is requested directly, which then updates the settings document and the report (their
     input is newer), with or without .snakemake/ metadata. A function: the keys are known only once the expert
     demos they depend on are (await_demos)."""
     return (
@@ -70,6 +70,7 @@ def report_inputs(wildcards):
         + PLAN.all_summaries()
         + [PLAN.settings_path(t) for t in TARGETS]
         + [PLAN.settings_marker(t) for t in TARGETS]
+        + [PLAN.run_marker(key) for key in PLAN.trainings]
         + [PLAN.report_marker()]
     )
 

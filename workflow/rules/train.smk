@@ -5,7 +5,22 @@
 # trainer computes the same identity and never resumes or re-exports a checkpoint of another one.
 
 
+# run.yaml is written again when its key marker is new: a bookkeeping key changed, or the results folder moved (its
+# paths), also without Snakemake's metadata; the trainer's identity is of the files, not of their paths.
+rule run_marker:
+    output:
+        layout.run_marker(layout.train_dir(RESULTS, "{key}"), "{marker}"),
+    log:
+        layout.log_file(RESULTS, "run_marker", layout.job_name("{key}", "{marker}")),
+    localrule: True
+    run:
+        write_marker(output[0])
+        write_text(log[0], f"wrote {output[0]}\n")
+
+
 rule run_config:
+    input:
+        marker=lambda w: PLAN.run_marker(w.key),
     output:
         layout.run_config(layout.train_dir(RESULTS, "{key}")),
     params:
