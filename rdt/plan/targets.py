@@ -224,7 +224,7 @@ class Run(Target):
             # its RUN.yaml, the data, language and statistics files relative to the target's folder (as the other
             # paths of the document are, so that it does not change when the results folder moves)
             "train": {**train, **{k: os.path.relpath(train[k], folder) for k in ("data", "lang", "stats")}},
-            "train_folder": os.path.relpath(plan.train_dir(self.name), plan.run_dir(self.name)),
+            "train_folder": os.path.relpath(plan.train_dir(self.name), folder),
             "train_code": plan.train_identity(self.name)["code"],
             "max_steps": s["train"]["max_steps"],
             "workflow": s,

@@ -36,7 +36,8 @@ REPLAYS = list(PLAN.replays)
 EVALUATED = [t for t in TARGETS if t not in PLAN.replays]  # targets with a model
 # Code fingerprints of the modules each stage runs (comments and docstrings excluded): a code change reruns the
 # stage, a comment edit does not. Snakemake's own `code` trigger sees only the rule's text, not imported modules.
-CODE = {stage: code_fingerprint(stage) for stage in ("expert", "convert", "stats", "encode", "evaluate", "replay", "report")}
+# (the expert's code is each generation's own: PLAN.demo_generation)
+CODE = {stage: code_fingerprint(stage) for stage in ("convert", "stats", "encode", "evaluate", "replay", "report")}
 
 
 def train_run(wildcards):
@@ -62,9 +63,9 @@ def report_inputs(wildcards):
     """What `all` asks for: the report, and every evaluation, settings document and key marker it reads. Naming the
     evaluations and markers here matters: Snakemake does not rerun a job whose output exists when one of its inputs
     is missing, so a new identity-named summary (a changed setting or code) or marker (a changed settings document
-    or run.yaml, also one changed back) is requested directly, which then updates the settings document and the report (their
-    input is newer), with or without .snakemake/ metadata. A function: the keys are known only once the expert
-    demos they depend on are (await_demos)."""
+    or run.yaml, also one changed back) is requested directly, which then updates what depends on it (its input is
+    newer), with or without .snakemake/ metadata. A function: the keys are known only once the expert demos they
+    depend on are (await_demos)."""
     return (
         [layout.report_file(RESULTS, report_files.RESULTS_TABLE)]
         + PLAN.all_summaries()

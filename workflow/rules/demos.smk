@@ -14,7 +14,9 @@ checkpoint expert_demos:
         tasks=lambda w: PLAN.demo_generation(w.key)["tasks"],
         episodes=lambda w: PLAN.demo_generation(w.key)["episodes_per_task"],
         attempts=lambda w: (
-            PLAN.demo_generation(w.key)["max_attempts"] or PLAN.demo_generation(w.key)["episodes_per_task"]
+            f"--max-attempts {PLAN.demo_generation(w.key)['max_attempts']}"
+            if PLAN.demo_generation(w.key)["max_attempts"]
+            else ""
         ),
         seed=lambda w: PLAN.demo_generation(w.key)["seed"],
         first=lambda w: PLAN.demo_generation(w.key)["first_init_state"],
@@ -32,7 +34,6 @@ checkpoint expert_demos:
         "../envs/rdt.yaml"
     shell:
         "python -m rdt expert --suite {params.suite} --tasks {params.tasks:q} --episodes {params.episodes}"
-        " --max-attempts {params.attempts} --seed {params.seed} --first-init-state {params.first}"
-        " --action-noise {params.noise}"
+        " {params.attempts} --seed {params.seed} --first-init-state {params.first} --action-noise {params.noise}"
         " --workers {threads} --out {output} > {log} 2>&1"
         " || python -m rdt.job_exit $? --rule expert_demos --log {log} --mem-mb {resources.mem_mb}"
